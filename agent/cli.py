@@ -1,0 +1,184 @@
+"""``edge-agent``: the command line. Exit codes: 0 success, 2 bad usage or invalid
+config/input, 1 runtime failure."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from agent import __version__
+from agent.aio import run_until_signal
+from agent.logs import setup_logging
+from rules.errors import ConfigError, EdgeAgentError, InputError
+
+log = logging.getLogger("agent")
+
+EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="edge-agent", description=__doc__)
+    p.add_argument("--version", action="version", version=f"edge-agent {__version__}")
+    p.add_argument("--log-level", default="info",
+                   choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", default="text", choices=["text", "json"])
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="the production agent")
+    run.add_argument("-c", "--config", type=Path, required=True)
+    run.add_argument("--record", type=Path, help="also write every sample to this JSON Lines log")
+
+    chk = sub.add_parser("check-config", help="validate a config file")
+    chk.add_argument("-c", "--config", type=Path, required=True)
+    chk.add_argument("--ingest", action="store_true", help="the file is an ingest config")
+
+    ing = sub.add_parser("ingest", help="platform side: MQTT -> InfluxDB")
+    ing.add_argument("-c", "--config", type=Path, required=True)
+
+    kpi = sub.add_parser("kpi", help="recompute KPI records offline from a sample log")
+    kpi.add_argument("--input", type=Path, required=True, help="sample log (JSON Lines), - = stdin")
+    kpi.add_argument("-c", "--config", type=Path, required=True)
+
+    demo = sub.add_parser("demo", help="simulators + broker + agent (+ InfluxDB), live view")
+    demo.add_argument("--duration", type=float, default=None,
+                      help="stop after this many seconds and print a summary")
+    demo.add_argument("--machines", type=int, default=2)
+    demo.add_argument("--window", default="10s", help="KPI window length (default 10s)")
+    demo.add_argument("--state-dir", type=Path, default=None)
+
+    sim = sub.add_parser("sim", help="run a simulator standalone")
+    sim.add_argument("kind", choices=["opcua", "modbus", "plant"])
+    sim.add_argument("--scenario", type=Path, default=None, help="scenario TOML (default: bundled)")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--opcua-port", type=int, default=4840)
+    sim.add_argument("--modbus-port", type=int, default=5020)
+    sim.add_argument("--ledger-dir", type=Path, default=None)
+    sim.add_argument("--duration", type=float, default=None)
+    return p
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from agent.config import load_agent_config
+    from agent.runtime import Agent
+
+    cfg = load_agent_config(args.config)
+    agent = Agent(cfg, record_path=args.record)
+    log.info("edge-agent %s: site %s, %d machines, %d meters, %d sources", __version__,
+             cfg.site.id, len(cfg.machines), len(cfg.meters), len(cfg.sources))
+    asyncio.run(run_until_signal(agent.run))
+    return EXIT_OK
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    if args.ingest:
+        from agent.ingest.config import load_ingest_config
+
+        icfg = load_ingest_config(args.config)
+        print(f"{args.config}: ok: ingest from {icfg.mqtt.host}:{icfg.mqtt.port} "
+              f"into {icfg.influxdb.url} bucket {icfg.influxdb.bucket}")
+        return EXIT_OK
+    from agent.config import load_agent_config
+
+    cfg = load_agent_config(args.config)
+    tags = sum(1 for m in cfg.machines for s in m.signals.model_dump().values() if s) + sum(
+        1 for mt in cfg.meters for s in mt.signals.model_dump().values() if s)
+    print(f"{args.config}: ok: site {cfg.site.id}, {len(cfg.lines)} lines, "
+          f"{len(cfg.machines)} machines, {len(cfg.meters)} meters, {len(cfg.sources)} sources, "
+          f"{tags} signals (+ presets), windows {', '.join(cfg.kpi.windows)}")
+    return EXIT_OK
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from agent.ingest.config import load_ingest_config
+    from agent.ingest.service import IngestService
+
+    icfg = load_ingest_config(args.config)
+    service = IngestService(icfg)
+
+    async def main(stop: asyncio.Event) -> None:
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(service.run(), name="ingest")
+            await stop.wait()
+            task.cancel()
+
+    asyncio.run(run_until_signal(main))
+    return EXIT_OK
+
+
+def _cmd_kpi(args: argparse.Namespace) -> int:
+    from agent.config import load_agent_config
+    from agent.offline import recompute
+
+    cfg = load_agent_config(args.config, kpi_only=True)
+    if str(args.input) == "-":
+        recompute(cfg, sys.stdin, sys.stdout, "<stdin>")
+        return EXIT_OK
+    try:
+        with args.input.open(encoding="utf-8") as fh:
+            recompute(cfg, fh, sys.stdout, str(args.input))
+    except FileNotFoundError:
+        raise InputError(f"{args.input}: file not found") from None
+    except UnicodeDecodeError as err:
+        raise InputError(f"{args.input}: not UTF-8 text ({err.reason})") from None
+    return EXIT_OK
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from agent.demo import run_demo
+
+    return run_demo(duration_s=args.duration, machines=args.machines, window=args.window,
+                    state_dir=args.state_dir)
+
+
+def _cmd_sim(args: argparse.Namespace) -> int:
+    from simulators.cli import run_simulator
+
+    return run_simulator(kind=args.kind, scenario=args.scenario, host=args.host,
+                         opcua_port=args.opcua_port, modbus_port=args.modbus_port,
+                         ledger_dir=args.ledger_dir, duration_s=args.duration)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": _cmd_run,
+    "check-config": _cmd_check,
+    "ingest": _cmd_ingest,
+    "kpi": _cmd_kpi,
+    "demo": _cmd_demo,
+    "sim": _cmd_sim,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``edge-agent`` console script."""
+    args = _parser().parse_args(argv)
+    setup_logging(args.log_level, args.log_format)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as err:
+        print(err.render(), file=sys.stderr)
+        return EXIT_USAGE
+    except InputError as err:
+        print(f"edge-agent: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except BrokenPipeError:
+        return EXIT_OK
+    except EdgeAgentError as err:
+        log.error("%s", err)
+        return EXIT_RUNTIME
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Config sections shared by the edge agent and the platform ingest: MQTT, TLS, InfluxDB.
+
+Secrets (passwords, tokens) may be given inline or, better, by naming an environment
+variable (``password_env``); they are ``SecretStr`` so that neither a log line nor a
+validation error ever shows them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+
+class StrictModel(BaseModel):
+    """Base of every config model: unknown keys are errors (a typo must not pass silently)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def resolve_secret(inline: SecretStr | None, env_name: str | None, place: str) -> str | None:
+    """The secret's value, from the environment variable when one is named."""
+    if env_name:
+        value = os.environ.get(env_name)
+        if value is None:
+            raise ValueError(f"{place}: environment variable {env_name} is not set")
+        return value
+    return inline.get_secret_value() if inline is not None else None
+
+
+class TlsSettings(StrictModel):
+    """TLS towards the broker: CA bundle, optional client certificate (mutual TLS)."""
+
+    enabled: bool = True
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure_skip_verify: bool = False
+
+    @model_validator(mode="after")
+    def _pair(self) -> Self:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        return self
+
+
+class MqttSettings(StrictModel):
+    """How to reach the broker. MQTT 5 by default; ``protocol = "3.1.1"`` for old brokers."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    protocol: Literal["5", "3.1.1"] = "5"
+    client_id: str | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    password_env: str | None = None
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    session_expiry_s: int = Field(3600, ge=0)
+    prefix: str = "factory"
+    qos: Literal[1] = 1
+    max_inflight: int = Field(100, ge=1, le=65535)
+    reconnect_min_s: float = Field(1.0, gt=0)
+    reconnect_max_s: float = Field(60.0, gt=0)
+    tls: TlsSettings | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.password is not None and self.password_env is not None:
+            raise ValueError("give password or password_env, not both")
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError("reconnect_min_s must not exceed reconnect_max_s")
+        if "/" in self.prefix.strip("/") or not self.prefix.strip("/"):
+            raise ValueError("prefix must be one non-empty topic level, e.g. 'factory'")
+        return self
+
+    def password_value(self) -> str | None:
+        """The password, read from the environment when ``password_env`` is set."""
+        return resolve_secret(self.password, self.password_env, "mqtt.password_env")
+
+
+class InfluxSettings(StrictModel):
+    """Where the ingest writes. On InfluxDB 1.8 the bucket is ``db/rp`` and the token
+    ``user:password``; on 2.x/3.x they are the real bucket and token."""
+
+    url: str = "http://127.0.0.1:8086"
+    org: str = "-"
+    bucket: str = "factory/autogen"
+    token: SecretStr | None = None
+    token_env: str | None = None
+    timeout_s: float = Field(10.0, gt=0)
+
+    def token_value(self) -> str:
+        """The token, read from the environment when ``token_env`` is set."""
+        return resolve_secret(self.token, self.token_env, "influxdb.token_env") or ""

@@ -1,0 +1,176 @@
+"""Whole-file checks of ``agent.toml``: what no single item can know on its own."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+
+from agent.config.model import (
+    AgentConfig,
+    MachineSection,
+    MeterSection,
+    ModbusSourceSection,
+    OpcUaSourceSection,
+    SignalSection,
+)
+from collectors.presets import PRESETS
+from rules.types import MACHINE_STATES
+
+Problems = list[tuple[str, str]]
+
+
+def _dupes(kind: str, ids: Iterable[str]) -> Problems:
+    counts = Counter(ids)
+    return [(kind, f"id {name!r} is used {n} times") for name, n in counts.items() if n > 1]
+
+
+def _label(kind: str, index: int, ident: str) -> str:
+    return f'{kind}[{index}] "{ident}"'
+
+
+def check_kpi(cfg: AgentConfig) -> Problems:
+    """What the KPI engine needs: unique ids, lines and machines that reference each other."""
+    out: Problems = []
+    out += _dupes("machines", (m.id for m in cfg.machines))
+    out += _dupes("meters", (m.id for m in cfg.meters))
+    out += _dupes("lines", (ln.id for ln in cfg.lines))
+    shared = {m.id for m in cfg.machines} & {m.id for m in cfg.meters}
+    out += [("meters", f"id {name!r} is also a machine id") for name in sorted(shared)]
+    lines = {ln.id for ln in cfg.lines}
+    machines = {m.id: m for m in cfg.machines}
+    for i, m in enumerate(cfg.machines):
+        if m.line not in lines:
+            out.append((_label("machines", i, m.id) + ": line",
+                        f'line "{m.line}" is not defined in [[lines]]'))
+    for i, ln in enumerate(cfg.lines):
+        out_machine = machines.get(ln.output_machine)
+        if out_machine is None:
+            out.append((_label("lines", i, ln.id) + ": output_machine",
+                        f'machine "{ln.output_machine}" is not defined'))
+        elif out_machine.line != ln.id:
+            out.append((_label("lines", i, ln.id) + ": output_machine",
+                        f'machine "{ln.output_machine}" belongs to line "{out_machine.line}"'))
+    for i, mt in enumerate(cfg.meters):
+        where = _label("meters", i, mt.id)
+        if mt.machine is not None and mt.machine not in machines:
+            out.append((where + ": machine", f'machine "{mt.machine}" is not defined'))
+        if mt.line is not None and mt.line not in lines:
+            out.append((where + ": line", f'line "{mt.line}" is not defined'))
+    if "shift" in cfg.kpi.windows and not cfg.calendar.shifts:
+        out.append(("kpi.windows", "'shift' needs [[calendar.shifts]]"))
+    out += _dupes("calendar.shifts", (s.name for s in cfg.calendar.shifts))
+    out += _check_alarms(cfg)
+    return out
+
+
+def _check_alarms(cfg: AgentConfig) -> Problems:
+    out: Problems = []
+    devices = {m.id for m in cfg.machines} | {m.id for m in cfg.meters}
+    for i, alarm in enumerate(cfg.alarms):
+        where = f'alarms[{i}] "{alarm.name}"'
+        if alarm.device is not None and alarm.device not in devices:
+            out.append((where + ": device", f'device "{alarm.device}" is not defined'))
+        if alarm.machine is not None and alarm.machine not in {m.id for m in cfg.machines}:
+            out.append((where + ": machine", f'machine "{alarm.machine}" is not defined'))
+        if alarm.state is not None and alarm.state not in MACHINE_STATES:
+            out.append((where + ": state", f"{alarm.state!r} is not a machine state"))
+        if alarm.window is not None and alarm.window not in cfg.kpi.windows:
+            out.append((where + ": window", f"window {alarm.window!r} is not in kpi.windows"))
+    out += _dupes("alarms", (a.name for a in cfg.alarms))
+    return out
+
+
+def _check_signal(
+    where: str, sig: SignalSection, sources: dict[str, OpcUaSourceSection | ModbusSourceSection]
+) -> Problems:
+    src = sources.get(sig.source)
+    if src is None:
+        return [(where + ".source", f'source "{sig.source}" is not defined')]
+    if isinstance(src, OpcUaSourceSection) and not sig.is_opcua:
+        return [(where, f'source "{sig.source}" is OPC UA: give node or browse_path')]
+    if isinstance(src, ModbusSourceSection):
+        if sig.is_opcua:
+            return [(where, f'source "{sig.source}" is Modbus: give unit, table and address')]
+        if sig.unit is None:
+            return [(where + ".unit", "a Modbus signal needs the unit (device) id")]
+    if isinstance(src, OpcUaSourceSection) and sig.browse_path:
+        for element in sig.browse_path.strip("/").split("/"):
+            alias, sep, _ = element.partition(":")
+            if sep and alias not in src.namespaces:
+                return [(where + ".browse_path",
+                         f'namespace alias "{alias}" is not in sources "{src.id}" namespaces')]
+    return []
+
+
+def _machine_roles(i: int, m: MachineSection, sources: dict[str, OpcUaSourceSection |
+                   ModbusSourceSection]) -> Problems:
+    where = _label("machines", i, m.id)
+    out: Problems = []
+    sig = m.signals
+    for role in ("state", "parts_total"):
+        if getattr(sig, role) is None:
+            out.append((f"{where}: signals.{role}", "required role is not configured"))
+    if sig.parts_bad is None and sig.parts_good is None:
+        out.append((f"{where}: signals.parts_bad",
+                    "configure parts_bad (scrap counter) or parts_good (good counter)"))
+    for role in ("state", "parts_total", "parts_bad", "parts_good", "power_kw"):
+        s = getattr(sig, role)
+        if s is not None:
+            out += _check_signal(f"{where}: signals.{role}", s, sources)
+    return out
+
+
+def _meter_roles(i: int, mt: MeterSection, sources: dict[str, OpcUaSourceSection |
+                 ModbusSourceSection]) -> Problems:
+    where = _label("meters", i, mt.id)
+    out: Problems = []
+    if mt.preset is not None:
+        if mt.preset not in PRESETS:
+            out.append((f"{where}: preset",
+                        f"unknown preset {mt.preset!r} (known: {', '.join(sorted(PRESETS))})"))
+        src = sources.get(mt.source or "")
+        if src is None:
+            out.append((f"{where}: source", f'source "{mt.source}" is not defined'))
+        elif not isinstance(src, ModbusSourceSection):
+            out.append((f"{where}: source", f'source "{mt.source}" is not a Modbus source'))
+    elif mt.signals.energy_kwh is None:
+        out.append((f"{where}: signals.energy_kwh",
+                    "required role is not configured (or give preset, source and unit)"))
+    for role in ("energy_kwh", "power_kw"):
+        s = getattr(mt.signals, role)
+        if s is not None:
+            out += _check_signal(f"{where}: signals.{role}", s, sources)
+    return out
+
+
+def check_sources(cfg: AgentConfig) -> Problems:
+    """Sources: unique ids and endpoints, timeouts shorter than intervals, roles resolvable."""
+    out: Problems = []
+    out += _dupes("sources", (s.id for s in cfg.sources))
+    endpoints: Counter[str] = Counter()
+    for i, src in enumerate(cfg.sources):
+        where = _label("sources", i, src.id)
+        if isinstance(src, OpcUaSourceSection):
+            endpoints[src.url] += 1
+            if src.timeout_s >= src.watchdog_s:
+                out.append((where + ": timeout_s", "must be shorter than watchdog_s"))
+        else:
+            key = (src.serial_port or "") if src.transport == "rtu" else f"{src.host}:{src.port}"
+            endpoints[key] += 1
+            if src.timeout_s * (src.retries + 1) >= src.poll_interval_s:
+                out.append((where + ": timeout_s",
+                            f"timeout_s x (retries + 1) = {src.timeout_s * (src.retries + 1):g} s "
+                            f"must be shorter than poll_interval_s = {src.poll_interval_s:g} s"))
+    out += [("sources", f"endpoint {ep} is configured {n} times")
+            for ep, n in endpoints.items() if n > 1]
+    by_id = {s.id: s for s in cfg.sources}
+    for i, m in enumerate(cfg.machines):
+        out += _machine_roles(i, m, by_id)
+    for i, mt in enumerate(cfg.meters):
+        out += _meter_roles(i, mt, by_id)
+    return out
+
+
+def check_agent(cfg: AgentConfig) -> Problems:
+    """Every whole-file check for ``edge-agent run`` and ``check-config``."""
+    return check_kpi(cfg) + check_sources(cfg)

@@ -1,0 +1,303 @@
+"""``edge-agent demo``: the whole chain on one machine with zero set-up.
+
+Bundled simulators -> agent -> broker (Mosquitto if installed, else an embedded one) ->
+ingest -> InfluxDB (when an ``influxd`` is available), with a live view of each machine's
+KPIs as windows close. It says plainly what it found and what it used instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import tomli_w
+from rules.engine import EngineOutput
+from simulators.plant import Plant, default_scenario
+
+from agent.aio import run_until_signal
+from agent.broker import EmbeddedBroker
+from agent.config.model import AgentConfig
+from agent.runtime import Agent
+from agent.services import ManagedInfluxd, ManagedMosquitto, find_influxd, find_mosquitto
+from rules.errors import ServiceError
+from rules.types import KpiRecord
+
+log = logging.getLogger(__name__)
+
+SIM_NAMESPACE = "urn:factory-edge:simulator:cnc"
+STATE_CODES = {"0": "off", "1": "idle", "2": "producing", "3": "setup", "4": "unplanned_down",
+               "5": "planned_down"}
+DEMO_SITE = "demo-site"
+DEMO_LINE = "line-a"
+
+
+def _machine_path(machine: str, *parts: str) -> str:
+    return "/".join(["Objects", "cnc:Machines", f"cnc:{machine}", *(f"cnc:{p}" for p in parts)])
+
+
+def simulator_config(
+    plant: Plant,
+    *,
+    mqtt_port: int,
+    protocol: str = "5",
+    window: str = "10s",
+    state_dir: Path,
+    lateness_s: float = 2.0,
+    ideal_cycle_time_s: float | None = None,
+) -> dict[str, Any]:
+    """An agent config (as TOML data) pointing at a running simulated plant.
+
+    It is the same shape as ``deploy/examples/simulators.toml``; only the ports differ.
+    """
+    ideal = ideal_cycle_time_s or plant.ideal_cycle_time_s()
+    machines = []
+    for m in plant.machines:
+        machines.append({
+            "id": m,
+            "line": DEMO_LINE,
+            "ideal_cycle_time_s": ideal[m] if isinstance(ideal, dict) else ideal,
+            "signals": {
+                "state": {"source": "cnc-opcua",
+                          "browse_path": _machine_path(m, "Monitoring", "MachineTool",
+                                                       "MachineState"),
+                          "map": STATE_CODES},
+                "parts_total": {"source": "cnc-opcua",
+                                "browse_path": _machine_path(m, "Production",
+                                                             "PartsProducedInLifetime")},
+                "parts_bad": {"source": "cnc-opcua",
+                              "browse_path": _machine_path(m, "Production",
+                                                           "PartsScrapInLifetime")},
+            },
+        })
+    meters = [
+        {"id": meter, "machine": plant.machines[i], "source": "meters", "unit": unit,
+         "preset": "sdm630", "resolution_kwh": 0.01}
+        for i, (meter, unit) in enumerate(plant.meters)
+    ]
+    return {
+        "agent": {"id": "demo-agent", "state_dir": str(state_dir)},
+        "site": {"id": DEMO_SITE, "timezone": "UTC", "grid_factor_kg_per_kwh": 0.5306},
+        "kpi": {"windows": [window], "lateness_s": lateness_s},
+        "mqtt": {"host": "127.0.0.1", "port": mqtt_port, "protocol": protocol,
+                 "reconnect_min_s": 0.5, "reconnect_max_s": 5.0},
+        "sources": [
+            {"id": "cnc-opcua", "type": "opcua", "url": plant.opcua_endpoint,
+             "namespaces": {"cnc": SIM_NAMESPACE}, "publishing_interval_ms": 200},
+            {"id": "meters", "type": "modbus", "host": "127.0.0.1", "port": plant.modbus_port,
+             "poll_interval_s": 1.0, "timeout_s": 0.3, "retries": 1},
+        ],
+        "lines": [{"id": DEMO_LINE, "output_machine": plant.machines[-1]}],
+        "machines": machines,
+        "meters": meters,
+    }
+
+
+def _fmt(value: float | int | None, spec: str, scale: float = 1.0) -> str:
+    return "-" if value is None else format(value * scale, spec)
+
+
+@dataclass
+class LiveView:
+    """Prints each machine's latest KPIs as windows close, and the final summary."""
+
+    out: TextIO = sys.stdout
+    latest: dict[str, KpiRecord] = field(default_factory=dict)
+    records: int = 0
+
+    def update(self, output: EngineOutput) -> None:
+        """Called by the agent with every engine output (records are in window order)."""
+        for rec in output.records:
+            self.records += 1
+            key = rec.machine or (f"line {rec.line}" if rec.line else "site")
+            self.latest[key] = rec
+        for alarm in output.alarms:
+            print(f"  alarm {alarm.state}: {alarm.rule} on {alarm.machine}: {alarm.message}",
+                  file=self.out)
+        ends = {r.window_end_ms for r in output.records if r.machine}
+        if ends:
+            self.print_table()
+
+    def print_table(self) -> None:
+        """One row per machine (and line, and site) with the latest closed window."""
+        rows = [("", "window end", "OEE", "avail", "perf", "quality", "defect%", "cycle s",
+                 "kWh/unit", "kWh/good", "CO2 kg", "parts", "flags")]
+        for key, r in self.latest.items():
+            rows.append((
+                key, time.strftime("%H:%M:%S", time.gmtime(r.window_end_ms / 1000)),
+                _fmt(r.oee, ".3f"), _fmt(r.availability, ".3f"), _fmt(r.performance, ".3f"),
+                _fmt(r.quality_ratio, ".3f"), _fmt(r.defect_rate, ".1f", 100),
+                _fmt(r.cycle_time_mean_s, ".2f"), _fmt(r.energy_per_unit_kwh, ".4f"),
+                _fmt(r.energy_per_good_unit_kwh, ".4f"), _fmt(r.co2_kg, ".4f"),
+                f"{r.parts_produced}/{r.parts_scrap}", ",".join(r.flags),
+            ))
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        print("", file=self.out)
+        for row in rows:
+            print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(),
+                  file=self.out)
+        self.out.flush()
+
+
+class BrokerCounter:
+    """A plain MQTT subscriber that counts the KPI records that really reached the broker."""
+
+    def __init__(self, host: str, port: int, protocol: str) -> None:
+        import paho.mqtt.client as mqtt
+
+        self.count = 0
+        self._lock = threading.Lock()
+        proto = mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=proto,
+                                  client_id="edge-agent-demo-view")
+        self.client.on_message = self._on_message
+        self.client.on_connect = self._on_connect
+        self.client.connect(host, port)
+        self.client.loop_start()
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        client.subscribe("factory/+/+/+/kpi", qos=1)
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        with self._lock:
+            self.count += 1
+
+    def close(self) -> None:
+        """Stop the network thread."""
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@contextlib.contextmanager
+def _optional_influxd() -> Iterator[ManagedInfluxd | None]:
+    if find_influxd() is None:
+        print("InfluxDB: no influxd found (scripts/provide-influxd builds one); "
+              "KPI records go to the broker only")
+        yield None
+        return
+    server = ManagedInfluxd()
+    try:
+        server.start()
+    except ServiceError as err:
+        print(f"InfluxDB: influxd did not start ({err}); KPI records go to the broker only")
+        server.close()
+        yield None
+        return
+    print(f"InfluxDB: influxd {server.binary} on {server.url}, database {server.database}")
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+async def _demo(stop: asyncio.Event, duration_s: float | None, machines: int, window: str,
+                state_dir: Path) -> dict[str, Any]:
+    mosquitto_bin = find_mosquitto()
+    async with contextlib.AsyncExitStack() as stack:
+        if mosquitto_bin is not None:
+            broker = stack.enter_context(ManagedMosquitto())
+            host, port, protocol = broker.host, broker.port, "5"
+            print(f"Broker: Mosquitto ({mosquitto_bin}) on {host}:{port}, MQTT 5")
+        else:
+            embedded = await stack.enter_async_context(EmbeddedBroker())
+            host, port, protocol = embedded.host, embedded.port, "3.1.1"
+            print(f"Broker: Mosquitto not found; embedded broker on {host}:{port}, MQTT 3.1.1 "
+                  "(install Mosquitto for MQTT 5: apt-get install mosquitto)")
+        influx = stack.enter_context(_optional_influxd())
+        plant = await stack.enter_async_context(
+            Plant(default_scenario(machines=machines, fast=True), ledger_dir=state_dir / "ledger")
+        )
+        print(f"Simulators: OPC UA {plant.opcua_endpoint} ({len(plant.machines)} CNC machines), "
+              f"Modbus TCP 127.0.0.1:{plant.modbus_port} ({len(plant.meters)} meters)")
+        raw = simulator_config(plant, mqtt_port=port, protocol=protocol, window=window,
+                               state_dir=state_dir / "agent")
+        cfg = AgentConfig.model_validate(raw)
+        (state_dir / "agent.toml").write_text(tomli_w.dumps(raw))
+        print(f"Agent config: {state_dir / 'agent.toml'}; windows of {window}; Ctrl-C stops")
+        view = LiveView()
+        agent = Agent(cfg, on_output=view.update)
+        counter = BrokerCounter(host, port, protocol)
+        stack.callback(counter.close)
+        async with asyncio.TaskGroup() as tg:
+            agent_stop = asyncio.Event()
+            agent_task = tg.create_task(agent.run(agent_stop), name="agent")
+            ingest_task = None
+            if influx is not None:
+                ingest_task = tg.create_task(_run_ingest(influx, host, port, protocol,
+                                                         state_dir), name="ingest")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(duration_s):
+                    await stop.wait()
+            agent_stop.set()
+            await agent_task
+            if ingest_task is not None:
+                await asyncio.sleep(1.5)
+                ingest_task.cancel()
+        stored = None
+        if influx is not None:
+            rows = influx.rows('SELECT count("parts_produced") FROM "kpi"')
+            stored = int(rows[0]["count"]) if rows else 0  # type: ignore[call-overload]
+        return {"view": view, "broker": counter.count, "influx": stored,
+                "produced": agent.records_out}
+
+
+async def _run_ingest(influx: ManagedInfluxd, host: str, port: int, protocol: str,
+                      state_dir: Path) -> None:
+    from agent.ingest.config import IngestConfig
+    from agent.ingest.service import IngestService
+
+    cfg = IngestConfig.model_validate({
+        "mqtt": {"host": host, "port": port, "protocol": protocol},
+        "influxdb": {"url": influx.url, "org": influx.org, "bucket": influx.bucket,
+                     "token": influx.token},
+        "ingest": {"shared_group": "" if protocol != "5" else "edge-ingest",
+                   "dead_letter_path": str(state_dir / "dead-letter.jsonl")},
+    })
+    await IngestService(cfg).run()
+
+
+def run_demo(*, duration_s: float | None, machines: int, window: str,
+             state_dir: Path | None) -> int:
+    """Run the demo until Ctrl-C (or ``duration_s``), then print the summary."""
+    own_dir = state_dir is None
+    base = state_dir or Path(tempfile.mkdtemp(prefix="edge-agent-demo-"))
+    base.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {}
+
+    async def main(stop: asyncio.Event) -> None:
+        result.update(await _demo(stop, duration_s, machines, window, base))
+
+    try:
+        asyncio.run(run_until_signal(main))
+    finally:
+        if own_dir:
+            shutil.rmtree(base, ignore_errors=True)
+    _summary(result)
+    return 0
+
+
+def _summary(result: dict[str, Any]) -> None:
+    view: LiveView | None = result.get("view")
+    print("\nSummary")
+    if view is None or not view.latest:
+        print("  no window closed yet (run longer than one window)")
+    else:
+        for key, r in view.latest.items():
+            print(f"  {key}: OEE {_fmt(r.oee, '.3f')}, defect rate "
+                  f"{_fmt(r.defect_rate, '.2%')}, cycle time {_fmt(r.cycle_time_mean_s, '.2f')} s, "
+                  f"energy/unit {_fmt(r.energy_per_unit_kwh, '.4f')} kWh, "
+                  f"CO2 {_fmt(r.co2_kg, '.4f')} kg")
+    print(f"  KPI records computed: {result.get('produced', 0)}")
+    print(f"  KPI records that reached the broker: {result.get('broker', 0)}")
+    stored = result.get("influx")
+    print("  KPI records stored in InfluxDB: "
+          + ("n/a (no influxd)" if stored is None else str(stored)))

@@ -1,0 +1,145 @@
+"""Configuration of the platform-side ingest (``edge-agent ingest -c ingest.toml``).
+
+```toml
+[mqtt]
+host = "broker.example"
+port = 8883
+client_id = "edge-ingest-1"      # stable: the broker keeps our session under this id
+
+[influxdb]
+url = "http://influxdb:8086"
+bucket = "factory/autogen"        # InfluxDB 1.8: "db/rp", token "user:password"
+token_env = "INFLUX_TOKEN"
+
+[ingest]
+shared_group = "edge-ingest"      # "" = plain subscription (MQTT 3.1.1 brokers)
+batch_size = 500
+flush_interval_s = 0.5
+dead_letter_path = "/var/lib/edge-agent/ingest-dead-letter.jsonl"
+```
+"""
+
+from __future__ import annotations
+
+import socket
+import tomllib
+from pathlib import Path
+from typing import Self
+
+from pydantic import Field, ValidationError, model_validator
+
+from agent.config.common import InfluxSettings, MqttSettings, StrictModel
+from rules.errors import ConfigError
+
+__all__ = ["IngestConfig", "IngestSettings", "load_ingest_config"]
+
+
+class IngestSettings(StrictModel):
+    """How the ingest subscribes, batches, retries and where it puts rejected messages."""
+
+    shared_group: str = "edge-ingest"
+    """MQTT 5 shared-subscription group: several ingest processes split one stream.
+    Empty means a plain subscription (needed for MQTT 3.1.1 brokers without ``$share``)."""
+    topics: list[str] = Field(
+        default_factory=lambda: ["{prefix}/+/+/+/kpi", "{prefix}/+/+/+/alarm"], min_length=1
+    )
+    """Topic filters; ``{prefix}`` is replaced by ``mqtt.prefix``. The last level of a
+    received topic (``kpi`` or ``alarm``) selects the parser."""
+    batch_size: int = Field(500, ge=1, le=50_000)
+    flush_interval_s: float = Field(0.5, gt=0, le=60)
+    """Longest time the first message of a batch waits for the batch to fill."""
+    flush_idle_s: float = Field(0.05, ge=0, le=60)
+    """Flush early when no message arrived for this long (the broker stops sending once
+    its in-flight window of unacknowledged messages is full); 0 disables."""
+    receive_maximum: int = Field(1000, ge=1, le=65535)
+    """MQTT 5 Receive Maximum: unacknowledged QoS 1 messages the broker may send us.
+    Acks are held until storage, so this must exceed ``batch_size`` for full batches."""
+    queue_size: int = Field(2000, ge=1, le=1_000_000)
+    """Bound of the hand-over queue from the MQTT thread; when full, the MQTT thread
+    waits (TCP back-pressure to the broker)."""
+    dead_letter_path: Path = Path("ingest-dead-letter.jsonl")
+    retry_min_s: float = Field(0.5, gt=0)
+    retry_max_s: float = Field(30.0, gt=0)
+    client_id: str | None = None
+    """MQTT client id (overrides ``mqtt.client_id``); default ``edge-ingest-<hostname>``.
+    Keep it stable so the broker resumes our session; give each ingest process its own."""
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.retry_min_s > self.retry_max_s:
+            raise ValueError("retry_min_s must not exceed retry_max_s")
+        if "/" in self.shared_group or "+" in self.shared_group or "#" in self.shared_group:
+            raise ValueError("shared_group must not contain '/', '+' or '#'")
+        for topic in self.topics:
+            if not topic.strip() or topic.startswith("$share/"):
+                raise ValueError(f"topic {topic!r}: give the plain filter; shared_group adds "
+                                 "the $share prefix")
+        return self
+
+
+class IngestConfig(StrictModel):
+    """The whole ``ingest.toml``: broker, database and ingest behaviour."""
+
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)  # type: ignore[arg-type]
+    influxdb: InfluxSettings = Field(default_factory=InfluxSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)  # type: ignore[arg-type]
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.mqtt.protocol == "3.1.1" and self.ingest.shared_group:
+            # Some 3.1.1 brokers (Mosquitto, EMQX) accept $share anyway, but it is not part of
+            # 3.1.1; make the choice explicit instead of failing at SUBACK time.
+            raise ValueError(
+                "ingest.shared_group: shared subscriptions are MQTT 5; set shared_group = \"\" "
+                "with mqtt.protocol = \"3.1.1\""
+            )
+        return self
+
+    def topic_filters(self) -> list[str]:
+        """The plain topic filters with ``{prefix}`` filled in."""
+        prefix = self.mqtt.prefix.strip("/")
+        return [t.replace("{prefix}", prefix) for t in self.ingest.topics]
+
+    def subscriptions(self) -> list[str]:
+        """What to subscribe to: ``$share/{group}/{filter}``, or the plain filters."""
+        group = self.ingest.shared_group
+        return [f"$share/{group}/{t}" if group else t for t in self.topic_filters()]
+
+    def effective_client_id(self) -> str:
+        """The client id the broker knows our persistent session by."""
+        return (self.ingest.client_id or self.mqtt.client_id
+                or f"edge-ingest-{socket.gethostname()}")
+
+
+def _place(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def load_ingest_config(path: Path) -> IngestConfig:
+    """Read and validate ``ingest.toml``; raises :class:`ConfigError` naming every bad place.
+
+    A relative ``dead_letter_path`` is taken relative to the config file, so the service
+    does not write somewhere different depending on the directory it was started from.
+    """
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ConfigError([("", f"cannot read: {err}")], str(path)) from err
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError([("", f"not valid TOML: {err}")], str(path)) from err
+    try:
+        config = IngestConfig.model_validate(data)
+    except ValidationError as err:
+        errors = [(_place(e["loc"]), e["msg"]) for e in err.errors()]
+        raise ConfigError(errors, str(path)) from err
+    dead = config.ingest.dead_letter_path
+    if not dead.is_absolute():
+        ingest = config.ingest.model_copy(update={"dead_letter_path": path.parent / dead})
+        config = config.model_copy(update={"ingest": ingest})
+    return config

@@ -1,0 +1,248 @@
+"""Parse and validate MQTT payloads into the shared value types.
+
+Pure functions: bytes and a topic in, a :class:`KpiRecord` or :class:`AlarmEvent` out, or
+an :class:`InputError` that names the topic and the offending key. The ingest sends what
+fails here to the dead-letter file, so a message must say exactly what was wrong.
+
+The accepted wire form is exactly what ``KpiRecord.to_json_dict()`` and
+``AlarmEvent.to_json_dict()`` produce; unknown keys are rejected because the schema is
+versioned (``factory-kpi/1``): a new key means a new schema version, not a silent drop.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Final
+
+from rules.errors import InputError
+from rules.types import KPI_FIELDS, SCHEMA, AlarmEvent, KpiRecord, rfc3339_to_ms
+
+__all__ = [
+    "ALARM_SCHEMA",
+    "COUNT_FIELDS",
+    "KPI_SCHEMA",
+    "NULLABLE_FIELDS",
+    "parse_alarm_payload",
+    "parse_kpi_payload",
+]
+
+KPI_SCHEMA: Final = SCHEMA
+ALARM_SCHEMA: Final = "factory-alarm/1"
+
+COUNT_FIELDS: Final[frozenset[str]] = frozenset({"parts_produced", "parts_good", "parts_scrap"})
+"""Integer KPI fields (written as InfluxDB integer fields); every other KPI field is a float."""
+
+_NON_NULL_FLOATS: Final[frozenset[str]] = frozenset({
+    "planned_busy_time_s", "producing_time_s", "setup_time_s", "unplanned_down_time_s",
+    "idle_time_s",
+})
+
+NULLABLE_FIELDS: Final[frozenset[str]] = frozenset(KPI_FIELDS) - COUNT_FIELDS - _NON_NULL_FLOATS
+"""KPI fields that are ``null`` when undefined (0/0); time and count fields are always set."""
+
+_KPI_KEYS: Final[frozenset[str]] = frozenset(
+    {"schema", "site", "line", "machine", "window", "window_start", "window_end", "flags",
+     *KPI_FIELDS}
+)
+_ALARM_KEYS: Final[frozenset[str]] = frozenset(
+    {"schema", "ts", "site", "line", "machine", "rule", "state", "severity", "value", "message"}
+)
+_ALARM_STATES: Final[frozenset[str]] = frozenset({"raised", "cleared"})
+
+
+class _Reader:
+    """Typed access to one decoded JSON object; every error names the topic and the key."""
+
+    def __init__(self, obj: dict[str, Any], topic: str, kind: str) -> None:
+        self.obj = obj
+        self.topic = topic
+        self.kind = kind
+
+    def error(self, key: str, message: str) -> InputError:
+        return InputError(f"{self.kind} payload on topic {self.topic!r}: key {key!r}: {message}")
+
+    def require(self, key: str) -> Any:
+        if key not in self.obj:
+            raise self.error(key, "missing")
+        return self.obj[key]
+
+    def ident(self, key: str, *, nullable: bool = False) -> str | None:
+        """An id used as an InfluxDB tag: a non-empty string, not starting with ``_``.
+
+        Ids starting with ``_`` are reserved for the topic placeholders (``_line``,
+        ``_site``); accepting them would let two different records share one point key.
+        """
+        value = self.require(key)
+        if value is None:
+            if nullable:
+                return None
+            raise self.error(key, "must not be null")
+        if not isinstance(value, str):
+            raise self.error(key, f"expected a string, got {_type_name(value)}")
+        if not value.strip():
+            raise self.error(key, "must not be empty")
+        if value.startswith("_"):
+            raise self.error(key, f"{value!r}: ids starting with '_' are reserved")
+        return value
+
+    def text(self, key: str) -> str:
+        value = self.require(key)
+        if not isinstance(value, str):
+            raise self.error(key, f"expected a string, got {_type_name(value)}")
+        return value
+
+    def timestamp(self, key: str) -> int:
+        value = self.text(key)
+        try:
+            return rfc3339_to_ms(value)
+        except ValueError as err:
+            raise self.error(key, f"not an RFC 3339 UTC timestamp: {value!r}") from err
+
+    def number(self, key: str, *, nullable: bool) -> float | None:
+        value = self.require(key)
+        if value is None:
+            if nullable:
+                return None
+            raise self.error(key, "must not be null")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.error(key, f"expected a number, got {_type_name(value)}")
+        result = float(value)
+        if not math.isfinite(result):
+            raise self.error(key, f"must be finite, got {value!r} (undefined values are null)")
+        return result
+
+    def count(self, key: str) -> int:
+        value = self.require(key)
+        if value is None:
+            raise self.error(key, "must not be null")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.error(key, f"expected an integer, got {_type_name(value)}")
+        if isinstance(value, float):
+            if not math.isfinite(value) or not value.is_integer():
+                raise self.error(key, f"expected an integer, got {value!r}")
+            value = int(value)
+        if value < 0:
+            raise self.error(key, f"must not be negative, got {value}")
+        return value
+
+    def reject_unknown(self, allowed: frozenset[str]) -> None:
+        for key in self.obj:
+            if key not in allowed:
+                raise self.error(key, "unknown key")
+
+
+def _type_name(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def _reject_constant(name: str) -> float:
+    # json accepts NaN/Infinity by default; the wire form never contains them.
+    raise ValueError(f"non-finite number {name} is not valid JSON")
+
+
+def _decode(payload: bytes, topic: str, kind: str, schema: str) -> _Reader:
+    try:
+        obj = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError as err:
+        raise InputError(f"{kind} payload on topic {topic!r}: not UTF-8: {err}") from err
+    except ValueError as err:
+        raise InputError(f"{kind} payload on topic {topic!r}: not valid JSON: {err}") from err
+    if not isinstance(obj, dict):
+        raise InputError(
+            f"{kind} payload on topic {topic!r}: expected a JSON object, got {_type_name(obj)}"
+        )
+    reader = _Reader(obj, topic, kind)
+    got = reader.require("schema")
+    if got != schema:
+        raise reader.error("schema", f"expected {schema!r}, got {got!r}")
+    return reader
+
+
+def parse_kpi_payload(payload: bytes, topic: str) -> KpiRecord:
+    """Decode and validate one KPI message (schema ``factory-kpi/1``).
+
+    Raises :class:`InputError` naming ``topic`` and the first bad key: a missing or
+    unknown key, a wrong type, a non-finite number, a null where DESIGN.md requires a
+    value, or ``window_end`` not after ``window_start``.
+    """
+    r = _decode(payload, topic, "KPI", KPI_SCHEMA)
+    r.reject_unknown(_KPI_KEYS)
+    site = r.ident("site")
+    line = r.ident("line", nullable=True)
+    machine = r.ident("machine", nullable=True)
+    if line is None and machine is not None:
+        raise r.error("line", "must not be null when machine is set")
+    window = r.ident("window")
+    start_ms = r.timestamp("window_start")
+    end_ms = r.timestamp("window_end")
+    if end_ms <= start_ms:
+        raise r.error("window_end", f"{r.obj['window_end']!r} is not after window_start "
+                                    f"{r.obj['window_start']!r}")
+    values: dict[str, Any] = {}
+    for name in KPI_FIELDS:
+        if name in COUNT_FIELDS:
+            values[name] = r.count(name)
+        else:
+            values[name] = r.number(name, nullable=name in NULLABLE_FIELDS)
+    flags_raw = r.require("flags")
+    if not isinstance(flags_raw, list):
+        raise r.error("flags", f"expected an array of strings, got {_type_name(flags_raw)}")
+    for i, flag in enumerate(flags_raw):
+        if not isinstance(flag, str) or not flag:
+            raise r.error("flags", f"item {i}: expected a non-empty string, got {flag!r}")
+        if "," in flag:
+            raise r.error("flags", f"item {i}: {flag!r} contains ','")
+    assert site is not None and window is not None  # ident() without nullable never returns None
+    try:
+        return KpiRecord(
+            site=site, line=line, machine=machine, window=window,
+            window_start_ms=start_ms, window_end_ms=end_ms,
+            flags=tuple(flags_raw), **values,
+        )
+    except (TypeError, ValueError) as err:  # pragma: no cover - checked above
+        raise InputError(f"KPI payload on topic {topic!r}: {err}") from err
+
+
+def parse_alarm_payload(payload: bytes, topic: str) -> AlarmEvent:
+    """Decode and validate one alarm message (schema ``factory-alarm/1``).
+
+    The accepted form is ``AlarmEvent.to_json_dict()``; errors name ``topic`` and the key.
+    """
+    r = _decode(payload, topic, "alarm", ALARM_SCHEMA)
+    r.reject_unknown(_ALARM_KEYS)
+    ts_ms = r.timestamp("ts")
+    site = r.ident("site")
+    line = r.ident("line", nullable=True)
+    machine = r.ident("machine", nullable=True)
+    if line is None and machine is not None:
+        raise r.error("line", "must not be null when machine is set")
+    rule = r.text("rule")
+    if not rule.strip():
+        raise r.error("rule", "must not be empty")
+    state = r.text("state")
+    if state not in _ALARM_STATES:
+        raise r.error("state", f"expected 'raised' or 'cleared', got {state!r}")
+    severity = r.text("severity")
+    if not severity.strip():
+        raise r.error("severity", "must not be empty")
+    value = r.number("value", nullable=True)
+    message = r.text("message")
+    assert site is not None
+    return AlarmEvent(
+        ts_ms=ts_ms, site=site, line=line, machine=machine, rule=rule,
+        state="raised" if state == "raised" else "cleared",
+        severity=severity, value=value, message=message,
+    )

@@ -1,0 +1,147 @@
+"""What every collector shares: the sink it feeds, its own protocol, health counters, backoff.
+
+A collector turns one source (an OPC UA server, a Modbus gateway or serial bus) into
+``Sample``s. It runs until cancelled and never raises because a device failed: a failing
+device is data, recorded in :class:`DeviceHealth` where the agent's health endpoint and
+metrics can read it.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+from rules.types import Sample
+
+__all__ = [
+    "Backoff",
+    "Collector",
+    "CollectorStats",
+    "DeviceHealth",
+    "SampleSink",
+    "now_ms",
+]
+
+
+def now_ms() -> int:
+    """Wall-clock time in epoch milliseconds, the unit of ``Sample.ts_ms``."""
+    return time.time_ns() // 1_000_000
+
+
+class SampleSink(Protocol):
+    """Where a collector delivers samples; an ``asyncio.Queue[Sample]`` satisfies it.
+
+    ``put`` may block: that is the back-pressure a bounded queue gives, and collectors
+    account for it instead of buffering without limit.
+    """
+
+    async def put(self, sample: Sample, /) -> None:
+        """Deliver one sample, waiting while the consumer is full."""
+        ...
+
+
+class Collector(Protocol):
+    """A source of samples the agent runs in its TaskGroup.
+
+    ``run`` returns only by cancellation; device and connection failures are handled
+    inside (backoff, reconnect) and reported through health, never raised.
+    """
+
+    name: str
+
+    async def run(self, sink: SampleSink) -> None:
+        """Collect until cancelled, delivering every sample to ``sink``."""
+        ...
+
+
+@dataclass(slots=True)
+class DeviceHealth:
+    """Health and counters of one device, as the agent's health endpoint shows them.
+
+    ``failing_since_ms`` is set at the first failure of an episode and cleared on
+    recovery, so an operator sees how long a device has been down, not only that it is.
+    """
+
+    device: str
+    connected: bool = False
+    failing_since_ms: int | None = None
+    last_error: str | None = None
+    last_sample_ms: int | None = None
+    samples: int = 0
+    errors: int = 0
+    overflows: int = 0
+
+    def copy(self) -> DeviceHealth:
+        """A snapshot that later updates do not change."""
+        return replace(self)
+
+
+@dataclass(slots=True)
+class CollectorStats:
+    """Counters of one collector (one source) and the health of each of its devices.
+
+    ``overflows`` counts notifications dropped because a bounded queue was full;
+    ``stale_dropped`` counts notifications older than one already delivered (delivering
+    them would move a counter backwards); ``reconnects`` counts successful connects after
+    the first.
+    """
+
+    name: str
+    connected: bool = False
+    connects: int = 0
+    reconnects: int = 0
+    overflows: int = 0
+    stale_dropped: int = 0
+    devices: dict[str, DeviceHealth] = field(default_factory=dict)
+
+    def copy(self) -> CollectorStats:
+        """A deep snapshot for readers in other tasks or threads."""
+        return replace(self, devices={k: v.copy() for k, v in self.devices.items()})
+
+    def device(self, name: str) -> DeviceHealth:
+        """The health record of ``name``, created on first use."""
+        health = self.devices.get(name)
+        if health is None:
+            health = DeviceHealth(device=name)
+            self.devices[name] = health
+        return health
+
+
+class Backoff:
+    """Exponential backoff with jitter, so many agents or devices do not retry in step.
+
+    Each delay is drawn from ``[base * (1 - jitter), base]`` where ``base`` doubles from
+    ``min_s`` up to ``max_s``; :meth:`reset` starts over after a success.
+    """
+
+    def __init__(
+        self,
+        min_s: float,
+        max_s: float,
+        *,
+        factor: float = 2.0,
+        jitter: float = 0.25,
+        rng: random.Random | None = None,
+    ) -> None:
+        if min_s <= 0 or max_s < min_s:
+            raise ValueError(f"backoff needs 0 < min_s <= max_s, got {min_s}, {max_s}")
+        if not 0.0 <= jitter < 1.0:
+            raise ValueError(f"jitter must be in [0, 1), got {jitter}")
+        self.min_s = min_s
+        self.max_s = max_s
+        self.factor = factor
+        self.jitter = jitter
+        self._rng = rng or random.Random()
+        self.attempts = 0
+
+    def next_delay(self) -> float:
+        """The delay before the next attempt; each call counts one failed attempt."""
+        base = min(self.max_s, self.min_s * self.factor ** min(self.attempts, 64))
+        self.attempts += 1
+        return base * (1.0 - self.jitter * self._rng.random())
+
+    def reset(self) -> None:
+        """Forget past failures: the next delay is short again."""
+        self.attempts = 0

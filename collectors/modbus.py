@@ -1,0 +1,383 @@
+"""Modbus TCP / RTU / RTU-over-TCP polling collector.
+
+One client per source (a TCP gateway or one serial bus), because Modbus allows one
+request in flight per link; requests are serialized by a lock. Each device is polled by
+its own task on its own schedule, so a dead device that costs a timeout and then backs
+off never shifts its neighbours' poll times by more than the one request it blocks.
+
+Registers of a device are read in merged blocks (:func:`collectors.decode.plan_reads`)
+and decoded by the pure :func:`collectors.decode.decode_registers`. Samples are stamped
+with the time the reply arrived (``ts_source="receive"``): meters carry no timestamps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pymodbus import FramerType
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.exceptions import ModbusException
+
+from collectors.base import Backoff, CollectorStats, DeviceHealth, SampleSink, now_ms
+from collectors.decode import (
+    BIT_TABLES,
+    DTYPES,
+    ReadBlock,
+    decode_registers,
+    plan_reads,
+    point_width,
+)
+from rules.errors import ConfigError, DecodeError, DeviceError
+from rules.types import Sample
+
+__all__ = [
+    "ModbusCollector",
+    "ModbusDeviceSpec",
+    "ModbusSourceSpec",
+    "RegisterPoint",
+]
+
+log = logging.getLogger(__name__)
+
+Table = Literal["holding", "input", "coil", "discrete"]
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterPoint:
+    """One signal of one device: where it lives and how to decode it.
+
+    ``address`` is the 0-based protocol address (holding register 40001 is address 0).
+    ``scale``/``offset`` give engineering units (``raw * scale + offset``), e.g. a meter
+    reporting W becomes kW with ``scale=0.001``. ``length`` is the register count of a
+    ``string``. Coil and discrete points yield 0 or 1 and ignore dtype and scaling.
+    """
+
+    device: str
+    signal: str
+    table: Table
+    address: int
+    dtype: str = "u16"
+    word_order: Literal["big", "little"] = "big"
+    byte_order: Literal["big", "little"] = "big"
+    scale: float = 1.0
+    offset: float = 0.0
+    length: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModbusDeviceSpec:
+    """A device (unit id) behind the source and the points to poll from it."""
+
+    id: str
+    unit: int
+    points: tuple[RegisterPoint, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ModbusSourceSpec:
+    """A Modbus link: a TCP gateway (``tcp``/``rtu-over-tcp``) or a serial bus (``rtu``).
+
+    ``timeout_s`` and ``retries`` are the client's own (never an outer ``wait_for``,
+    which would leave a late reply in the buffer for the next request); keep them short
+    since a dead unit holds the link for ``(retries + 1) * timeout_s`` per attempt.
+    """
+
+    id: str
+    transport: Literal["tcp", "rtu", "rtu-over-tcp"] = "tcp"
+    host: str = "127.0.0.1"
+    port: int = 502
+    serial_port: str | None = None
+    baudrate: int = 9600
+    parity: str = "N"
+    stopbits: int = 1
+    bytesize: int = 8
+    devices: tuple[ModbusDeviceSpec, ...] = ()
+    poll_interval_s: float = 1.0
+    timeout_s: float = 0.5
+    retries: int = 1
+    max_gap: int = 8
+    backoff_min_s: float = 1.0
+    backoff_max_s: float = 30.0
+
+
+def _validate(spec: ModbusSourceSpec) -> dict[str, list[ReadBlock[RegisterPoint]]]:
+    """Check the spec and plan every device's reads; all problems at once as ConfigError."""
+    errors: list[tuple[str, str]] = []
+    place = f"modbus source {spec.id!r}"
+    if spec.transport == "rtu" and not spec.serial_port:
+        errors.append((place, "transport 'rtu' needs serial_port"))
+    if spec.poll_interval_s <= 0:
+        errors.append((place, "poll_interval_s must be > 0"))
+    if spec.timeout_s <= 0:
+        errors.append((place, "timeout_s must be > 0"))
+    if spec.retries < 0:
+        errors.append((place, "retries must be >= 0"))
+    if not 0 < spec.backoff_min_s <= spec.backoff_max_s:
+        errors.append((place, "need 0 < backoff_min_s <= backoff_max_s"))
+    plans: dict[str, list[ReadBlock[RegisterPoint]]] = {}
+    seen: set[str] = set()
+    for i, dev in enumerate(spec.devices):
+        dplace = f"{place} devices[{i}] {dev.id!r}"
+        if dev.id in seen:
+            errors.append((dplace, "duplicate device id"))
+        seen.add(dev.id)
+        if not 0 <= dev.unit <= 255:
+            errors.append((dplace, f"unit {dev.unit} is outside 0..255"))
+        for j, pt in enumerate(dev.points):
+            if pt.table not in ("holding", "input", "coil", "discrete"):
+                errors.append((f"{dplace} points[{j}]", f"unknown table {pt.table!r}"))
+            if pt.table not in BIT_TABLES and pt.dtype not in DTYPES:
+                errors.append((f"{dplace} points[{j}]", f"unknown dtype {pt.dtype!r}"))
+        try:
+            plans[dev.id] = plan_reads(dev.points, spec.max_gap)
+        except ValueError as err:
+            errors.append((dplace, str(err)))
+    if errors:
+        raise ConfigError(errors)
+    return plans
+
+
+class ModbusCollector:
+    """Polls every device of one Modbus source and turns registers into samples.
+
+    Failure handling, per device: an exception response, a timeout or a lost link marks
+    the device failing (logged once when the episode starts and once on recovery) and
+    skips it until a jittered backoff expires; its neighbours keep their schedule. A
+    value that does not decode becomes a ``bad`` sample and an error count, because the
+    device itself answered. A lost link is reconnected with its own backoff.
+    """
+
+    def __init__(self, spec: ModbusSourceSpec) -> None:
+        self.spec = spec
+        self.name = spec.id
+        self._plans = _validate(spec)
+        self._stats = CollectorStats(name=spec.id)
+        for dev in spec.devices:
+            self._stats.device(dev.id)
+        self._lock = asyncio.Lock()
+        self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
+        self._link_backoff = Backoff(spec.backoff_min_s, spec.backoff_max_s)
+        self._link_retry_at = 0.0
+        self._link_failing = False
+        self._undecodable: set[tuple[str, str]] = set()
+
+    @property
+    def health(self) -> dict[str, DeviceHealth]:
+        """Snapshot of each device's health, keyed by device id."""
+        return {k: v.copy() for k, v in self._stats.devices.items()}
+
+    @property
+    def stats(self) -> CollectorStats:
+        """Snapshot of the collector's counters and device health."""
+        return self._stats.copy()
+
+    def _make_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
+        spec = self.spec
+        # reconnect_delay=0 turns off the client's own reconnect: the collector decides
+        # when to reconnect (with jittered backoff) and reports the link state.
+        common: dict[str, Any] = {
+            "timeout": spec.timeout_s,
+            "retries": spec.retries,
+            "reconnect_delay": 0,
+            "name": spec.id,
+        }
+        if spec.transport == "rtu":
+            assert spec.serial_port is not None  # checked in _validate
+            return AsyncModbusSerialClient(
+                spec.serial_port,
+                framer=FramerType.RTU,
+                baudrate=spec.baudrate,
+                parity=spec.parity,
+                stopbits=spec.stopbits,
+                bytesize=spec.bytesize,
+                **common,
+            )
+        framer = FramerType.RTU if spec.transport == "rtu-over-tcp" else FramerType.SOCKET
+        return AsyncModbusTcpClient(spec.host, port=spec.port, framer=framer, **common)
+
+    async def run(self, sink: SampleSink) -> None:
+        """Poll until cancelled; one task per device, all owned by one TaskGroup."""
+        self._client = self._make_client()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for dev in self.spec.devices:
+                    tg.create_task(self._device_loop(dev, sink), name=f"modbus:{dev.id}")
+        finally:
+            client, self._client = self._client, None
+            client.close()
+            self._stats.connected = False
+            for health in self._stats.devices.values():
+                health.connected = False
+
+    async def _device_loop(self, dev: ModbusDeviceSpec, sink: SampleSink) -> None:
+        interval = self.spec.poll_interval_s
+        backoff = Backoff(self.spec.backoff_min_s, self.spec.backoff_max_s)
+        health = self._stats.devices[dev.id]
+        loop = asyncio.get_running_loop()
+        next_due = loop.time()
+        while True:
+            delay = next_due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            try:
+                samples = await self._poll_device(dev)
+            except DeviceError as err:
+                self._mark_failing(dev, health, err)
+                # Skip this device until its backoff expires; neighbours are unaffected.
+                next_due = loop.time() + max(interval, backoff.next_delay())
+                continue
+            if health.failing_since_ms is not None:
+                down_s = (now_ms() - health.failing_since_ms) / 1000
+                log.info("modbus %s: device %s recovered after %.1f s", self.name, dev.id, down_s)
+            health.connected = True
+            health.failing_since_ms = None
+            backoff.reset()
+            for sample in samples:
+                await sink.put(sample)
+            # Fixed-rate schedule; if we fell behind (slow link, blocked sink), skip
+            # the missed slots instead of bursting to catch up.
+            next_due += interval
+            now = loop.time()
+            if next_due < now:
+                next_due = now + interval - ((now - next_due) % interval)
+
+    def _mark_failing(self, dev: ModbusDeviceSpec, health: DeviceHealth, err: DeviceError) -> None:
+        health.errors += 1
+        health.last_error = str(err)
+        health.connected = False
+        if health.failing_since_ms is None:
+            health.failing_since_ms = now_ms()
+            log.warning("modbus %s: device %s (unit %d) failing: %s",
+                        self.name, dev.id, dev.unit, err)
+        else:
+            log.debug("modbus %s: device %s still failing: %s", self.name, dev.id, err)
+
+    async def _poll_device(self, dev: ModbusDeviceSpec) -> list[Sample]:
+        """Read every block of ``dev``; raise DeviceError if the device did not answer."""
+        health = self._stats.devices[dev.id]
+        samples: list[Sample] = []
+        for block in self._plans[dev.id]:
+            values, ts = await self._read_block(dev.unit, block)
+            for point, off in block.points:
+                samples.append(self._decode_point(point, values, off, ts, health))
+        return samples
+
+    def _decode_point(
+        self,
+        point: RegisterPoint,
+        values: list[int] | list[bool],
+        off: int,
+        ts: int,
+        health: DeviceHealth,
+    ) -> Sample:
+        value: int | float | str | None
+        quality: Literal["good", "bad"] = "good"
+        try:
+            if point.table in BIT_TABLES:
+                value = int(bool(values[off]))
+            else:
+                regs = [int(v) for v in values[off : off + point_width(point)]]
+                value = decode_registers(regs, point.dtype, point.word_order,
+                                         point.byte_order, point.scale, point.offset)
+        except (DecodeError, IndexError, ValueError) as err:
+            health.errors += 1
+            health.last_error = f"{point.signal}: {err}"
+            key = (point.device, point.signal)
+            if key not in self._undecodable:
+                self._undecodable.add(key)
+                log.warning("modbus %s: %s.%s does not decode: %s",
+                            self.name, point.device, point.signal, err)
+            value, quality = None, "bad"
+        else:
+            if self._undecodable and (point.device, point.signal) in self._undecodable:
+                self._undecodable.discard((point.device, point.signal))
+                log.info("modbus %s: %s.%s decodes again", self.name, point.device, point.signal)
+        health.samples += 1
+        health.last_sample_ms = ts
+        return Sample(ts, point.device, point.signal, value, quality, "receive")
+
+    async def _read_block(
+        self, unit: int, block: ReadBlock[RegisterPoint]
+    ) -> tuple[list[int] | list[bool], int]:
+        async with self._lock:
+            client = await self._ensure_connected()
+            try:
+                if block.table == "holding":
+                    rr = await client.read_holding_registers(
+                        block.address, count=block.count, device_id=unit)
+                elif block.table == "input":
+                    rr = await client.read_input_registers(
+                        block.address, count=block.count, device_id=unit)
+                elif block.table == "coil":
+                    rr = await client.read_coils(block.address, count=block.count, device_id=unit)
+                else:
+                    rr = await client.read_discrete_inputs(
+                        block.address, count=block.count, device_id=unit)
+            except ModbusException as err:
+                raise DeviceError(
+                    f"{block.table} {block.address}+{block.count} unit {unit}: {err}") from err
+            ts = now_ms()
+            if not client.connected:
+                self._link_lost("connection closed")
+        if rr.isError():
+            code = getattr(rr, "exception_code", None)
+            raise DeviceError(
+                f"{block.table} {block.address}+{block.count} unit {unit}: "
+                f"exception response {code}")
+        values: list[int] | list[bool] = (
+            list(rr.bits[: block.count]) if block.table in BIT_TABLES else list(rr.registers)
+        )
+        if len(values) < block.count:
+            raise DeviceError(
+                f"{block.table} {block.address}+{block.count} unit {unit}: short reply "
+                f"({len(values)} values)")
+        return values, ts
+
+    async def _ensure_connected(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
+        """Connect the link if needed, honouring the link's own backoff (lock held)."""
+        client = self._client
+        if client is None:
+            raise DeviceError("collector is not running")
+        if client.connected:
+            return client
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._link_retry_at:
+            raise DeviceError(f"link to {self._endpoint()} is down")
+        try:
+            ok = await client.connect()
+        except (ModbusException, OSError) as err:
+            ok = False
+            reason = str(err)
+        else:
+            reason = "connect failed"
+        if not ok or not client.connected:
+            self._stats.connected = False
+            self._link_retry_at = loop.time() + self._link_backoff.next_delay()
+            if not self._link_failing:
+                self._link_failing = True
+                log.warning("modbus %s: cannot connect to %s: %s",
+                            self.name, self._endpoint(), reason)
+            raise DeviceError(f"cannot connect to {self._endpoint()}: {reason}")
+        if self._link_failing:
+            log.info("modbus %s: connected to %s again", self.name, self._endpoint())
+        self._link_failing = False
+        self._link_backoff.reset()
+        self._stats.connected = True
+        self._stats.connects += 1
+        if self._stats.connects > 1:
+            self._stats.reconnects += 1
+        return client
+
+    def _link_lost(self, reason: str) -> None:
+        self._stats.connected = False
+        if not self._link_failing:
+            self._link_failing = True
+            log.warning("modbus %s: link to %s lost: %s", self.name, self._endpoint(), reason)
+
+    def _endpoint(self) -> str:
+        if self.spec.transport == "rtu":
+            return str(self.spec.serial_port)
+        return f"{self.spec.host}:{self.spec.port}"

@@ -1,0 +1,634 @@
+"""OPC UA subscription collector.
+
+Subscribes (never polls) to every configured node of one server and forwards each data
+change as a :class:`Sample`, stamped with the value's SourceTimestamp (else the server's,
+else the receive time; ``ts_source`` says which). Status codes become sample quality.
+
+Connection handling is the collector's own, not asyncua's ``auto_reconnect``: on any
+loss it tears the client down, backs off with jitter, and builds a fresh session, so
+namespace URIs are resolved to indexes again (a restarted server may number them
+differently), every node is read once more, and monitored items are created exactly
+once per session (no duplicates piling up on a server that survived the loss).
+
+Notifications pass through a bounded queue. When it is full the newest sample is
+dropped and counted per device; once the queue has drained, every node is read again
+so the latest state is delivered anyway. A notification older than one already
+delivered for the same signal is dropped and counted, since delivering it would move a
+cumulative counter backwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any, Literal
+
+from asyncua import ua
+from asyncua.client.client import Client
+from asyncua.common.subscription import (
+    DataChangeEvent,
+    OverflowPolicy,
+    StatusChangeEvent,
+    Subscription,
+)
+from asyncua.ua.attribute_ids import AttributeIds
+from asyncua.ua.object_ids import ObjectIds
+from asyncua.ua.status_codes import StatusCodes
+from asyncua.ua.uaerrors import UaError
+
+from collectors.base import Backoff, CollectorStats, DeviceHealth, SampleSink, now_ms
+from rules.errors import ConfigError, DeviceError
+from rules.types import Sample
+
+__all__ = ["OpcUaCollector", "OpcUaSourceSpec", "OpcUaTag", "parse_browse_path"]
+
+log = logging.getLogger(__name__)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_UNKNOWN_NODE = frozenset(
+    {
+        StatusCodes.BadNodeIdUnknown,
+        StatusCodes.BadNodeIdInvalid,
+        StatusCodes.BadNoMatch,
+        StatusCodes.BadBrowseNameInvalid,
+        StatusCodes.BadAttributeIdInvalid,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OpcUaTag:
+    """One signal of one device, addressed by NodeId string or by browse path.
+
+    ``node`` accepts ``ns=2;s=x``, ``i=85`` or ``nsu=<uri>;s=x``; the URI form is stable
+    across server restarts and is resolved to an index at every connect. ``browse_path``
+    reads like ``Objects/cnc:Machines/cnc:cnc-01/...`` where ``cnc`` is an alias from
+    :attr:`OpcUaSourceSpec.namespaces` (names without alias are namespace 0).
+    ``value_map`` translates raw values (``str(raw)``) into emitted ones, e.g. machine
+    state codes into state names; an unmapped raw value gives a ``bad`` sample.
+    """
+
+    device: str
+    signal: str
+    node: str | None = None
+    browse_path: str | None = None
+    value_map: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OpcUaSourceSpec:
+    """One OPC UA server and the tags to subscribe to on it.
+
+    ``queue_size`` is the server-side monitored-item queue (so fast changes between
+    publishes are not lost), ``sampling_interval_ms`` 0 asks for the fastest sampling
+    (event-driven on most servers). ``watchdog_s`` is the interval of the liveness probe;
+    keep it at several seconds since a probe on a busy server can time out spuriously.
+    """
+
+    id: str
+    url: str
+    tags: tuple[OpcUaTag, ...]
+    namespaces: Mapping[str, str] = field(default_factory=dict)
+    publishing_interval_ms: int = 500
+    sampling_interval_ms: int = 0
+    queue_size: int = 100
+    timeout_s: float = 5.0
+    session_timeout_s: float = 60.0
+    watchdog_s: float = 10.0
+    username: str | None = None
+    password: str | None = None
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 30.0
+
+
+def parse_browse_path(path: str, namespaces: Mapping[str, str]) -> list[tuple[str | None, str]]:
+    """Split ``Objects/cnc:Machines/...`` into ``(namespace URI or None, name)`` pairs.
+
+    ``None`` means namespace 0. A prefix that is not a known alias is a config error:
+    a typo would otherwise only surface as "not found" at run time.
+    """
+    parts: list[tuple[str | None, str]] = []
+    for element in path.strip("/").split("/"):
+        if not element:
+            raise ValueError(f"browse path {path!r} has an empty element")
+        alias, sep, name = element.partition(":")
+        if not sep:
+            parts.append((None, element))
+        elif alias in namespaces:
+            if not name:
+                raise ValueError(f"browse path {path!r}: element {element!r} has no name")
+            parts.append((namespaces[alias], name))
+        else:
+            raise ValueError(f"browse path {path!r}: unknown namespace alias {alias!r}")
+    return parts
+
+
+def _validate(spec: OpcUaSourceSpec) -> None:
+    errors: list[tuple[str, str]] = []
+    place = f"opcua source {spec.id!r}"
+    if not spec.url.startswith("opc.tcp://"):
+        errors.append((place, f"url {spec.url!r} is not opc.tcp://host:port"))
+    seen: set[tuple[str, str]] = set()
+    for i, tag in enumerate(spec.tags):
+        tplace = f"{place} tags[{i}] {tag.device}.{tag.signal}"
+        if (tag.device, tag.signal) in seen:
+            errors.append((tplace, "duplicate device/signal"))
+        seen.add((tag.device, tag.signal))
+        if (tag.node is None) == (tag.browse_path is None):
+            errors.append((tplace, "exactly one of node and browse_path is required"))
+        if tag.node is not None:
+            try:
+                _parse_node(tag.node, None)
+            except ValueError as err:
+                errors.append((tplace, str(err)))
+        if tag.browse_path is not None:
+            try:
+                parse_browse_path(tag.browse_path, spec.namespaces)
+            except ValueError as err:
+                errors.append((tplace, str(err)))
+    if spec.publishing_interval_ms <= 0 or spec.sampling_interval_ms < 0:
+        errors.append((place, "publishing_interval_ms must be > 0, sampling_interval_ms >= 0"))
+    if spec.queue_size < 0:
+        errors.append((place, "queue_size must be >= 0"))
+    if spec.timeout_s <= 0 or spec.session_timeout_s <= 0 or spec.watchdog_s <= 0:
+        errors.append((place, "timeout_s, session_timeout_s and watchdog_s must be > 0"))
+    if not 0 < spec.reconnect_min_s <= spec.reconnect_max_s:
+        errors.append((place, "need 0 < reconnect_min_s <= reconnect_max_s"))
+    if errors:
+        raise ConfigError(errors)
+
+
+def _parse_node(text: str, ns_array: list[str] | None) -> ua.NodeId:
+    """Parse a NodeId string; ``nsu=`` is resolved against ``ns_array`` (None: syntax only).
+
+    Raises ``ValueError`` for bad syntax and ``LookupError`` for a URI the server lacks.
+    """
+    body = text.strip()
+    if body.startswith("nsu="):
+        uri, sep, rest = body[4:].partition(";")
+        if not sep or not uri:
+            raise ValueError(f"node {text!r}: expected nsu=<uri>;<i|s|g|b>=<id>")
+        index = 0
+        if ns_array is not None:
+            try:
+                index = ns_array.index(uri)
+            except ValueError:
+                raise LookupError(f"namespace {uri!r} is not on the server") from None
+        body = f"ns={index};{rest}"
+    try:
+        return ua.NodeId.from_string(body)
+    except (ValueError, TypeError, UaError) as err:
+        raise ValueError(f"node {text!r} is not a NodeId: {err}") from err
+
+
+def _plain(nodeid: ua.NodeId) -> ua.NodeId:
+    """An ExpandedNodeId (browse results) as the plain NodeId notifications carry."""
+    return ua.NodeId(nodeid.Identifier, nodeid.NamespaceIndex, nodeid.NodeIdType)
+
+
+def _quality(status: ua.StatusCode | None) -> Literal["good", "uncertain", "bad"]:
+    if status is None or status.is_good():
+        return "good"
+    if status.is_uncertain():
+        return "uncertain"
+    return "bad"
+
+
+def _ms(dt: datetime | None) -> int | None:
+    if dt is None:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    if dt <= _EPOCH:  # MinDateTime (1601) means "not set"
+        return None
+    return (dt - _EPOCH) // _MS
+
+
+_MS = datetime(1970, 1, 1, 0, 0, 0, 1000, tzinfo=UTC) - _EPOCH
+
+
+def _plain_value(raw: Any) -> str | int | float | None:
+    """Reduce an OPC UA variant value to what a Sample carries."""
+    if raw is None or isinstance(raw, str | float):
+        return raw
+    if isinstance(raw, bool):
+        return int(raw)
+    if isinstance(raw, Enum):
+        return _plain_value(raw.value)
+    if isinstance(raw, int):
+        return int(raw)
+    if isinstance(raw, ua.LocalizedText):
+        return raw.Text
+    return str(raw)
+
+
+class _ConnectionLost(Exception):
+    """Raised inside a session's TaskGroup to end the session."""
+
+
+@dataclass(slots=True)
+class _Session:
+    client: Client
+    sub: Subscription
+    by_node: dict[ua.NodeId, list[OpcUaTag]] = field(default_factory=dict)
+    pending: list[OpcUaTag] = field(default_factory=list)
+
+
+class OpcUaCollector:
+    """Collects every tag of one OPC UA server through one subscription.
+
+    Device health: all devices of the source share the connection state; a tag whose
+    node is unknown is logged once, counted as an error of its device and retried
+    (with backoff) while the session lasts and again at every reconnect.
+    """
+
+    def __init__(self, spec: OpcUaSourceSpec, *, queue_maxsize: int = 10000) -> None:
+        if queue_maxsize <= 0:
+            raise ValueError("queue_maxsize must be > 0: the queue has to be bounded")
+        _validate(spec)
+        self.spec = spec
+        self.name = spec.id
+        self._queue_maxsize = queue_maxsize
+        self._stats = CollectorStats(name=spec.id)
+        for tag in spec.tags:
+            self._stats.device(tag.device)
+        self._last: dict[tuple[str, str], tuple[int, object, str]] = {}
+        self._missing: set[tuple[str, str]] = set()
+        self._unmapped: set[tuple[str, str]] = set()
+        self._down_since_ms: int | None = None
+        self._down_logged = False
+        asyncua_log = logging.getLogger("asyncua")
+        if asyncua_log.level == logging.NOTSET:
+            # Its INFO level dumps every publish result.
+            asyncua_log.setLevel(logging.WARNING)
+
+    @property
+    def health(self) -> dict[str, DeviceHealth]:
+        """Snapshot of each device's health, keyed by device id."""
+        return {k: v.copy() for k, v in self._stats.devices.items()}
+
+    @property
+    def stats(self) -> CollectorStats:
+        """Snapshot of the collector's counters and device health."""
+        return self._stats.copy()
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def run(self, sink: SampleSink) -> None:
+        """Connect, subscribe and forward until cancelled; reconnect on any loss."""
+        backoff = Backoff(self.spec.reconnect_min_s, self.spec.reconnect_max_s)
+        while True:
+            try:
+                await self._session(sink, backoff)
+            except DeviceError as err:
+                self._mark_down(err)
+            await asyncio.sleep(backoff.next_delay())
+
+    async def _session(self, sink: SampleSink, backoff: Backoff) -> None:
+        client = Client(self.spec.url, timeout=self.spec.timeout_s,
+                        watchdog_intervall=self.spec.watchdog_s)
+        client.session_timeout = int(self.spec.session_timeout_s * 1000)
+        if self.spec.username:
+            client.set_user(self.spec.username)
+        if self.spec.password:
+            client.set_password(self.spec.password)
+        lost = asyncio.Event()
+
+        async def on_lost(exc: Exception) -> None:
+            log.debug("opcua %s: connection lost: %r", self.name, exc)
+            lost.set()
+
+        client.connection_lost_callback = on_lost
+        try:
+            try:
+                # Bounds the whole set-up: each request has the client's timeout, but
+                # a server that accepts the socket and never answers must not hang us.
+                async with asyncio.timeout(self.spec.timeout_s * 4 + 5):
+                    session = await self._open(client, sink)
+            except DeviceError:
+                raise
+            except Exception as err:
+                raise DeviceError(f"connect to {self.spec.url}: {err!r}") from err
+            self._mark_up()
+            backoff.reset()
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    queue: asyncio.Queue[Sample] = asyncio.Queue(self._queue_maxsize)
+                    resync = asyncio.Event()
+                    tg.create_task(self._pump(session, queue, resync))
+                    tg.create_task(self._forward(session, queue, resync, sink))
+                    tg.create_task(self._watch(lost))
+                    if session.pending:
+                        tg.create_task(self._retry_pending(session, sink))
+            except* Exception as group:
+                first = group.exceptions[0]
+                if not isinstance(first, _ConnectionLost | OSError | TimeoutError | UaError):
+                    log.warning("opcua %s: session ended by %r", self.name, first,
+                                exc_info=first)
+                raise DeviceError(f"{self.spec.url}: {first}") from first
+        finally:
+            await self._close(client)
+
+    async def _open(self, client: Client, sink: SampleSink) -> _Session:
+        await client.connect()
+        ns_array = await client.get_namespace_array()
+        sub = await client.create_subscription(
+            self.spec.publishing_interval_ms,
+            None,
+            queue_maxsize=self._queue_maxsize,
+            overflow=OverflowPolicy.DISCONNECT,
+        )
+        # The library's queue sits in front of ours and our pump drains it at once;
+        # should it still fill, count the drop and resync instead of reconnecting.
+        sub.set_overflow_disconnect_handler(self._library_overflow)
+        session = _Session(client, sub)
+        resolved, session.pending = await self._resolve(client, ns_array, self.spec.tags)
+        await self._attach(session, resolved, sink)
+        return session
+
+    async def _close(self, client: Client) -> None:
+        try:
+            async with asyncio.timeout(self.spec.timeout_s):
+                await client.disconnect()
+        except Exception as err:  # closing a dead session: nothing more to do
+            log.debug("opcua %s: disconnect: %r", self.name, err)
+        finally:
+            client.disconnect_socket()
+        self._stats.connected = False
+        for health in self._stats.devices.values():
+            health.connected = False
+
+    def _mark_up(self) -> None:
+        self._stats.connected = True
+        self._stats.connects += 1
+        if self._stats.connects > 1:
+            self._stats.reconnects += 1
+        if self._down_since_ms is not None and self._down_logged:
+            log.info("opcua %s: connected to %s again after %.1f s", self.name, self.spec.url,
+                     (now_ms() - self._down_since_ms) / 1000)
+        else:
+            log.info("opcua %s: connected to %s", self.name, self.spec.url)
+        self._down_since_ms = None
+        self._down_logged = False
+        for health in self._stats.devices.values():
+            health.connected = True
+            health.failing_since_ms = None
+
+    def _mark_down(self, err: DeviceError) -> None:
+        now = now_ms()
+        self._stats.connected = False
+        if self._down_since_ms is None:
+            self._down_since_ms = now
+        if not self._down_logged:
+            self._down_logged = True
+            log.warning("opcua %s: %s unavailable: %s", self.name, self.spec.url, err)
+        else:
+            log.debug("opcua %s: still unavailable: %s", self.name, err)
+        for health in self._stats.devices.values():
+            health.connected = False
+            health.errors += 1
+            health.last_error = str(err)
+            if health.failing_since_ms is None:
+                health.failing_since_ms = now
+
+    # -- resolution and subscription ---------------------------------------------
+
+    async def _resolve(
+        self, client: Client, ns_array: list[str], tags: Iterable[OpcUaTag]
+    ) -> tuple[dict[ua.NodeId, list[OpcUaTag]], list[OpcUaTag]]:
+        """Map tags to NodeIds; tags that cannot be resolved now come back as pending."""
+        resolved: dict[ua.NodeId, list[OpcUaTag]] = {}
+        pending: list[OpcUaTag] = []
+        by_path: list[tuple[OpcUaTag, ua.RelativePath]] = []
+        for tag in tags:
+            if tag.node is not None:
+                try:
+                    nodeid = _parse_node(tag.node, ns_array)
+                except LookupError as err:
+                    self._report_missing(tag, str(err))
+                    pending.append(tag)
+                    continue
+                resolved.setdefault(nodeid, []).append(tag)
+                continue
+            assert tag.browse_path is not None
+            try:
+                rel = self._relative_path(tag.browse_path, ns_array)
+            except LookupError as err:
+                self._report_missing(tag, str(err))
+                pending.append(tag)
+                continue
+            by_path.append((tag, rel))
+        if by_path:
+            results = await client.translate_browsepaths(
+                ua.NodeId(ua.Int32(ObjectIds.RootFolder)), [rel for _, rel in by_path])
+            for (tag, _), result in zip(by_path, results, strict=True):
+                if result.StatusCode.is_good() and result.Targets:
+                    resolved.setdefault(_plain(result.Targets[0].TargetId), []).append(tag)
+                else:
+                    self._report_missing(tag, f"browse path not found ({result.StatusCode.name})")
+                    pending.append(tag)
+        return resolved, pending
+
+    def _relative_path(self, path: str, ns_array: list[str]) -> ua.RelativePath:
+        rel = ua.RelativePath()
+        for uri, name in parse_browse_path(path, self.spec.namespaces):
+            if uri is None:
+                index = 0
+            else:
+                try:
+                    index = ns_array.index(uri)
+                except ValueError:
+                    raise LookupError(f"namespace {uri!r} is not on the server") from None
+            element: Any = ua.RelativePathElement()  # its Boolean fields are not bool-typed
+            element.ReferenceTypeId = ua.NodeId(ua.Int32(ObjectIds.HierarchicalReferences))
+            element.IsInverse = False
+            element.IncludeSubtypes = True
+            element.TargetName = ua.QualifiedName(name, index)
+            rel.Elements.append(element)
+        return rel
+
+    async def _attach(
+        self,
+        session: _Session,
+        resolved: dict[ua.NodeId, list[OpcUaTag]],
+        sink: SampleSink,
+    ) -> None:
+        """Read each node once (a window never starts without a state), then monitor it."""
+        if not resolved:
+            return
+        nodeids = list(resolved)
+        values = await self._read(session.client, nodeids)
+        readable: list[ua.NodeId] = []
+        for nodeid, dv in zip(nodeids, values, strict=True):
+            status = dv.StatusCode
+            if status is not None and status.value in _UNKNOWN_NODE:
+                for tag in resolved[nodeid]:
+                    self._report_missing(tag, f"node {nodeid.to_string()}: {status.name}")
+                    session.pending.append(tag)
+                continue
+            readable.append(nodeid)
+            for tag in resolved[nodeid]:
+                await self._emit(sink, self._to_sample(tag, dv, now_ms()))
+        if not readable:
+            return
+        handles = await session.sub.subscribe_data_change(
+            [session.client.get_node(n) for n in readable],
+            queuesize=self.spec.queue_size,
+            sampling_interval=ua.Double(self.spec.sampling_interval_ms),
+        )
+        assert isinstance(handles, list)
+        for nodeid, handle in zip(readable, handles, strict=True):
+            if isinstance(handle, ua.StatusCode):
+                for tag in resolved[nodeid]:
+                    self._report_missing(tag, f"node {nodeid.to_string()}: {handle.name}")
+                    session.pending.append(tag)
+                continue
+            session.by_node[nodeid] = resolved[nodeid]
+            for tag in resolved[nodeid]:
+                self._report_found(tag)
+
+    async def _read(self, client: Client, nodeids: list[ua.NodeId]) -> list[ua.DataValue]:
+        params = ua.ReadParameters()
+        params.TimestampsToReturn = ua.TimestampsToReturn.Both
+        for nodeid in nodeids:
+            rv = ua.ReadValueId()
+            rv.NodeId = nodeid
+            rv.AttributeId = AttributeIds.Value
+            params.NodesToRead.append(rv)
+        result: list[ua.DataValue] = await client.uaclient.read(params)
+        return result
+
+    async def _retry_pending(self, session: _Session, sink: SampleSink) -> None:
+        backoff = Backoff(self.spec.reconnect_min_s, self.spec.reconnect_max_s)
+        while session.pending:
+            await asyncio.sleep(backoff.next_delay())
+            tags, session.pending = session.pending, []
+            ns_array = await session.client.get_namespace_array()
+            resolved, session.pending = await self._resolve(session.client, ns_array, tags)
+            await self._attach(session, resolved, sink)
+
+    def _report_missing(self, tag: OpcUaTag, reason: str) -> None:
+        key = (tag.device, tag.signal)
+        health = self._stats.device(tag.device)
+        health.errors += 1
+        health.last_error = f"{tag.signal}: {reason}"
+        if key not in self._missing:
+            self._missing.add(key)
+            log.warning("opcua %s: %s.%s unavailable (%s); will retry",
+                        self.name, tag.device, tag.signal, reason)
+
+    def _report_found(self, tag: OpcUaTag) -> None:
+        key = (tag.device, tag.signal)
+        if key in self._missing:
+            self._missing.discard(key)
+            log.info("opcua %s: %s.%s found and subscribed", self.name, tag.device, tag.signal)
+
+    # -- data path ----------------------------------------------------------------
+
+    async def _watch(self, lost: asyncio.Event) -> None:
+        await lost.wait()
+        raise _ConnectionLost("connection lost")
+
+    async def _pump(
+        self, session: _Session, queue: asyncio.Queue[Sample], resync: asyncio.Event
+    ) -> None:
+        """Drain the library's queue into ours without ever awaiting the consumer."""
+        async for event in session.sub:
+            if isinstance(event, StatusChangeEvent):
+                status = event.notification.Status
+                if status is not None and not status.is_good():
+                    raise _ConnectionLost(f"subscription status {status.name}")
+                continue
+            if not isinstance(event, DataChangeEvent):
+                continue
+            tags = session.by_node.get(event.node.nodeid)
+            if not tags:
+                continue
+            received = now_ms()
+            dv = event.data.monitored_item.Value
+            for tag in tags:
+                sample = self._to_sample(tag, dv, received)
+                try:
+                    queue.put_nowait(sample)
+                except asyncio.QueueFull:
+                    self._count_overflow(tag.device)
+                    resync.set()
+        raise _ConnectionLost("subscription closed")
+
+    async def _forward(
+        self,
+        session: _Session,
+        queue: asyncio.Queue[Sample],
+        resync: asyncio.Event,
+        sink: SampleSink,
+    ) -> None:
+        while True:
+            if resync.is_set() and queue.empty():
+                # Samples were dropped: deliver the current state of every node now.
+                resync.clear()
+                nodeids = list(session.by_node)
+                values = await self._read(session.client, nodeids)
+                received = now_ms()
+                for nodeid, dv in zip(nodeids, values, strict=True):
+                    for tag in session.by_node[nodeid]:
+                        await self._emit(sink, self._to_sample(tag, dv, received))
+                continue
+            sample = await queue.get()
+            await self._emit(sink, sample)
+
+    def _library_overflow(self) -> None:
+        self._stats.overflows += 1
+
+    def _count_overflow(self, device: str) -> None:
+        self._stats.overflows += 1
+        health = self._stats.device(device)
+        if health.overflows == 0:
+            log.warning("opcua %s: sample queue full (%d); dropping newest samples of %s "
+                        "and re-reading once drained", self.name, self._queue_maxsize, device)
+        health.overflows += 1
+
+    async def _emit(self, sink: SampleSink, sample: Sample) -> None:
+        key = (sample.device, sample.signal)
+        last = self._last.get(key)
+        if last is not None:
+            if sample.ts_ms < last[0]:
+                self._stats.stale_dropped += 1
+                return
+            if (sample.ts_ms, sample.value, sample.quality) == last:
+                return  # the same value seen twice (initial read and first notification)
+        self._last[key] = (sample.ts_ms, sample.value, sample.quality)
+        health = self._stats.device(sample.device)
+        health.samples += 1
+        health.last_sample_ms = sample.ts_ms
+        await sink.put(sample)
+
+    def _to_sample(self, tag: OpcUaTag, dv: ua.DataValue, received_ms: int) -> Sample:
+        ts_source = "source"
+        ts = _ms(dv.SourceTimestamp)
+        if ts is None:
+            ts, ts_source = _ms(dv.ServerTimestamp), "server"
+        if ts is None:
+            ts, ts_source = received_ms, "receive"
+        quality = _quality(dv.StatusCode)
+        raw = dv.Value.Value if dv.Value is not None else None
+        value = _plain_value(raw)
+        if tag.value_map is not None and value is not None:
+            mapped = tag.value_map.get(str(value))
+            key = (tag.device, tag.signal)
+            if mapped is None:
+                health = self._stats.device(tag.device)
+                health.errors += 1
+                health.last_error = f"{tag.signal}: raw value {value!r} is not in value_map"
+                if key not in self._unmapped:
+                    self._unmapped.add(key)
+                    log.warning("opcua %s: %s.%s raw value %r is not in value_map",
+                                self.name, tag.device, tag.signal, value)
+                return Sample(ts, tag.device, tag.signal, str(value), "bad", ts_source)
+            self._unmapped.discard(key)
+            value = mapped
+        return Sample(ts, tag.device, tag.signal, value, quality, ts_source)
+

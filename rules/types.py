@@ -1,0 +1,209 @@
+"""The value types every part of the agent exchanges.
+
+They live in ``rules`` because the rules define what a sample and a record are; the
+collectors and the agent import them from here (see DESIGN.md, "Layout").
+
+Time is carried as integer milliseconds since the UNIX epoch (UTC) so that window
+arithmetic is exact: a shift of 480 minutes is 28 800 000 ms, never 479.99999 min.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+Quality = Literal["good", "uncertain", "bad"]
+QUALITIES: frozenset[str] = frozenset({"good", "uncertain", "bad"})
+
+MachineState = Literal["producing", "setup", "idle", "unplanned_down", "planned_down", "off"]
+MACHINE_STATES: frozenset[str] = frozenset(
+    {"producing", "setup", "idle", "unplanned_down", "planned_down", "off"}
+)
+
+Role = Literal["state", "parts_total", "parts_bad", "parts_good", "energy_kwh", "power_kw"]
+ROLES: frozenset[str] = frozenset(
+    {"state", "parts_total", "parts_bad", "parts_good", "energy_kwh", "power_kw"}
+)
+
+SCHEMA = "factory-kpi/1"
+
+
+def ms_to_rfc3339(ts_ms: int) -> str:
+    """Render epoch milliseconds as RFC 3339 UTC with millisecond precision and a ``Z``."""
+    seconds, millis = divmod(ts_ms, 1000)
+    dt = datetime.fromtimestamp(seconds, tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{millis:03d}Z"
+
+
+def rfc3339_to_ms(text: str) -> int:
+    """Parse an RFC 3339 timestamp into epoch milliseconds; naive times are rejected."""
+    value = text.strip()
+    if value.endswith(("Z", "z")):
+        value = value[:-1] + "+00:00"
+    dt = datetime.fromisoformat(value)
+    if dt.tzinfo is None:
+        raise ValueError(f"timestamp {text!r} has no UTC offset")
+    delta = dt - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One observation of one semantic signal of one device.
+
+    ``device`` is a machine or meter id from the config, ``signal`` its role. ``ts_source``
+    records where the timestamp came from (``source``, ``server`` or ``receive``), because
+    a receive-time stamp on a late notification can move a part into the wrong window.
+    """
+
+    ts_ms: int
+    device: str
+    signal: str
+    value: str | int | float | None
+    quality: Quality = "good"
+    ts_source: str = "source"
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The sample-log line of DESIGN.md (``quality`` omitted when good)."""
+        out: dict[str, Any] = {
+            "ts": ms_to_rfc3339(self.ts_ms),
+            "device": self.device,
+            "signal": self.signal,
+            "value": self.value,
+        }
+        if self.quality != "good":
+            out["quality"] = self.quality
+        return out
+
+
+KPI_FIELDS: tuple[str, ...] = (
+    "planned_busy_time_s",
+    "producing_time_s",
+    "setup_time_s",
+    "unplanned_down_time_s",
+    "idle_time_s",
+    "parts_produced",
+    "parts_good",
+    "parts_scrap",
+    "availability",
+    "performance",
+    "quality_ratio",
+    "oee",
+    "defect_rate",
+    "cycle_time_mean_s",
+    "ideal_cycle_time_s",
+    "energy_kwh",
+    "energy_per_unit_kwh",
+    "energy_per_good_unit_kwh",
+    "kgce_per_good_unit",
+    "co2_kg",
+    "co2_per_good_unit_kg",
+)
+"""Every numeric field of a KPI record, in the order of DESIGN.md."""
+
+
+def _clean(value: float | int | None) -> float | int | None:
+    if value is None:
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"non-finite KPI value {value!r}: undefined values must be None")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class KpiRecord:
+    """One machine's (or line's, or site's) KPIs over one window.
+
+    Undefined values (0/0) are ``None``, never 0 and never NaN. A line record has
+    ``machine`` None; the site record has ``line`` and ``machine`` None.
+    """
+
+    site: str
+    line: str | None
+    machine: str | None
+    window: str
+    window_start_ms: int
+    window_end_ms: int
+    planned_busy_time_s: float = 0.0
+    producing_time_s: float = 0.0
+    setup_time_s: float = 0.0
+    unplanned_down_time_s: float = 0.0
+    idle_time_s: float = 0.0
+    parts_produced: int = 0
+    parts_good: int = 0
+    parts_scrap: int = 0
+    availability: float | None = None
+    performance: float | None = None
+    quality_ratio: float | None = None
+    oee: float | None = None
+    defect_rate: float | None = None
+    cycle_time_mean_s: float | None = None
+    ideal_cycle_time_s: float | None = None
+    energy_kwh: float | None = None
+    energy_per_unit_kwh: float | None = None
+    energy_per_good_unit_kwh: float | None = None
+    kgce_per_good_unit: float | None = None
+    co2_kg: float | None = None
+    co2_per_good_unit_kg: float | None = None
+    flags: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        for name in KPI_FIELDS:
+            _clean(getattr(self, name))
+
+    @property
+    def key(self) -> tuple[str, str | None, str | None, str, int]:
+        """Identity of the record: a replay with the same key overwrites, never adds."""
+        return (self.site, self.line, self.machine, self.window, self.window_end_ms)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The wire form of DESIGN.md: MQTT payload, ``edge-agent kpi`` output."""
+        raw = asdict(self)
+        out: dict[str, Any] = {
+            "schema": SCHEMA,
+            "site": self.site,
+            "line": self.line,
+            "machine": self.machine,
+            "window": self.window,
+            "window_start": ms_to_rfc3339(self.window_start_ms),
+            "window_end": ms_to_rfc3339(self.window_end_ms),
+        }
+        for name in KPI_FIELDS:
+            out[name] = raw[name]
+        out["flags"] = list(self.flags)
+        return out
+
+
+AlarmState = Literal["raised", "cleared"]
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmEvent:
+    """A rule's alarm being raised or cleared, published on ``.../alarm``."""
+
+    ts_ms: int
+    site: str
+    line: str | None
+    machine: str | None
+    rule: str
+    state: AlarmState
+    severity: str = "warning"
+    value: float | None = None
+    message: str = ""
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The wire form published on the alarm topic and written to measurement ``alarm``."""
+        return {
+            "schema": "factory-alarm/1",
+            "ts": ms_to_rfc3339(self.ts_ms),
+            "site": self.site,
+            "line": self.line,
+            "machine": self.machine,
+            "rule": self.rule,
+            "state": self.state,
+            "severity": self.severity,
+            "value": self.value,
+            "message": self.message,
+        }
