@@ -22,7 +22,8 @@ from typing import Any, TextIO
 
 import tomli_w
 from rules.engine import EngineOutput
-from simulators.plant import Plant, default_scenario
+from simulators.plant import Plant
+from simulators.scenario import default_scenario
 
 from agent.aio import run_until_signal
 from agent.broker import EmbeddedBroker
@@ -53,19 +54,19 @@ def simulator_config(
     window: str = "10s",
     state_dir: Path,
     lateness_s: float = 2.0,
-    ideal_cycle_time_s: float | None = None,
 ) -> dict[str, Any]:
     """An agent config (as TOML data) pointing at a running simulated plant.
 
     It is the same shape as ``deploy/examples/simulators.toml``; only the ports differ.
     """
-    ideal = ideal_cycle_time_s or plant.ideal_cycle_time_s()
     machines = []
-    for m in plant.machines:
+    for spec in plant.scenario.machines:
+        m = spec.id
         machines.append({
             "id": m,
             "line": DEMO_LINE,
-            "ideal_cycle_time_s": ideal[m] if isinstance(ideal, dict) else ideal,
+            # The fastest program's mean cycle stands in for the machine's ideal cycle.
+            "ideal_cycle_time_s": min(p.cycle_time_s.mean for p in spec.programs),
             "signals": {
                 "state": {"source": "cnc-opcua",
                           "browse_path": _machine_path(m, "Monitoring", "MachineTool",
@@ -153,11 +154,12 @@ class BrokerCounter:
 
     def __init__(self, host: str, port: int, protocol: str) -> None:
         import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
 
         self.count = 0
         self._lock = threading.Lock()
         proto = mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=proto,
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=proto,
                                   client_id="edge-agent-demo-view")
         self.client.on_message = self._on_message
         self.client.on_connect = self._on_connect

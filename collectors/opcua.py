@@ -226,6 +226,10 @@ def _plain_value(raw: Any) -> str | int | float | None:
     return str(raw)
 
 
+_LIBRARY_QUEUE = 2 * 10_000
+"""Two publish responses at asyncua's default MaxNotificationsPerPublish (10 000)."""
+
+
 class _ConnectionLost(Exception):
     """Raised inside a session's TaskGroup to end the session."""
 
@@ -303,18 +307,23 @@ class OpcUaCollector:
             lost.set()
 
         client.connection_lost_callback = on_lost
+        connected = False
         try:
             try:
                 # Bounds the whole set-up: each request has the client's timeout, but
                 # a server that accepts the socket and never answers must not hang us.
                 async with asyncio.timeout(self.spec.timeout_s * 4 + 5):
-                    session = await self._open(client, sink)
+                    await client.connect()
+                    connected = True
+                    session, initial = await self._open(client)
             except DeviceError:
                 raise
             except Exception as err:
                 raise DeviceError(f"connect to {self.spec.url}: {err!r}") from err
             self._mark_up()
             backoff.reset()
+            for sample in initial:  # the library queue holds notifications meanwhile
+                await self._emit(sink, sample)
             try:
                 async with asyncio.TaskGroup() as tg:
                     queue: asyncio.Queue[Sample] = asyncio.Queue(self._queue_maxsize)
@@ -331,29 +340,31 @@ class OpcUaCollector:
                                 exc_info=first)
                 raise DeviceError(f"{self.spec.url}: {first}") from first
         finally:
-            await self._close(client)
+            await self._close(client, connected)
 
-    async def _open(self, client: Client, sink: SampleSink) -> _Session:
-        await client.connect()
+    async def _open(self, client: Client) -> tuple[_Session, list[Sample]]:
         ns_array = await client.get_namespace_array()
         sub = await client.create_subscription(
             self.spec.publishing_interval_ms,
             None,
-            queue_maxsize=self._queue_maxsize,
+            queue_maxsize=_LIBRARY_QUEUE,
             overflow=OverflowPolicy.DISCONNECT,
         )
-        # The library's queue sits in front of ours and our pump drains it at once;
-        # should it still fill, count the drop and resync instead of reconnecting.
+        # The library's queue sits in front of ours. It receives a whole publish
+        # response at once (up to MaxNotificationsPerPublish) before our pump runs, so
+        # it is sized for two of them; the pump then moves each item into our bounded
+        # queue without waiting. Should it still fill, count the drop (no reconnect).
         sub.set_overflow_disconnect_handler(self._library_overflow)
         session = _Session(client, sub)
         resolved, session.pending = await self._resolve(client, ns_array, self.spec.tags)
-        await self._attach(session, resolved, sink)
-        return session
+        return session, await self._attach(session, resolved)
 
-    async def _close(self, client: Client) -> None:
+    async def _close(self, client: Client, connected: bool) -> None:
+        """Close the session (stopping the client's own tasks) or at least the socket."""
         try:
-            async with asyncio.timeout(self.spec.timeout_s):
-                await client.disconnect()
+            if connected:
+                async with asyncio.timeout(self.spec.timeout_s):
+                    await client.disconnect()
         except Exception as err:  # closing a dead session: nothing more to do
             log.debug("opcua %s: disconnect: %r", self.name, err)
         finally:
@@ -455,11 +466,15 @@ class OpcUaCollector:
         self,
         session: _Session,
         resolved: dict[ua.NodeId, list[OpcUaTag]],
-        sink: SampleSink,
-    ) -> None:
-        """Read each node once (a window never starts without a state), then monitor it."""
+    ) -> list[Sample]:
+        """Read each node once (a window never starts without a state), then monitor it.
+
+        Returns the samples of the read; the caller delivers them outside any set-up
+        timeout, so a slow consumer cannot make a healthy connect look failed.
+        """
+        samples: list[Sample] = []
         if not resolved:
-            return
+            return samples
         nodeids = list(resolved)
         values = await self._read(session.client, nodeids)
         readable: list[ua.NodeId] = []
@@ -471,10 +486,10 @@ class OpcUaCollector:
                     session.pending.append(tag)
                 continue
             readable.append(nodeid)
-            for tag in resolved[nodeid]:
-                await self._emit(sink, self._to_sample(tag, dv, now_ms()))
+            received = now_ms()
+            samples.extend(self._to_sample(tag, dv, received) for tag in resolved[nodeid])
         if not readable:
-            return
+            return samples
         handles = await session.sub.subscribe_data_change(
             [session.client.get_node(n) for n in readable],
             queuesize=self.spec.queue_size,
@@ -490,6 +505,7 @@ class OpcUaCollector:
             session.by_node[nodeid] = resolved[nodeid]
             for tag in resolved[nodeid]:
                 self._report_found(tag)
+        return samples
 
     async def _read(self, client: Client, nodeids: list[ua.NodeId]) -> list[ua.DataValue]:
         params = ua.ReadParameters()
@@ -509,7 +525,8 @@ class OpcUaCollector:
             tags, session.pending = session.pending, []
             ns_array = await session.client.get_namespace_array()
             resolved, session.pending = await self._resolve(session.client, ns_array, tags)
-            await self._attach(session, resolved, sink)
+            for sample in await self._attach(session, resolved):
+                await self._emit(sink, sample)
 
     def _report_missing(self, tag: OpcUaTag, reason: str) -> None:
         key = (tag.device, tag.signal)
@@ -571,6 +588,8 @@ class OpcUaCollector:
                 # Samples were dropped: deliver the current state of every node now.
                 resync.clear()
                 nodeids = list(session.by_node)
+                if not nodeids:
+                    continue
                 values = await self._read(session.client, nodeids)
                 received = now_ms()
                 for nodeid, dv in zip(nodeids, values, strict=True):

@@ -40,7 +40,9 @@ class MeterModel:
     @classmethod
     def from_spec(cls, spec: MeterSpec) -> MeterModel:
         """Build the model; the modulus is converted to steps once."""
-        modulus = None if spec.modulus_kwh is None else round(spec.modulus_kwh / spec.resolution_kwh)
+        modulus = None
+        if spec.modulus_kwh is not None:
+            modulus = round(spec.modulus_kwh / spec.resolution_kwh)
         power = None if spec.max_power_kw is None else exact(spec.max_power_kw)
         return cls(spec.resolution_kwh, exact(spec.resolution_kwh), modulus, power)
 

@@ -15,7 +15,9 @@ Flags (sorted, unique) a record may carry:
     while the state source was bad, or after the end of the input).
 ``performance_over_1``
     performance above 1 (not clamped): the ideal cycle time is too long, or parts were
-    counted that were not produced in the window's producing time.
+    counted that were not produced in the window's producing time. Also raised when parts
+    were counted with no producing time at all (performance undefined, but ``oee`` =
+    ideal_cycle_time_s * GQ / PBT is then reported as KPI.md defines it, possibly > 1).
 ``no_energy_data``
     no meter contributed any interval to the window: ``energy_kwh`` and everything
     derived from it is None.
@@ -30,8 +32,6 @@ Flags (sorted, unique) a record may carry:
 ``energy_carried``
     energy of a meter interval that reached back into an already closed window was
     booked to the earliest open window (readings further apart than the lateness).
-``late_energy_dropped``
-    (reserved, not currently raised).
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def _build(
         # ISO 22400 "effectiveness": may exceed 1, never clamped.
         perf = None if apt == 0 else ict * pq * 1000 / apt
         performance = None if perf is None else float(perf)
-        if perf is not None and perf > 1:
+        if (perf is not None and perf > 1) or (perf is None and pq > 0):
             out_flags.add(PERFORMANCE_OVER_1)
         quality = _ratio(gq, pq)
         # oee = ict * GQ / PBT: 0 (not null) whenever something was planned.

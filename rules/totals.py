@@ -29,8 +29,10 @@ STATE_INDEX: dict[str, int] = {
 }
 
 
-def fraction_to_json(value: Fraction) -> str:
-    """Exact text form of a Fraction for checkpoints."""
+def fraction_to_json(value: Fraction | int) -> str:
+    """Exact text form of a Fraction (or int) for checkpoints."""
+    if isinstance(value, int):
+        return str(value)
     return f"{value.numerator}/{value.denominator}"
 
 
@@ -43,7 +45,7 @@ def fraction_from_json(text: str) -> Fraction:
 class EnergyTotals:
     """Energy attributed to one machine, one line's own meters, or the site's own meters."""
 
-    kwh: Fraction = field(default_factory=Fraction)
+    kwh: Fraction | int = 0
     seen: bool = False
     flags: set[str] = field(default_factory=set)
 
@@ -62,7 +64,9 @@ class EnergyTotals:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> EnergyTotals:
         """Inverse of :meth:`to_json`."""
-        return cls(fraction_from_json(data["kwh"]), bool(data["seen"]), set(data["flags"]))
+        kwh = fraction_from_json(data["kwh"])
+        return cls(kwh.numerator if kwh.denominator == 1 else kwh, bool(data["seen"]),
+                   set(data["flags"]))
 
 
 @dataclass(slots=True)

@@ -6,9 +6,10 @@ windows are the shift occurrences of the calendar.
 
 The engine cuts time into *slices*: the intervals between consecutive boundaries of all
 windows and of the calendar (shift starts and ends, break starts and ends), never longer
-than a minute. Within a slice the calendar does not change and every window label has
-exactly one window, so a slice's totals are folded into one window per label. Samples are
-processed once, into their slice; windows only ever add slices.
+than ten seconds, which bounds the samples held unprocessed (and so a checkpoint's size).
+Within a slice the calendar does not change and every window label has exactly one
+window, so a slice's totals are folded into one window per label. Samples are processed
+once, into their slice; windows only ever add slices.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from rules.errors import ConfigError
 from rules.spec import window_length_ms
 
 SHIFT = "shift"
-MAX_SLICE_MS = 60_000
+MAX_SLICE_MS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,10 +65,12 @@ class WindowPlan:
         if problems:
             raise ConfigError(problems)
         self.lengths = tuple(lengths)
-        quantum = MAX_SLICE_MS
+        quantum = 0
         for length in lengths:
             if length is not None:
                 quantum = gcd(quantum, length)
+        if quantum == 0 or quantum > MAX_SLICE_MS:
+            quantum = gcd(quantum, MAX_SLICE_MS)
         self.quantum_ms = quantum
 
     def slice_at(self, start_ms: int) -> SliceInfo:

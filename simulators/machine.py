@@ -230,7 +230,8 @@ class Machine:
     def _new_cycle_draws(self) -> None:
         rng = self._rng
         self._spindle_rpm = round(self.spec.spindle_speed_rpm * rng.uniform(0.9, 1.1), 1)
-        self._spindle_load = round(min(200.0, self.spec.spindle_load_pct * rng.uniform(0.8, 1.2)), 1)
+        load = self.spec.spindle_load_pct * rng.uniform(0.8, 1.2)
+        self._spindle_load = round(min(200.0, load), 1)
 
     def _observable(self) -> State:
         cal = self._calendar.state_at(self.now_ms)

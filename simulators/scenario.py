@@ -417,7 +417,8 @@ def _cross_check(scenario: Scenario) -> list[tuple[str, str]]:
             errors.append((f"{place}: id", "duplicate id (meter and machine ids share one space)"))
         meter_ids.setdefault(meter.id, i)
         if unit in unit_ids:
-            errors.append((f"{place}: unit_id", f"unit id {unit} already used by meters[{unit_ids[unit]}]"))
+            errors.append((f"{place}: unit_id",
+                           f"unit id {unit} already used by meters[{unit_ids[unit]}]"))
         unit_ids.setdefault(unit, i)
         if not 1 <= unit <= MAX_UNIT_ID:
             errors.append((f"{place}: unit_id", f"unit id {unit} outside 1..{MAX_UNIT_ID}"))
@@ -426,7 +427,8 @@ def _cross_check(scenario: Scenario) -> list[tuple[str, str]]:
         modulus = meter.effective_modulus_kwh
         res = meter.resolution_kwh
         if not modulus.is_finite() or modulus <= 0 or modulus % res != 0:
-            errors.append((f"{place}: modulus_kwh", "must be a positive multiple of resolution_kwh"))
+            errors.append((f"{place}: modulus_kwh",
+                           "must be a positive multiple of resolution_kwh"))
             continue
         if meter.initial_kwh < 0 or meter.initial_kwh >= modulus or meter.initial_kwh % res != 0:
             errors.append((f"{place}: initial_kwh",
@@ -446,6 +448,9 @@ def _cross_check(scenario: Scenario) -> list[tuple[str, str]]:
             if fault.value is None:
                 errors.append((f"{place}: value", "clock_skew needs value (seconds)"))
             continue
+        if fault.status is not None and not _is_bad_status(fault.status):
+            errors.append((f"{place}: status",
+                           f"{fault.status!r} is not the name of a Bad status code"))
         wants = "machine" if fault.kind in {"opcua_bad_status", "counter_reset"} else "meter"
         if fault.kind == "opcua_restart":
             continue
@@ -453,6 +458,12 @@ def _cross_check(scenario: Scenario) -> list[tuple[str, str]]:
         if fault.target is None or fault.target not in pool:
             errors.append((f"{place}: target", f"{fault.kind} needs the id of a {wants}"))
     return errors
+
+
+def _is_bad_status(name: str) -> bool:
+    from asyncua.ua.status_codes import StatusCodes
+
+    return name.startswith("Bad") and isinstance(getattr(StatusCodes, name, None), int)
 
 
 def scenario_from_dict(raw: dict[str, Any], source: str = "") -> Scenario:

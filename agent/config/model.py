@@ -249,7 +249,7 @@ class MachineSection(StrictModel):
     line: Id
     ideal_cycle_time_s: float = Field(gt=0, le=86_400)
     counter_modulus: int = Field(2**32, ge=2)
-    signals: MachineSignals = Field(default_factory=MachineSignals)
+    signals: MachineSignals = MachineSignals()
 
     _id = field_validator("id")(_check_id)
 
@@ -282,7 +282,7 @@ class MeterSection(StrictModel):
     source: Id | None = None
     unit: int | None = Field(None, ge=0, le=255)
     preset: str | None = None
-    signals: MeterSignals = Field(default_factory=MeterSignals)
+    signals: MeterSignals = MeterSignals()
 
     _id = field_validator("id")(_check_id)
 
@@ -329,12 +329,12 @@ class AlarmSection(StrictModel):
 class AgentConfig(StrictModel):
     """The whole ``agent.toml``."""
 
-    agent: AgentSection = Field(default_factory=AgentSection)
+    agent: AgentSection = AgentSection()
     site: SiteSection
-    kpi: KpiSection = Field(default_factory=KpiSection)
-    calendar: CalendarSection = Field(default_factory=CalendarSection)
-    mqtt: MqttSettings = Field(default_factory=MqttSettings)  # type: ignore[arg-type]
-    outbox: OutboxSection = Field(default_factory=OutboxSection)  # type: ignore[arg-type]
+    kpi: KpiSection = KpiSection()
+    calendar: CalendarSection = CalendarSection()
+    mqtt: MqttSettings = MqttSettings()
+    outbox: OutboxSection = OutboxSection()
     sources: list[Source] = Field(default_factory=list)
     lines: list[LineSection] = Field(default_factory=list)
     machines: list[MachineSection] = Field(default_factory=list)

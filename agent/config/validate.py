@@ -125,7 +125,7 @@ def _meter_roles(i: int, mt: MeterSection, sources: dict[str, OpcUaSourceSection
     where = _label("meters", i, mt.id)
     out: Problems = []
     if mt.preset is not None:
-        if mt.preset not in PRESETS:
+        if mt.preset.lower() not in PRESETS:
             out.append((f"{where}: preset",
                         f"unknown preset {mt.preset!r} (known: {', '.join(sorted(PRESETS))})"))
         src = sources.get(mt.source or "")

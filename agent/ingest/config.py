@@ -22,14 +22,13 @@ dead_letter_path = "/var/lib/edge-agent/ingest-dead-letter.jsonl"
 from __future__ import annotations
 
 import socket
-import tomllib
 from pathlib import Path
 from typing import Self
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from agent.config.common import InfluxSettings, MqttSettings, StrictModel
-from rules.errors import ConfigError
+from agent.config.load import load_model
 
 __all__ = ["IngestConfig", "IngestSettings", "load_ingest_config"]
 
@@ -45,21 +44,21 @@ class IngestSettings(StrictModel):
     )
     """Topic filters; ``{prefix}`` is replaced by ``mqtt.prefix``. The last level of a
     received topic (``kpi`` or ``alarm``) selects the parser."""
-    batch_size: int = Field(500, ge=1, le=50_000)
-    flush_interval_s: float = Field(0.5, gt=0, le=60)
+    batch_size: int = Field(default=500, ge=1, le=50_000)
+    flush_interval_s: float = Field(default=0.5, gt=0, le=60)
     """Longest time the first message of a batch waits for the batch to fill."""
-    flush_idle_s: float = Field(0.05, ge=0, le=60)
+    flush_idle_s: float = Field(default=0.05, ge=0, le=60)
     """Flush early when no message arrived for this long (the broker stops sending once
     its in-flight window of unacknowledged messages is full); 0 disables."""
-    receive_maximum: int = Field(1000, ge=1, le=65535)
+    receive_maximum: int = Field(default=1000, ge=1, le=65535)
     """MQTT 5 Receive Maximum: unacknowledged QoS 1 messages the broker may send us.
     Acks are held until storage, so this must exceed ``batch_size`` for full batches."""
-    queue_size: int = Field(2000, ge=1, le=1_000_000)
+    queue_size: int = Field(default=2000, ge=1, le=1_000_000)
     """Bound of the hand-over queue from the MQTT thread; when full, the MQTT thread
     waits (TCP back-pressure to the broker)."""
     dead_letter_path: Path = Path("ingest-dead-letter.jsonl")
-    retry_min_s: float = Field(0.5, gt=0)
-    retry_max_s: float = Field(30.0, gt=0)
+    retry_min_s: float = Field(default=0.5, gt=0)
+    retry_max_s: float = Field(default=30.0, gt=0)
     client_id: str | None = None
     """MQTT client id (overrides ``mqtt.client_id``); default ``edge-ingest-<hostname>``.
     Keep it stable so the broker resumes our session; give each ingest process its own."""
@@ -80,9 +79,11 @@ class IngestSettings(StrictModel):
 class IngestConfig(StrictModel):
     """The whole ``ingest.toml``: broker, database and ingest behaviour."""
 
-    mqtt: MqttSettings = Field(default_factory=MqttSettings)  # type: ignore[arg-type]
-    influxdb: InfluxSettings = Field(default_factory=InfluxSettings)
-    ingest: IngestSettings = Field(default_factory=IngestSettings)  # type: ignore[arg-type]
+    # model_validate({}): the shared models declare defaults positionally in Field(), which
+    # mypy (without the pydantic plugin) reads as required constructor arguments.
+    mqtt: MqttSettings = Field(default_factory=lambda: MqttSettings.model_validate({}))
+    influxdb: InfluxSettings = Field(default_factory=lambda: InfluxSettings.model_validate({}))
+    ingest: IngestSettings = Field(default_factory=lambda: IngestSettings.model_validate({}))
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -93,6 +94,22 @@ class IngestConfig(StrictModel):
                 "ingest.shared_group: shared subscriptions are MQTT 5; set shared_group = \"\" "
                 "with mqtt.protocol = \"3.1.1\""
             )
+        return self
+
+    @model_validator(mode="after")
+    def _window(self) -> Self:
+        ingest = self.ingest
+        if self.mqtt.protocol == "5":
+            if ingest.receive_maximum < ingest.batch_size:
+                raise ValueError(
+                    f"ingest.receive_maximum ({ingest.receive_maximum}) must be at least "
+                    f"ingest.batch_size ({ingest.batch_size}): acks are held until a batch "
+                    "is stored, so the broker would never send a full batch")
+            if ingest.queue_size < ingest.receive_maximum:
+                raise ValueError(
+                    f"ingest.queue_size ({ingest.queue_size}) must be at least "
+                    f"ingest.receive_maximum ({ingest.receive_maximum}), so that the MQTT "
+                    "thread never has to wait for space")
         return self
 
     def topic_filters(self) -> list[str]:
@@ -111,33 +128,13 @@ class IngestConfig(StrictModel):
                 or f"edge-ingest-{socket.gethostname()}")
 
 
-def _place(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
-
-
 def load_ingest_config(path: Path) -> IngestConfig:
     """Read and validate ``ingest.toml``; raises :class:`ConfigError` naming every bad place.
 
     A relative ``dead_letter_path`` is taken relative to the config file, so the service
     does not write somewhere different depending on the directory it was started from.
     """
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise ConfigError([("", f"cannot read: {err}")], str(path)) from err
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError([("", f"not valid TOML: {err}")], str(path)) from err
-    try:
-        config = IngestConfig.model_validate(data)
-    except ValidationError as err:
-        errors = [(_place(e["loc"]), e["msg"]) for e in err.errors()]
-        raise ConfigError(errors, str(path)) from err
+    config = load_model(path, IngestConfig)
     dead = config.ingest.dead_letter_path
     if not dead.is_absolute():
         ingest = config.ingest.model_copy(update={"dead_letter_path": path.parent / dead})

@@ -9,8 +9,8 @@ first. Each line is one JSON object::
      "payload": "{...}", "encoding": "utf-8"}
 
 ``payload`` is the message text when it is valid UTF-8 (``"encoding": "utf-8"``), else
-its base64 form (``"encoding": "base64"``), so an operator can fix and re-publish it. Every append is fsync'ed before
-the message is acknowledged.
+its base64 form (``"encoding": "base64"``), so an operator can fix and re-publish it.
+Every append is fsync'ed before the message is acknowledged.
 """
 
 from __future__ import annotations

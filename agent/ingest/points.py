@@ -17,9 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
-from influxdb_client import Point, WritePrecision
+from influxdb_client.client.write.point import Point as _Point
+from influxdb_client.domain.write_precision import WritePrecision
 
 from agent.ingest.schema import COUNT_FIELDS
 from rules.types import KPI_FIELDS, AlarmEvent, KpiRecord
@@ -43,6 +44,8 @@ SITE_PLACEHOLDER: Final = "_site"
 
 FieldValue = float | int | str | bool
 
+_PointFactory: Any = _Point  # influxdb-client is only partly typed
+
 
 @dataclass(frozen=True, slots=True)
 class InfluxPoint:
@@ -55,7 +58,7 @@ class InfluxPoint:
 
     def to_line_protocol(self) -> str:
         """Line protocol with millisecond precision (escaping done by influxdb-client)."""
-        point = Point(self.measurement)
+        point = _PointFactory(self.measurement)
         for key, tag in self.tags.items():
             point.tag(key, tag)
         for key, value in self.fields.items():

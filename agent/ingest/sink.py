@@ -66,7 +66,7 @@ class InfluxSink:
     """InfluxDB through influxdb-client's synchronous v2 write API (2.x, 3.x, 1.8+)."""
 
     def __init__(self, settings: InfluxSettings) -> None:
-        from influxdb_client import InfluxDBClient
+        from influxdb_client.client.influxdb_client import InfluxDBClient
         from influxdb_client.client.write_api import SYNCHRONOUS
 
         self.settings = settings
@@ -81,7 +81,7 @@ class InfluxSink:
         """One HTTP write of all ``points`` (ms precision); errors become :class:`WriteError`."""
         if not points:
             return
-        from influxdb_client import WritePrecision
+        from influxdb_client.domain.write_precision import WritePrecision
         from influxdb_client.rest import ApiException
         from urllib3.exceptions import HTTPError as Urllib3Error
 

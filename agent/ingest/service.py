@@ -1,0 +1,568 @@
+"""The platform-side ingest: MQTT -> InfluxDB, at least once, idempotent.
+
+Flow of one message::
+
+    paho network thread --on_message--> Handoff (bounded) --> IngestPipeline.consume
+        --> batch (batch_size / flush_interval_s / flush_idle_s)
+        --> parse (bad payload -> dead letter)
+        --> sink.write in a worker thread (retry with backoff while InfluxDB is down,
+            bisect on HTTP 400 to dead-letter only the bad points)
+        --> PUBACK every message of the batch, in arrival order
+
+The PUBACK is the commit: it is sent only after the data is in InfluxDB or in the
+dead-letter file. If the process dies before that, the broker redelivers (persistent
+session: MQTT 5 clean start off + session expiry, or 3.1.1 clean session off), and since a
+point is keyed by its tags and time, the replay overwrites instead of adding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol, TypeVar
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from agent.ingest.config import IngestConfig, IngestSettings
+from agent.ingest.deadletter import DeadLetter, DeadLetterFile
+from agent.ingest.points import InfluxPoint, alarm_to_point, record_to_point
+from agent.ingest.schema import parse_alarm_payload, parse_kpi_payload
+from agent.ingest.sink import InfluxSink, PointSink
+from rules.errors import ConfigError, DeliveryError, InputError
+
+__all__ = [
+    "Acker",
+    "Handoff",
+    "Inbound",
+    "IngestPipeline",
+    "IngestService",
+    "IngestStats",
+    "payload_to_point",
+]
+
+log = logging.getLogger("agent.ingest")
+
+_T = TypeVar("_T")
+_Properties: Any = Properties  # its constructor is untyped
+_MAX_LOGGED_DEAD_LETTERS = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One received MQTT message, as long as it is not yet acknowledged.
+
+    ``generation`` identifies the broker connection it arrived on: after a reconnect the
+    broker redelivers unacknowledged messages, so an ack for the old connection's packet
+    id is skipped rather than risk acknowledging some other message.
+    """
+
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    generation: int = 0
+
+
+@dataclass(slots=True)
+class IngestStats:
+    """Counters for health checks and tests (a snapshot; the service keeps its own).
+
+    ``received`` counts messages taken from the broker (redeliveries included),
+    ``written`` points InfluxDB accepted, ``dead_lettered`` messages sent to the dead-letter
+    file, ``retries`` failed write attempts that were retried, ``batches`` batches
+    completed (acknowledged).
+    """
+
+    received: int = 0
+    written: int = 0
+    dead_lettered: int = 0
+    acked: int = 0
+    retries: int = 0
+    batches: int = 0
+    last_error: str | None = None
+    last_write_latency_s: float | None = None
+    max_write_latency_s: float = 0.0
+    influx_down_since: float | None = None
+    """``time.time()`` when the current InfluxDB outage began; None while writes work."""
+    connected: bool = False
+
+
+class Acker(Protocol):
+    """Sends the MQTT acknowledgements of a finished batch, in arrival order."""
+
+    def ack(self, messages: Sequence[Inbound]) -> None:
+        """Acknowledge ``messages`` (in the given order) to the broker."""
+
+
+def payload_to_point(message: Inbound) -> InfluxPoint:
+    """Parse one message by its topic kind (last level ``kpi`` or ``alarm``) into a point.
+
+    Raises :class:`InputError` naming the topic for anything that cannot be stored.
+    """
+    kind = message.topic.rsplit("/", 1)[-1]
+    if kind == "kpi":
+        return record_to_point(parse_kpi_payload(message.payload, message.topic))
+    if kind == "alarm":
+        return alarm_to_point(parse_alarm_payload(message.payload, message.topic))
+    raise InputError(f"topic {message.topic!r}: last level must be 'kpi' or 'alarm'")
+
+
+class Handoff:
+    """Bounded hand-over from paho's network thread to the asyncio loop.
+
+    ``put_from_thread`` blocks the network thread while the queue is full, which stops it
+    reading the socket, so the broker holds the backlog (TCP back-pressure) instead of the
+    process growing without bound. With MQTT 5 the broker's in-flight window (our Receive
+    Maximum) normally keeps the queue from ever filling.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, maxsize: int) -> None:
+        self._loop = loop
+        self._queue: asyncio.Queue[Inbound] = asyncio.Queue(maxsize)
+        self._slots = threading.Semaphore(maxsize)
+        self._closed = threading.Event()
+        self._warned_full = False
+
+    def put_from_thread(self, item: Inbound) -> bool:
+        """Enqueue from a foreign thread; False when closed (the message stays unacked)."""
+        while not self._slots.acquire(timeout=0.2):
+            if self._closed.is_set():
+                return False
+            if not self._warned_full:
+                self._warned_full = True
+                log.warning("ingest queue full (%d messages): pausing reads from the broker",
+                            self._queue.maxsize)
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        except RuntimeError:  # loop closed: we are shutting down
+            self._slots.release()
+            return False
+        return True
+
+    def put_nowait(self, item: Inbound) -> None:
+        """Enqueue from the loop's own thread (tests, replays); raises QueueFull when full."""
+        if not self._slots.acquire(blocking=False):
+            raise asyncio.QueueFull
+        self._queue.put_nowait(item)
+
+    async def get(self) -> Inbound:
+        """The next message, waiting for one."""
+        item = await self._queue.get()
+        self._slots.release()
+        return item
+
+    def get_nowait(self) -> Inbound:
+        """The next message; raises :class:`asyncio.QueueEmpty` when there is none."""
+        item = self._queue.get_nowait()
+        self._slots.release()
+        return item
+
+    def qsize(self) -> int:
+        """Messages waiting."""
+        return self._queue.qsize()
+
+    def close(self) -> None:
+        """Release a network thread waiting for space (its message is simply not acked)."""
+        self._closed.set()
+
+
+class IngestPipeline:
+    """Batching, writing, retrying, dead-lettering and acknowledging, without MQTT.
+
+    Kept apart from the paho plumbing so that the at-least-once logic can be tested with a
+    fake sink and a fake acker.
+    """
+
+    def __init__(
+        self, settings: IngestSettings, sink: PointSink, acker: Acker,
+        dead_letters: DeadLetterFile | None = None, stats: IngestStats | None = None,
+    ) -> None:
+        self.settings = settings
+        self.sink = sink
+        self.acker = acker
+        self.dead_letters = dead_letters or DeadLetterFile(settings.dead_letter_path)
+        self.stats = stats if stats is not None else IngestStats()
+        self._in_flight: asyncio.Future[Any] | None = None
+        self._refusing = False
+        self._retries_at_outage = 0
+
+    async def consume(self, handoff: Handoff) -> None:
+        """Run batches forever (until cancelled)."""
+        loop = asyncio.get_running_loop()
+        size = self.settings.batch_size
+        idle = self.settings.flush_idle_s
+        while True:
+            batch = [await handoff.get()]
+            deadline = loop.time() + self.settings.flush_interval_s
+            while len(batch) < size:
+                try:
+                    batch.append(handoff.get_nowait())
+                    continue
+                except asyncio.QueueEmpty:
+                    pass
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                wait = min(remaining, idle) if idle > 0 else remaining
+                try:
+                    batch.append(await asyncio.wait_for(handoff.get(), wait))
+                except TimeoutError:
+                    break
+            await self.process(batch)
+
+    async def process(self, batch: Sequence[Inbound]) -> None:
+        """Store one batch (InfluxDB or dead letter), then acknowledge all of it in order."""
+        self.stats.received += len(batch)
+        rejected: list[tuple[Inbound, str]] = []
+        good: list[tuple[Inbound, InfluxPoint]] = []
+        for message in batch:
+            try:
+                good.append((message, payload_to_point(message)))
+            except InputError as err:
+                rejected.append((message, str(err)))
+            except Exception as err:  # a bug must not stop the stream; the payload is kept
+                log.exception("cannot convert the message on topic %s", message.topic)
+                rejected.append((message, f"internal error: {err!r}"))
+        rejected.extend(await self._write(good))
+        if rejected:
+            order = {id(m): i for i, m in enumerate(batch)}
+            rejected.sort(key=lambda item: order[id(item[0])])
+            await self._dead_letter(rejected)
+        try:
+            self.acker.ack(batch)
+        except Exception:  # unacked messages are redelivered after a reconnect: harmless
+            log.exception("sending acknowledgements failed")
+        self.stats.acked += len(batch)
+        self.stats.batches += 1
+
+    async def _write(self, entries: Sequence[tuple[Inbound, InfluxPoint]]
+                     ) -> list[tuple[Inbound, str]]:
+        """Write until stored; returns the messages InfluxDB refused, with the reason."""
+        if not entries:
+            return []
+        points = [p for _, p in entries]
+        attempt = 0
+        while True:
+            started = time.monotonic()
+            try:
+                await self._in_thread(self.sink.write, points)
+            except DeliveryError as err:
+                if getattr(err, "retryable", True):
+                    attempt += 1
+                    await self._retry_wait(err, attempt, len(entries))
+                    continue
+                self._influx_answered()
+                if getattr(err, "bad_data", False) and len(entries) > 1:
+                    half = len(entries) // 2
+                    return [*await self._write(entries[:half]), *await self._write(entries[half:])]
+                self._note_refusal(err)
+                return [(m, f"InfluxDB refused the point: {err}") for m, _ in entries]
+            except Exception as err:  # a bug or an unexpected library error: keep the data
+                log.exception("unexpected error writing to InfluxDB; will retry")
+                attempt += 1
+                await self._retry_wait(err, attempt, len(entries))
+                continue
+            latency = time.monotonic() - started
+            self.stats.last_write_latency_s = latency
+            self.stats.max_write_latency_s = max(self.stats.max_write_latency_s, latency)
+            self.stats.written += len(entries)
+            self._refusing = False
+            self._influx_answered()
+            return []
+
+    async def _retry_wait(self, err: BaseException, attempt: int, count: int) -> None:
+        self.stats.retries += 1
+        self.stats.last_error = str(err)
+        if self.stats.influx_down_since is None:
+            self.stats.influx_down_since = time.time()
+            self._retries_at_outage = self.stats.retries - 1
+            log.warning("InfluxDB write failed, holding %d acks and retrying: %s", count, err)
+        else:
+            log.debug("InfluxDB write attempt %d failed: %s", attempt, err)
+        await asyncio.sleep(self._backoff(attempt))
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with jitter (half to full step), capped at retry_max_s."""
+        step = min(self.settings.retry_max_s,
+                   self.settings.retry_min_s * 2.0 ** min(attempt - 1, 30))
+        return step * random.uniform(0.5, 1.0)
+
+    def _influx_answered(self) -> None:
+        since = self.stats.influx_down_since
+        if since is not None:
+            self.stats.influx_down_since = None
+            log.warning("InfluxDB writes recovered after %.1f s (%d failed attempts)",
+                        time.time() - since, self.stats.retries - self._retries_at_outage)
+
+    def _note_refusal(self, err: DeliveryError) -> None:
+        self.stats.last_error = str(err)
+        if not getattr(err, "bad_data", False) and not self._refusing:
+            # 401/403/404: not the data's fault, but retrying would not help either.
+            self._refusing = True
+            log.error("InfluxDB refuses writes (check token, bucket, database); "
+                      "messages go to the dead-letter file: %s", err)
+
+    async def _dead_letter(self, rejected: Sequence[tuple[Inbound, str]]) -> None:
+        entries = [DeadLetter(topic=m.topic, payload=m.payload, reason=reason)
+                   for m, reason in rejected]
+        attempt = 0
+        while True:
+            try:
+                await self._in_thread(self.dead_letters.append, entries)
+                break
+            except DeliveryError as err:  # disk full or unwritable: keep holding the acks
+                attempt += 1
+                self.stats.last_error = str(err)
+                log.error("%s; holding %d acks and retrying", err, len(entries))
+                await asyncio.sleep(self._backoff(attempt))
+        self.stats.dead_lettered += len(entries)
+        for m, reason in rejected[:_MAX_LOGGED_DEAD_LETTERS]:
+            log.warning("dead-lettered message on topic %s: %s", m.topic, reason)
+        if len(rejected) > _MAX_LOGGED_DEAD_LETTERS:
+            log.warning("... and %d more dead-lettered messages in this batch (see %s)",
+                        len(rejected) - _MAX_LOGGED_DEAD_LETTERS, self.dead_letters.path)
+
+    async def _in_thread(self, func: Callable[[_T], None], arg: _T) -> None:
+        """Run blocking I/O in a worker thread, remembering it so shutdown can wait for it."""
+        future = asyncio.get_running_loop().run_in_executor(None, func, arg)
+        self._in_flight = future
+        try:
+            await future
+        finally:
+            self._in_flight = None
+
+    async def drain(self, timeout_s: float) -> None:
+        """Wait (bounded) for a write still running in its thread, e.g. before closing the sink."""
+        future = self._in_flight
+        if future is not None and not future.done():
+            with contextlib.suppress(BaseException):
+                await asyncio.wait({future}, timeout=timeout_s)
+
+
+class _MqttBridge:
+    """The paho client: persistent session, QoS 1 subscription, manual acknowledgement.
+
+    Every callback catches everything: an exception escaping a paho callback kills the
+    network thread, and with it every later reconnect.
+    """
+
+    def __init__(self, config: IngestConfig, handoff: Handoff, stats: IngestStats,
+                 on_subscribed: Callable[[], None]) -> None:
+        self.config = config
+        self.handoff = handoff
+        self.stats = stats
+        self._on_subscribed = on_subscribed
+        self._generation = 0
+        self._stopping = False
+        self._v5 = config.mqtt.protocol == "5"
+        self._filters = config.subscriptions()
+        self._pending_sub: dict[int, list[str]] = {}
+        settings = config.mqtt
+        client_id = config.effective_client_id()
+        if self._v5:
+            self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                                      protocol=mqtt.MQTTv5, manual_ack=True)
+        else:
+            self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                                      protocol=mqtt.MQTTv311, clean_session=False,
+                                      manual_ack=True)
+        if settings.username:
+            self.client.username_pw_set(settings.username, settings.password_value())
+        tls = settings.tls
+        if tls is not None and tls.enabled:
+            self.client.tls_set(
+                ca_certs=str(tls.ca_file) if tls.ca_file else None,
+                certfile=str(tls.cert_file) if tls.cert_file else None,
+                keyfile=str(tls.key_file) if tls.key_file else None,
+            )
+            if tls.insecure_skip_verify:
+                self.client.tls_insecure_set(True)
+        self.client.reconnect_delay_set(max(1, round(settings.reconnect_min_s)),
+                                        max(1, round(settings.reconnect_max_s)))
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_message = self._on_message
+
+    def start(self) -> None:
+        """Connect in the background; paho's thread keeps reconnecting with backoff."""
+        settings = self.config.mqtt
+        if self._v5:
+            props = _Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = settings.session_expiry_s
+            props.ReceiveMaximum = self.config.ingest.receive_maximum
+            self.client.connect_async(settings.host, settings.port, settings.keepalive_s,
+                                      clean_start=False, properties=props)
+        else:
+            self.client.connect_async(settings.host, settings.port, settings.keepalive_s)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        """Disconnect (the broker keeps the session and our unacked messages) and join."""
+        self._stopping = True
+        self.handoff.close()
+        with contextlib.suppress(Exception):
+            self.client.disconnect()
+        self.client.loop_stop()
+
+    def ack(self, messages: Sequence[Inbound]) -> None:
+        """PUBACK each message of the current connection, in order."""
+        for m in messages:
+            if m.qos == 0:
+                continue
+            if m.generation != self._generation:
+                continue  # arrived on an earlier connection: the broker redelivers it
+            rc = self.client.ack(m.mid, m.qos)
+            if rc != mqtt.MQTT_ERR_SUCCESS:
+                log.debug("ack of mid %d not sent (%s); the broker will redeliver", m.mid, rc)
+
+    # --- paho callbacks (network thread) -------------------------------------------------
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
+                    reason_code: ReasonCode, properties: Properties | None) -> None:
+        try:
+            self._generation += 1
+            if reason_code.is_failure:
+                log.error("broker %s:%d refused the connection: %s", self.config.mqtt.host,
+                          self.config.mqtt.port, reason_code)
+                return
+            self.stats.connected = True
+            log.info("connected to %s:%d as %r (session present: %s)", self.config.mqtt.host,
+                     self.config.mqtt.port, self.config.effective_client_id(),
+                     flags.session_present)
+            topics: list[tuple[str, Any]]
+            if self._v5:
+                topics = [(f, SubscribeOptions(qos=1)) for f in self._filters]
+            else:
+                topics = [(f, 1) for f in self._filters]
+            rc, mid = client.subscribe(topics)
+            if rc == mqtt.MQTT_ERR_SUCCESS and mid is not None:
+                self._pending_sub[mid] = list(self._filters)
+            else:
+                log.error("subscribe failed to send: %s", rc)
+        except Exception:
+            log.exception("error in MQTT on_connect")
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any,
+                       flags: mqtt.DisconnectFlags, reason_code: ReasonCode,
+                       properties: Properties | None) -> None:
+        try:
+            self._generation += 1
+            if self._stopping:
+                log.info("disconnected from broker")
+            elif self.stats.connected:
+                log.warning("disconnected from broker (paho reconnects): %s", reason_code)
+            self.stats.connected = False
+        except Exception:
+            log.exception("error in MQTT on_disconnect")
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int,
+                      reason_codes: list[ReasonCode], properties: Properties | None) -> None:
+        try:
+            filters = self._pending_sub.pop(mid, [])
+            failed = [(f, rc) for f, rc in zip(filters, reason_codes, strict=False)
+                      if rc.is_failure]
+            for f, rc in failed:
+                log.error("broker refused subscription %r: %s", f, rc)
+            if not failed:
+                log.info("subscribed to %s", ", ".join(filters))
+                self._on_subscribed()
+        except Exception:
+            log.exception("error in MQTT on_subscribe")
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            try:
+                topic = msg.topic
+            except UnicodeDecodeError:
+                topic = repr(msg._topic)
+            item = Inbound(topic=topic, payload=bytes(msg.payload), mid=msg.mid, qos=msg.qos,
+                           generation=self._generation)
+            self.handoff.put_from_thread(item)
+        except Exception:
+            log.exception("error handing over an MQTT message (it stays unacknowledged)")
+
+
+class IngestService:
+    """``edge-agent ingest``: subscribe, batch, store in InfluxDB, then acknowledge.
+
+    Stateless apart from the broker session: several processes with different client ids
+    can share one ``$share`` group. ``run()`` returns only by cancellation; unacknowledged
+    messages are redelivered to the next run, and replays are harmless (idempotent keys).
+    """
+
+    def __init__(self, config: IngestConfig, *, sink: PointSink | None = None) -> None:
+        self.config = config
+        self._sink = sink
+        self._subscribed = asyncio.Event()
+        self._pipeline: IngestPipeline | None = None
+        self._idle_stats = IngestStats()
+
+    @property
+    def stats(self) -> IngestStats:
+        """A snapshot of the counters (safe to keep; it does not change afterwards)."""
+        if self._pipeline is None:
+            return replace(self._idle_stats)
+        return replace(self._pipeline.stats)
+
+    async def wait_subscribed(self) -> None:
+        """Return once the broker has granted the subscriptions (useful before publishing)."""
+        await self._subscribed.wait()
+
+    async def run(self) -> None:
+        """Ingest until cancelled.
+
+        Raises :class:`ConfigError` when the configuration cannot be used (a secret's
+        environment variable is unset, a TLS file is unreadable); outages of the broker or
+        the database never end it.
+        """
+        loop = asyncio.get_running_loop()
+        settings = self.config.ingest
+        own_sink = self._sink is None
+        handoff = Handoff(loop, settings.queue_size)
+        stats = IngestStats()
+        self._subscribed.clear()
+
+        def subscribed() -> None:
+            loop.call_soon_threadsafe(self._subscribed.set)
+
+        try:
+            sink: PointSink = self._sink if self._sink is not None else InfluxSink(
+                self.config.influxdb)
+        except (ValueError, OSError) as err:
+            raise ConfigError([("influxdb", str(err))]) from err
+        bridge: _MqttBridge | None = None
+        try:
+            try:
+                bridge = _MqttBridge(self.config, handoff, stats, subscribed)
+            except (ValueError, OSError) as err:  # ssl.SSLError is an OSError
+                raise ConfigError([("mqtt", str(err))]) from err
+            pipeline = IngestPipeline(settings, sink, bridge, stats=stats)
+            self._pipeline = pipeline
+            log.info("ingest starting: %s -> %s bucket %s", ", ".join(self.config.subscriptions()),
+                     self.config.influxdb.url, self.config.influxdb.bucket)
+            bridge.start()
+            await pipeline.consume(handoff)
+        finally:
+            if bridge is not None:
+                bridge.stop()
+            if self._pipeline is not None:
+                await self._pipeline.drain(self.config.influxdb.timeout_s)
+                self._idle_stats = replace(self._pipeline.stats, connected=False)
+                self._pipeline = None
+            if own_sink:
+                with contextlib.suppress(Exception):
+                    sink.close()
+            log.info("ingest stopped")
+

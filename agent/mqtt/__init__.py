@@ -1,0 +1,1 @@
+"""MQTT delivery: topic names, the transport seam, and the outbox publisher."""

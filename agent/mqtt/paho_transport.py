@@ -1,0 +1,263 @@
+"""The real MQTT transport: paho-mqtt 2.x with its network thread (``loop_start``).
+
+What this module takes care of, because paho does not:
+
+- Every paho callback is wrapped: an exception escaping one would kill paho's network
+  thread, and with it every later reconnect.
+- Reconnect delays get jitter. paho's own backoff doubles a fixed delay, so a fleet of
+  agents would retry a restarted broker in lockstep; before each wait we set the next
+  delay ourselves, uniformly between ``reconnect_min_s`` and an exponentially growing
+  cap bounded by ``reconnect_max_s``.
+- paho keeps unacknowledged QoS 1 messages in memory and re-sends them after a
+  reconnect. The outbox is the only copy that counts, so on every new connection the
+  in-memory queue is dropped (``drop_out_messages``) and the publisher re-sends from the
+  outbox; see the contract in :mod:`agent.mqtt.transport`.
+- paho ignores the broker's Receive Maximum (CONNACK); we report it so the publisher can
+  keep its window below it.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import ssl
+import threading
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from agent.config.common import MqttSettings, TlsSettings
+from agent.mqtt.transport import (
+    ConnectInfo,
+    MessageRejected,
+    TransportCallbacks,
+    WillMessage,
+)
+from rules.errors import ConfigError, DeliveryError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PahoTransport", "backoff_delay", "tls_context"]
+
+
+def backoff_delay(attempt: int, min_s: float, max_s: float, rng: random.Random) -> float:
+    """Delay before reconnect attempt ``attempt`` (0 = the first after a loss).
+
+    Uniform in ``[min_s, cap]`` with ``cap = min(max_s, min_s * 2**(attempt + 1))``: it
+    grows exponentially, never leaves ``[min_s, max_s]``, and spreads a fleet of clients
+    over the whole interval instead of letting them retry together.
+    """
+    cap = min(max_s, min_s * 2.0 ** min(attempt + 1, 62))
+    return rng.uniform(min_s, max(min_s, cap))
+
+
+def tls_context(tls: TlsSettings) -> ssl.SSLContext:
+    """An SSL context from the settings; ConfigError naming the setting if a file is bad."""
+    try:
+        context = ssl.create_default_context(
+            cafile=str(tls.ca_file) if tls.ca_file is not None else None
+        )
+        if tls.cert_file is not None:
+            context.load_cert_chain(
+                str(tls.cert_file), str(tls.key_file) if tls.key_file is not None else None
+            )
+    except (OSError, ssl.SSLError) as err:
+        raise ConfigError([("mqtt.tls", f"cannot load TLS files: {err}")]) from err
+    if tls.insecure_skip_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _reason_text(reason: ReasonCode | int | None) -> str:
+    if reason is None:
+        return "unknown"
+    if isinstance(reason, ReasonCode):
+        return f"{reason.getName()} (0x{reason.value:02x})"
+    return mqtt.error_string(reason)
+
+
+class PahoTransport:
+    """:class:`~agent.mqtt.transport.MqttTransport` on paho-mqtt, MQTT 5 or 3.1.1.
+
+    MQTT 5 connects with ``clean_start=False`` and a Session Expiry Interval, 3.1.1 with
+    ``clean_session=False``, so the broker keeps the session across short outages.
+    TLS and credentials come from :class:`MqttSettings`.
+    """
+
+    def __init__(
+        self, settings: MqttSettings, *, client_id: str, rng: random.Random | None = None
+    ) -> None:
+        if not client_id:
+            raise ConfigError([("mqtt.client_id", "a persistent session needs a client id")])
+        self.settings = settings
+        self.client_id = client_id
+        self._rng = rng or random.Random()
+        self._lock = threading.Lock()
+        self._client: mqtt.Client | None = None
+        self._callbacks: TransportCallbacks | None = None
+        self._attempt = 0
+        self._stopping = False
+
+    # -- MqttTransport -----------------------------------------------------------------
+
+    def connect(self, callbacks: TransportCallbacks, will: WillMessage | None) -> None:
+        """Build the client and start paho's network thread, which connects and
+        reconnects in the background; returns at once."""
+        with self._lock:
+            if self._client is not None:
+                raise DeliveryError("transport is already started; disconnect() first")
+            client = self._build_client(will)
+            self._callbacks = callbacks
+            self._attempt = 0
+            self._stopping = False
+            s = self.settings
+            try:
+                if s.protocol == "5":
+                    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+                    props.SessionExpiryInterval = s.session_expiry_s
+                    client.connect_async(s.host, s.port, s.keepalive_s, clean_start=False,
+                                         properties=props)
+                else:
+                    client.connect_async(s.host, s.port, s.keepalive_s)
+                client.loop_start()
+            except (OSError, ValueError) as err:
+                raise DeliveryError(f"cannot start MQTT client for {s.host}:{s.port}: "
+                                    f"{err}") from err
+            self._client = client
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> int:
+        """Queue one message on the live connection and return its mid."""
+        client = self._client
+        if client is None or not client.is_connected():
+            raise DeliveryError(f"not connected to {self.settings.host}:{self.settings.port}")
+        try:
+            info = client.publish(topic, payload, qos=qos, retain=retain)
+        except ValueError as err:
+            raise MessageRejected(f"cannot publish to {topic!r}: {err}") from err
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            raise DeliveryError(f"publish to {topic!r} failed: {mqtt.error_string(info.rc)}")
+        return int(info.mid)
+
+    def disconnect(self) -> None:
+        """Send DISCONNECT if connected, stop the network thread and forget the client."""
+        with self._lock:
+            client, self._client = self._client, None
+            self._stopping = True
+        if client is None:
+            return
+        try:
+            client.disconnect()
+        except (OSError, ValueError) as err:
+            log.debug("MQTT disconnect: %s", err)
+        client.loop_stop()
+
+    # -- building the client ------------------------------------------------------------
+
+    def _build_client(self, will: WillMessage | None) -> mqtt.Client:
+        s = self.settings
+        if s.protocol == "5":
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                                 protocol=mqtt.MQTTv5)
+        else:
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                                 protocol=mqtt.MQTTv311, clean_session=False)
+        # No enable_logger(): paho logs an ERROR on every failed reconnect attempt, and
+        # the publisher already logs a lost connection once and its recovery once.
+        # Belt and braces: our wrappers already catch everything.
+        client.suppress_exceptions = True
+        client.max_inflight_messages_set(s.max_inflight)
+        client.max_queued_messages_set(0)
+        first = backoff_delay(0, s.reconnect_min_s, s.reconnect_max_s, self._rng)
+        self._set_reconnect_delay(client, first)
+        if s.username is not None:
+            try:
+                password = s.password_value()
+            except ValueError as err:
+                raise ConfigError([("mqtt.password_env", str(err))]) from err
+            client.username_pw_set(s.username, password)
+        if s.tls is not None and s.tls.enabled:
+            client.tls_set_context(tls_context(s.tls))
+            if s.tls.insecure_skip_verify:
+                client.tls_insecure_set(True)
+        if will is not None:
+            client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_publish = self._on_publish
+        return client
+
+    @staticmethod
+    def _set_reconnect_delay(client: mqtt.Client, delay: float) -> None:
+        # paho annotates the delays as int but computes with floats; sub-second jitter
+        # is what keeps a fleet from retrying in step.
+        client.reconnect_delay_set(delay, delay)  # type: ignore[arg-type]
+
+    def _next_backoff(self, client: mqtt.Client) -> None:
+        s = self.settings
+        delay = backoff_delay(self._attempt, s.reconnect_min_s, s.reconnect_max_s, self._rng)
+        self._attempt += 1
+        self._set_reconnect_delay(client, delay)
+
+    # -- paho callbacks (network thread; nothing may escape) ---------------------------
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
+                    reason_code: ReasonCode, properties: Properties | None) -> None:
+        try:
+            callbacks = self._callbacks
+            if reason_code.is_failure:
+                self._next_backoff(client)
+                if callbacks is not None:
+                    callbacks.on_disconnected(f"connection refused: {_reason_text(reason_code)}")
+                return
+            # Whatever paho still holds from the last connection would be re-sent under
+            # old mids nobody tracks any more; the publisher re-sends from the outbox.
+            stale = client.drop_out_messages()
+            if stale:
+                log.debug("dropped %d unacknowledged messages of the previous connection "
+                          "(re-sent from the outbox)", len(stale))
+            self._attempt = 0
+            receive_max = getattr(properties, "ReceiveMaximum", None)
+            if callbacks is not None:
+                callbacks.on_connected(ConnectInfo(
+                    session_present=bool(flags.session_present),
+                    receive_maximum=int(receive_max) if receive_max is not None else None,
+                ))
+        except Exception:
+            log.exception("error in MQTT on_connect handler (contained)")
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags,
+                       reason_code: ReasonCode, properties: Properties | None) -> None:
+        try:
+            if not self._stopping:
+                self._next_backoff(client)
+            callbacks = self._callbacks
+            if callbacks is not None:
+                origin = "broker" if flags.is_disconnect_packet_from_server else "connection"
+                callbacks.on_disconnected(f"{origin}: {_reason_text(reason_code)}")
+        except Exception:
+            log.exception("error in MQTT on_disconnect handler (contained)")
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        try:
+            self._next_backoff(client)
+            callbacks = self._callbacks
+            if callbacks is not None:
+                s = self.settings
+                callbacks.on_disconnected(f"cannot connect to {s.host}:{s.port}")
+        except Exception:
+            log.exception("error in MQTT on_connect_fail handler (contained)")
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int,
+                    reason_code: ReasonCode, properties: Properties | None) -> None:
+        try:
+            callbacks = self._callbacks
+            if callbacks is not None:
+                callbacks.on_puback(mid, not reason_code.is_failure, _reason_text(reason_code))
+        except Exception:
+            log.exception("error in MQTT on_publish handler (contained)")

@@ -1,0 +1,738 @@
+"""The KPI engine: samples in, KPI records and alarm events out.
+
+Pure and single-threaded: time comes only with the samples and with the watermark the
+caller passes to :meth:`KpiEngine.advance`.
+
+How it works. :meth:`KpiEngine.add` only files a sample in a per-signal buffer (O(1)).
+Time is cut into *slices* (see :mod:`rules.windows`): a slice is *sealed* once it is
+older than the lateness allows, i.e. ``slice_end + lateness <= watermark``. Sealing sorts
+the slice's samples by time, runs the state timeline, the counters, the energy registers
+and the alarms over them, and adds the slice's totals to the one window per label that
+contains it. A window closes when its last slice is sealed, and its records are queued
+for the next :meth:`advance` or :meth:`finish`. Memory is bounded by the samples of the
+unsealed slices plus one open window per label, whatever the length of the stream.
+
+Watermark and lateness (decided here, documented for operators):
+
+* Live mode starts with the first :meth:`advance` call: the watermark is the caller's
+  clock and nothing else closes a window.
+* Before any :meth:`advance` (offline replay), the watermark is the newest sample time
+  seen, so a replay of a year of data keeps memory flat; the caller may still call
+  :meth:`advance` with the input's time to collect records as it goes.
+* A sample is accepted while its slice is unsealed: up to ``lateness_s`` after the end of
+  the slice it belongs to (so at least ``lateness_s`` late). An older sample is dropped
+  and counted in ``stats["late_dropped"]``; so is an energy reading older than one
+  already used to close the interval spanning a slice boundary.
+* Quality ``uncertain`` is used like ``good``; ``bad`` never enters a KPI: a bad state
+  sample makes the state unknown until the next good one, a bad counter or register
+  reading is skipped (the next good reading is compared with the last good one), and
+  the window is flagged ``bad_quality``.
+* Meters attached to neither a machine nor a line count toward the site's energy only.
+* An energy interval is spread when its closing reading is known. If a meter is silent
+  for longer than the lateness, the part of its next interval that lies in already
+  closed windows is booked to the earliest open one and flagged ``energy_carried`` (so
+  window sums still add up to the meter's total). Set ``lateness_s`` at least to the
+  slowest meter's polling interval to avoid that.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from operator import attrgetter
+from typing import Any
+
+from rules.alarms import AlarmBook
+from rules.calendar import ShiftCalendar
+from rules.counters import as_count, counter_increase
+from rules.energy import MeterModel, exact, share
+from rules.errors import ConfigError
+from rules.kpi import WindowId, line_energy, line_record, machine_record, site_record
+from rules.spec import EngineSpec, MachineSpec, MeterSpec
+from rules.timemodel import book
+from rules.totals import EnergyTotals, MachineTotals, PlantTotals
+from rules.types import MACHINE_STATES, AlarmEvent, KpiRecord, Sample
+from rules.windows import SliceInfo, WindowPlan
+
+_NEG = -(1 << 62)
+_POS = 1 << 62
+_TS = attrgetter("ts_ms")
+_SNAPSHOT_VERSION = 1
+
+BAD_QUALITY = "bad_quality"
+INVALID_VALUE = "invalid_value"
+ENERGY_CARRIED = "energy_carried"
+
+_STAT_NAMES = (
+    "samples",
+    "ignored_unknown",
+    "ignored_bad_quality",
+    "ignored_invalid",
+    "ignored_after_end",
+    "late_dropped",
+    "windows_closed",
+    "records",
+    "alarms",
+)
+
+
+@dataclass
+class EngineOutput:
+    """What became final since the previous call.
+
+    ``records`` are in window order: by ``window_end_ms``, then the label order of
+    ``spec.windows``, then machines (config order), then lines, then the site record.
+    """
+
+    records: list[KpiRecord] = field(default_factory=list)
+    alarms: list[AlarmEvent] = field(default_factory=list)
+
+
+def _take(buf: list[Sample], end_ms: int, ordered: bool) -> list[Sample]:
+    """Remove and return, in time order, the buffered samples before ``end_ms``.
+
+    ``ordered`` says no sample arrived out of time order since the last seal, so the
+    buffer is already sorted (equal times keep their arrival order either way).
+    """
+    if not buf:
+        return []
+    if not ordered:
+        buf.sort(key=_TS)
+    if buf[-1].ts_ms < end_ms:
+        taken = buf[:]
+        buf.clear()
+        return taken
+    cut = bisect.bisect_left(buf, end_ms, key=_TS)
+    taken = buf[:cut]
+    del buf[:cut]
+    return taken
+
+
+class _Machine:
+    __slots__ = ("buf_second", "buf_state", "buf_total", "idx", "last_second", "last_total",
+                 "spec", "state")
+
+    def __init__(self, idx: int, spec: MachineSpec) -> None:
+        self.idx = idx
+        self.spec = spec
+        self.state: str | None = None
+        self.last_total: int | None = None
+        self.last_second: int | None = None
+        self.buf_state: list[Sample] = []
+        self.buf_total: list[Sample] = []
+        self.buf_second: list[Sample] = []
+
+
+class _Meter:
+    __slots__ = ("buf", "last_steps", "last_ts", "line_idx", "machine_idx", "model", "pending",
+                 "spec")
+
+    def __init__(self, spec: MeterSpec, machine_idx: int | None, line_idx: int | None) -> None:
+        self.spec = spec
+        self.model = MeterModel.from_spec(spec)
+        self.machine_idx = machine_idx
+        self.line_idx = line_idx
+        self.last_ts: int | None = None
+        self.last_steps: int | None = None
+        # (t1, t2, steps, flag) of an interval only partly booked (it spans a seal point)
+        self.pending: tuple[int, int, int, str | None] | None = None
+        self.buf: list[Sample] = []
+
+
+class _Window:
+    __slots__ = ("end", "label_idx", "start", "totals")
+
+    def __init__(self, label_idx: int, start: int, end: int, totals: PlantTotals) -> None:
+        self.label_idx = label_idx
+        self.start = start
+        self.end = end
+        self.totals = totals
+
+
+def _sample_to_json(s: Sample) -> list[Any]:
+    return [s.ts_ms, s.device, s.signal, s.value, s.quality, s.ts_source]
+
+
+def _sample_from_json(d: list[Any]) -> Sample:
+    return Sample(int(d[0]), d[1], d[2], d[3], d[4], d[5])
+
+
+class KpiEngine:
+    """Computes ISO 22400 and green-factory KPI records and alarm events from samples.
+
+    One engine per site (per agent). Feed samples with :meth:`add` in roughly time order;
+    collect results with :meth:`advance` (live) or :meth:`finish` (end of input).
+    """
+
+    def __init__(self, spec: EngineSpec) -> None:
+        self.spec = spec
+        problems: list[tuple[str, str]] = []
+        calendar = ShiftCalendar(spec.shifts, spec.timezone) if spec.shifts else None
+        self._plan = WindowPlan(spec.windows, calendar)
+        self._lateness_ms = round(spec.lateness_s * 1000)
+        self._grid = exact(spec.grid_factor_kg_per_kwh)
+        self._machines = [_Machine(i, m) for i, m in enumerate(spec.machines)]
+        machine_idx = {m.id: i for i, m in enumerate(spec.machines)}
+        line_idx = {ln.id: i for i, ln in enumerate(spec.lines)}
+        self._line_members: list[list[int]] = [[] for _ in spec.lines]
+        for i, mspec in enumerate(spec.machines):
+            if mspec.line in line_idx:
+                self._line_members[line_idx[mspec.line]].append(i)
+        self._line_output: list[int] = []
+        for i, ln in enumerate(spec.lines):
+            if ln.output_machine not in machine_idx:
+                problems.append((f"lines[{i}] {ln.id!r}",
+                                 f"output_machine {ln.output_machine!r} is not a machine"))
+                self._line_output.append(-1)
+            else:
+                self._line_output.append(machine_idx[ln.output_machine])
+        self._meters: list[_Meter] = []
+        for i, ms in enumerate(spec.meters):
+            if ms.machine is not None and ms.machine not in machine_idx:
+                problems.append((f"meters[{i}] {ms.id!r}", f"machine {ms.machine!r} unknown"))
+                continue
+            if ms.machine is None and ms.line is not None and ms.line not in line_idx:
+                problems.append((f"meters[{i}] {ms.id!r}", f"line {ms.line!r} unknown"))
+                continue
+            if ms.resolution_kwh <= 0:
+                problems.append((f"meters[{i}] {ms.id!r}", "resolution_kwh must be > 0"))
+                continue
+            self._meters.append(_Meter(
+                ms,
+                None if ms.machine is None else machine_idx[ms.machine],
+                None if ms.machine is not None or ms.line is None else line_idx[ms.line],
+            ))
+        if problems:
+            raise ConfigError(problems)
+
+        self._alarms = AlarmBook(spec)
+        # Routing: (device, signal) -> buffer. Known signals that no KPI or alarm uses go
+        # to a list emptied at every seal: they still show the engine that time moves.
+        self._routes: dict[tuple[str, str], list[Sample]] = {}
+        self._discard: list[Sample] = []
+        for m in self._machines:
+            second = "parts_good" if m.spec.good_counter else "parts_bad"
+            self._routes[(m.spec.id, "state")] = m.buf_state
+            self._routes[(m.spec.id, "parts_total")] = m.buf_total
+            self._routes[(m.spec.id, second)] = m.buf_second
+            self._routes[(m.spec.id, "power_kw")] = self._discard
+        for meter in self._meters:
+            self._routes[(meter.spec.id, "energy_kwh")] = meter.buf
+            self._routes[(meter.spec.id, "power_kw")] = self._discard
+        known_devices = {m.id for m in spec.machines} | {m.spec.id for m in self._meters}
+        self._alarm_only: dict[tuple[str, str], list[Sample]] = {}
+        for key in self._alarms.threshold_keys:
+            if key[0] in known_devices and self._routes.get(key, self._discard) is self._discard:
+                buf: list[Sample] = []
+                self._alarm_only[key] = buf
+                self._routes[key] = buf
+
+        self._stats = dict.fromkeys(_STAT_NAMES, 0)
+        self._n = 0
+        self._unknown = 0
+        self._late = 0
+        self._bad = 0
+        self._min_ts = _POS
+        self._hw = _NEG
+        self._event_mode = True
+        self._seal_trigger = _POS
+        self._sealed_until = _NEG
+        self._slice: SliceInfo | None = None
+        self._known_until: int | None = None
+        self._create_before = _POS
+        self._open: dict[tuple[int, int], _Window] = {}
+        self._out_records: list[KpiRecord] = []
+        self._ordered = True
+
+    # ------------------------------------------------------------------ input
+
+    def add(self, sample: Sample) -> None:
+        """File one sample. Unknown device/signal pairs are counted and ignored; a sample
+        older than the lateness allows is counted and dropped; bad quality is kept only
+        as "state unknown" / a flag and never enters a KPI."""
+        self._n += 1
+        buf = self._routes.get((sample.device, sample.signal))
+        ts = sample.ts_ms
+        if buf is None:
+            self._unknown += 1
+            return
+        if ts < self._sealed_until:
+            self._late += 1
+            return
+        if sample.quality == "bad":
+            self._bad += 1
+        buf.append(sample)
+        if ts < self._min_ts:
+            self._min_ts = ts
+            if self._slice is None and self._event_mode:
+                self._seal_trigger = ts + self._lateness_ms
+        if ts > self._hw:
+            self._hw = ts
+            if ts >= self._seal_trigger:
+                self._seal_to(ts - self._lateness_ms)
+        elif ts < self._hw:
+            self._ordered = False
+
+    def advance(self, watermark_ms: int) -> EngineOutput:
+        """Live mode: close every window whose ``end + lateness <= watermark_ms``.
+
+        Machine states are carried forward to the window ends (a subscription reports
+        only changes). Returns the records and alarms that became final.
+        """
+        self._event_mode = False
+        self._seal_trigger = _POS
+        self._seal_to(watermark_ms - self._lateness_ms)
+        return self._drain()
+
+    def finish(self, end_ms: int | None = None) -> EngineOutput:
+        """End of input: close every window that started before ``end_ms``.
+
+        ``end_ms`` defaults to the newest sample time (windows starting at exactly that
+        instant are closed too, so the last sample is never lost). States are known up to
+        ``end_ms``; the rest of a window after it is unknown and flags ``incomplete``.
+        Samples at or after an explicit ``end_ms`` are dropped (``ignored_after_end``).
+        """
+        if self._min_ts == _POS:
+            return self._drain()
+        if end_ms is None:
+            end = self._hw
+            cut = self._hw + 1
+        else:
+            end = cut = end_ms
+            bufs = [m.buf_state for m in self._machines] + [m.buf_total for m in self._machines]
+            bufs += [m.buf_second for m in self._machines] + [m.buf for m in self._meters]
+            bufs += list(self._alarm_only.values())
+            for buf in bufs:
+                kept = [s for s in buf if s.ts_ms < end]
+                self._stats["ignored_after_end"] += len(buf) - len(kept)
+                buf[:] = kept
+        self._known_until = end
+        self._create_before = cut
+        self._event_mode = False
+        self._seal_trigger = _POS
+        self._start_slicing()
+        while self._slice is not None and (self._slice.start_ms < cut or self._open):
+            self._seal_one()
+        self._known_until = None
+        return self._drain()
+
+    @property
+    def stats(self) -> Mapping[str, int]:
+        """Counters for the health endpoint and the offline command's summary."""
+        out = dict(self._stats)
+        out["samples"] = self._n
+        out["ignored_unknown"] = self._unknown
+        out["late_dropped"] += self._late
+        out["ignored_bad_quality"] = self._bad
+        return out
+
+    # ---------------------------------------------------------------- sealing
+
+    def _drain(self) -> EngineOutput:
+        out = EngineOutput(self._out_records, self._alarms.drain())
+        self._out_records = []
+        self._stats["alarms"] += len(out.alarms)
+        return out
+
+    def _start_slicing(self) -> None:
+        if self._slice is None and self._min_ts != _POS:
+            start = self._plan.first_slice_start(self._min_ts)
+            self._slice = self._plan.slice_at(start)
+            self._sealed_until = start
+
+    def _seal_to(self, until_ms: int) -> None:
+        self._start_slicing()
+        while self._slice is not None and self._slice.end_ms <= until_ms:
+            self._seal_one()
+        if self._event_mode and self._slice is not None:
+            self._seal_trigger = self._slice.end_ms + self._lateness_ms
+
+    def _seal_one(self) -> None:
+        info = self._slice
+        assert info is not None
+        n_lines = len(self.spec.lines)
+        totals = PlantTotals.empty(len(self._machines), n_lines)
+        ordered = self._ordered
+        self._discard.clear()
+        self._seal_machines(info, totals, ordered)
+        self._seal_meters(info, totals, ordered)
+        for key, buf in self._alarm_only.items():
+            for smp in _take(buf, info.end_ms, ordered):
+                if smp.quality != "bad":
+                    self._alarms.on_value(key, smp.ts_ms, smp.value)
+        ku = self._known_until
+        self._alarms.advance_to(info.end_ms if ku is None else min(info.end_ms, ku))
+        self._fold(info, totals)
+        self._ordered = True  # every non-empty buffer was sorted by _take
+        self._sealed_until = info.end_ms
+        self._slice = self._plan.slice_at(info.end_ms)
+        self._close_until(info.end_ms)
+
+    def _seal_machines(self, info: SliceInfo, totals: PlantTotals, ordered: bool) -> None:
+        p, s = info.start_ms, info.end_ms
+        working = info.working
+        ku = self._known_until
+        alarms = self._alarms
+        state_alarms = alarms.state_rules
+        threshold_keys = alarms.threshold_keys
+        for m, mt in zip(self._machines, totals.machines, strict=True):
+            mid = m.spec.id
+            # --- state timeline
+            items = _take(m.buf_state, s, ordered)
+            cur = m.state
+            watch = mid in state_alarms
+            if items:
+                times = mt.times
+                t = p
+                for smp in items:
+                    ts = smp.ts_ms
+                    new: str | None
+                    if smp.quality == "bad":
+                        new = None
+                        mt.flags.add(BAD_QUALITY)
+                    elif smp.value in MACHINE_STATES:
+                        new = str(smp.value)
+                    else:
+                        new = None
+                        mt.flags.add(INVALID_VALUE)
+                        self._stats["ignored_invalid"] += 1
+                    if ts > t:
+                        if working:
+                            book(times, cur, t, ts, ku)
+                        t = ts
+                    if watch:
+                        alarms.on_state(mid, ts, new)
+                    cur = new
+                if working:
+                    book(times, cur, t, s, ku)
+                m.state = cur
+                if (mid, "state") in threshold_keys:
+                    for smp in items:
+                        if smp.quality != "bad":
+                            alarms.on_value((mid, "state"), smp.ts_ms, smp.value)
+            elif working:
+                book(mt.times, cur, p, s, ku)
+            # --- counters
+            modulus = m.spec.counter_modulus
+            if m.buf_total:
+                items = _take(m.buf_total, s, ordered)
+                m.last_total, mt.produced = self._count(items, m.last_total, modulus, mt)
+                self._counter_alarms((mid, "parts_total"), items)
+            if m.buf_second:
+                items = _take(m.buf_second, s, ordered)
+                last, inc = self._count(items, m.last_second, modulus, mt)
+                m.last_second = last
+                if m.spec.good_counter:
+                    mt.good = inc
+                    self._counter_alarms((mid, "parts_good"), items)
+                else:
+                    mt.scrap = inc
+                    self._counter_alarms((mid, "parts_bad"), items)
+
+    def _counter_alarms(self, key: tuple[str, str], items: list[Sample]) -> None:
+        if key in self._alarms.threshold_keys:
+            for smp in items:
+                if smp.quality != "bad":
+                    self._alarms.on_value(key, smp.ts_ms, smp.value)
+
+    def _count(
+        self, items: list[Sample], last: int | None, modulus: int, mt: MachineTotals
+    ) -> tuple[int | None, int]:
+        inc = 0
+        for smp in items:
+            if smp.quality == "bad":
+                mt.flags.add(BAD_QUALITY)
+                continue
+            value = smp.value
+            if type(value) is not int:
+                value = as_count(value)
+                if value is None:
+                    mt.flags.add(INVALID_VALUE)
+                    self._stats["ignored_invalid"] += 1
+                    continue
+            elif value < 0:
+                mt.flags.add(INVALID_VALUE)
+                self._stats["ignored_invalid"] += 1
+                continue
+            if last is not None:
+                if value >= last:
+                    inc += value - last
+                else:
+                    step, flag = counter_increase(last, value, modulus)
+                    inc += step
+                    if flag:
+                        mt.flags.add(flag)
+            last = value
+        return last, inc
+
+    def _seal_meters(self, info: SliceInfo, totals: PlantTotals, ordered: bool) -> None:
+        p, s = info.start_ms, info.end_ms
+        for meter in self._meters:
+            if meter.machine_idx is not None:
+                target = totals.machines[meter.machine_idx].energy
+            elif meter.line_idx is not None:
+                target = totals.lines[meter.line_idx]
+            else:
+                target = totals.site
+            steps: Fraction | int = 0
+            seen = False
+            flags = target.flags
+            if meter.pending is not None:
+                t1, t2, delta, flag = meter.pending
+                steps += share(delta, t1, t2, p, s)
+                seen = True
+                if flag:
+                    flags.add(flag)
+                if t2 <= s:
+                    meter.pending = None
+            items = _take(meter.buf, s, ordered) if meter.buf else []
+            model = meter.model
+            last_ts = meter.last_ts
+            last_steps = meter.last_steps
+            for smp in items:
+                if smp.quality == "bad":
+                    flags.add(BAD_QUALITY)
+                    continue
+                ts = smp.ts_ms
+                if last_ts is not None and ts <= last_ts:
+                    if ts < last_ts:
+                        self._late += 1
+                    continue
+                value = model.to_steps(smp.value)
+                if value is None:
+                    flags.add(INVALID_VALUE)
+                    self._stats["ignored_invalid"] += 1
+                    continue
+                seen = True
+                if last_ts is not None and last_steps is not None:
+                    if value >= last_steps:
+                        delta, flag = value - last_steps, None
+                    else:
+                        delta, flag = model.increase(last_steps, value, ts - last_ts)
+                    if flag:
+                        flags.add(flag)
+                    steps += delta
+                    if last_ts < p and delta:
+                        # arrived after the slice holding the interval's start was sealed
+                        flags.add(ENERGY_CARRIED)
+                last_ts, last_steps = ts, value
+            # Look ahead: the first good reading after the slice closes the interval that
+            # spans the slice end, so its share of this slice is booked now.
+            if last_ts is not None and last_steps is not None and meter.pending is None:
+                for smp in meter.buf:
+                    if smp.quality == "bad" or smp.ts_ms <= last_ts:
+                        continue
+                    value = model.to_steps(smp.value)
+                    if value is None:
+                        continue
+                    ts = smp.ts_ms
+                    delta, flag = model.increase(last_steps, value, ts - last_ts)
+                    if flag:
+                        flags.add(flag)
+                    seen = True
+                    if last_ts < p:
+                        carried = share(delta, last_ts, ts, last_ts, p)
+                        if carried:
+                            steps += carried
+                            flags.add(ENERGY_CARRIED)
+                    steps += share(delta, last_ts, ts, p, s)
+                    if ts > s:
+                        meter.pending = (last_ts, ts, delta, flag)
+                    last_ts, last_steps = ts, value
+                    break
+            meter.last_ts, meter.last_steps = last_ts, last_steps
+            key = (meter.spec.id, "energy_kwh")
+            if items and key in self._alarms.threshold_keys:
+                for smp in items:
+                    if smp.quality != "bad":
+                        self._alarms.on_value(key, smp.ts_ms, smp.value)
+            if seen:
+                target.seen = True
+                if steps:
+                    target.kwh += steps * model.resolution
+
+    def _fold(self, info: SliceInfo, totals: PlantTotals) -> None:
+        for label_idx, start, end in self._plan.windows_of(info):
+            key = (label_idx, start)
+            win = self._open.get(key)
+            if win is None:
+                if start >= self._create_before:
+                    continue
+                win = _Window(label_idx, start, end, PlantTotals.empty(
+                    len(self._machines), len(self.spec.lines)))
+                self._open[key] = win
+            win.totals.add(totals)
+
+    def _close_until(self, end_ms: int) -> None:
+        closing = [w for w in self._open.values() if w.end <= end_ms]
+        if not closing:
+            return
+        closing.sort(key=lambda w: (w.end, w.label_idx, w.start))
+        for win in closing:
+            del self._open[(win.label_idx, win.start)]
+            self._emit(win)
+
+    def _emit(self, win: _Window) -> None:
+        spec = self.spec
+        wid = WindowId(spec.site_id, spec.windows[win.label_idx], win.start, win.end)
+        tot = win.totals
+        grid = self._grid
+        records = [
+            machine_record(wid, m.spec, mt, grid)
+            for m, mt in zip(self._machines, tot.machines, strict=True)
+        ]
+        outputs = []
+        for i, ln in enumerate(spec.lines):
+            out_idx = self._line_output[i]
+            energy = line_energy([tot.machines[j] for j in self._line_members[i]], tot.lines[i])
+            out_spec = self._machines[out_idx].spec
+            outputs.append((out_spec, tot.machines[out_idx]))
+            records.append(line_record(wid, ln.id, out_spec, tot.machines[out_idx], energy, grid))
+        site_energy = EnergyTotals()
+        for mt in tot.machines:
+            site_energy.add(mt.energy)
+        for et in tot.lines:
+            site_energy.add(et)
+        site_energy.add(tot.site)
+        records.append(site_record(wid, outputs, site_energy, grid))
+        for rec in records:
+            self._alarms.on_record(rec)
+        self._out_records.extend(records)
+        self._stats["windows_closed"] += 1
+        self._stats["records"] += len(records)
+
+    # ------------------------------------------------------------- checkpoint
+
+    def _shape(self) -> dict[str, Any]:
+        """What a checkpoint's layout depends on; a restore into another shape is refused."""
+        spec = self.spec
+        return {
+            "site": spec.site_id,
+            "windows": list(spec.windows),
+            "machines": [m.spec.id for m in self._machines],
+            "lines": [ln.id for ln in spec.lines],
+            "meters": [m.spec.id for m in self._meters],
+            "alarms": [a.name for a in spec.alarms],
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-serialisable state for a crash-safe checkpoint.
+
+        Holds counter and register baselines, last states, unsealed samples, open
+        windows and any output not yet collected, so :meth:`restore` continues exactly
+        where this engine stands.
+        """
+        return {
+            "version": _SNAPSHOT_VERSION,
+            "shape": self._shape(),
+            "stats": dict(self._stats),
+            "n": self._n,
+            "unknown": self._unknown,
+            "late": self._late,
+            "bad": self._bad,
+            "min_ts": self._min_ts,
+            "hw": self._hw,
+            "event_mode": self._event_mode,
+            "ordered": self._ordered,
+            "seal_trigger": self._seal_trigger,
+            "sealed_until": self._sealed_until,
+            "slice_start": None if self._slice is None else self._slice.start_ms,
+            "create_before": self._create_before,
+            "machines": [
+                {
+                    "state": m.state,
+                    "last_total": m.last_total,
+                    "last_second": m.last_second,
+                    "buf_state": [_sample_to_json(s) for s in m.buf_state],
+                    "buf_total": [_sample_to_json(s) for s in m.buf_total],
+                    "buf_second": [_sample_to_json(s) for s in m.buf_second],
+                }
+                for m in self._machines
+            ],
+            "meters": [
+                {
+                    "last_ts": mt.last_ts,
+                    "last_steps": mt.last_steps,
+                    "pending": None if mt.pending is None else list(mt.pending),
+                    "buf": [_sample_to_json(s) for s in mt.buf],
+                }
+                for mt in self._meters
+            ],
+            "alarm_only": [
+                [list(key), [_sample_to_json(s) for s in buf]]
+                for key, buf in self._alarm_only.items()
+            ],
+            "open": [
+                [w.label_idx, w.start, w.end, w.totals.to_json()] for w in self._open.values()
+            ],
+            "alarms": self._alarms.to_json(),
+            "alarm_events": [
+                [ts, idx, asdict(ev)] for ts, idx, ev in self._alarms.events
+            ],
+            "out_records": [
+                {**asdict(r), "flags": list(r.flags)} for r in self._out_records
+            ],
+        }
+
+    @classmethod
+    def restore(cls, spec: EngineSpec, state: dict[str, Any]) -> KpiEngine:
+        """An engine continuing from :meth:`snapshot` output (possibly after a JSON
+        round trip).
+
+        Raises ValueError (or KeyError/TypeError for a damaged state) when the snapshot
+        does not fit ``spec`` (other machines, meters, lines, windows or alarms), so the
+        caller can start afresh instead.
+        """
+        if state.get("version") != _SNAPSHOT_VERSION:
+            raise ValueError(f"unsupported engine snapshot version {state.get('version')!r}")
+        eng = cls(spec)
+        if state.get("shape") != eng._shape():
+            raise ValueError("the engine snapshot was taken with a different plant or windows")
+        eng._stats.update({k: int(v) for k, v in state["stats"].items()})
+        eng._n = int(state["n"])
+        eng._unknown = int(state["unknown"])
+        eng._late = int(state["late"])
+        eng._bad = int(state["bad"])
+        eng._min_ts = int(state["min_ts"])
+        eng._hw = int(state["hw"])
+        eng._event_mode = bool(state["event_mode"])
+        eng._ordered = bool(state["ordered"])
+        eng._seal_trigger = int(state["seal_trigger"])
+        eng._sealed_until = int(state["sealed_until"])
+        start = state["slice_start"]
+        eng._slice = None if start is None else eng._plan.slice_at(int(start))
+        eng._create_before = int(state["create_before"])
+        for m, d in zip(eng._machines, state["machines"], strict=True):
+            m.state = d["state"]
+            m.last_total = d["last_total"]
+            m.last_second = d["last_second"]
+            m.buf_state.extend(_sample_from_json(x) for x in d["buf_state"])
+            m.buf_total.extend(_sample_from_json(x) for x in d["buf_total"])
+            m.buf_second.extend(_sample_from_json(x) for x in d["buf_second"])
+        for mt, d in zip(eng._meters, state["meters"], strict=True):
+            mt.last_ts = d["last_ts"]
+            mt.last_steps = d["last_steps"]
+            p = d["pending"]
+            mt.pending = None if p is None else (int(p[0]), int(p[1]), int(p[2]), p[3])
+            mt.buf.extend(_sample_from_json(x) for x in d["buf"])
+        for key, samples in state["alarm_only"]:
+            buf = eng._alarm_only.get((key[0], key[1]))
+            if buf is not None:
+                buf.extend(_sample_from_json(x) for x in samples)
+        for label_idx, wstart, wend, totals in state["open"]:
+            eng._open[(int(label_idx), int(wstart))] = _Window(
+                int(label_idx), int(wstart), int(wend), PlantTotals.from_json(totals)
+            )
+        eng._alarms.load_json(state["alarms"])
+        eng._alarms.events = [
+            (int(ts), int(idx), AlarmEvent(**ev)) for ts, idx, ev in state["alarm_events"]
+        ]
+        eng._out_records = [
+            KpiRecord(**{**r, "flags": tuple(r["flags"])}) for r in state["out_records"]
+        ]
+        return eng
+
+
+__all__ = ["EngineOutput", "KpiEngine"]

@@ -1,0 +1,177 @@
+"""The simulated energy meters as one Modbus server (pymodbus 3.16 ``SimDevice`` API).
+
+One server stands for a gateway (Modbus TCP) or a serial bus (RTU): meter *i* answers
+as unit id ``unit_ids[i]``. Register maps are in :mod:`simulators.registers`.
+
+pymodbus 3.16 notes that shaped this module:
+
+- The datastore is ``SimDevice``/``SimData`` (the old contexts are deprecated and
+  ``ModbusSequentialDataBlock(0, ...)`` is rejected). Values are pushed with
+  ``server.async_setValues``; a device ``action`` runs on every access, which is where
+  injected faults answer.
+- A device id not configured falls back to id 0; without one the server replies with
+  a generic device failure. Id 0 is therefore a catch-all that answers
+  ``GATEWAY_PATH_UNAVAILABLE`` (0x0A) on TCP, like a real gateway, and stays silent on RTU.
+- Raising ``NoSuchIdException`` from an action while ``ignore_missing_devices`` is set
+  sends no reply at all: that is how a unit "stops answering".
+- Registers are writable by clients unless marked read-only, and read-only also blocks
+  ``async_setValues``; client writes are refused in the action instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pymodbus.constants import ExcCodes
+from pymodbus.exceptions import NoSuchIdException
+from pymodbus.framer import FramerType
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from simulators.meter import MeterImage
+from simulators.registers import (
+    SCALED32_BLOCK,
+    SDM630_BLOCK,
+    scaled32_registers,
+    sdm630_registers,
+)
+from simulators.scenario import MeterSpec
+
+__all__ = ["FaultMode", "ModbusMeterServer", "ModbusTransport"]
+
+FaultMode = Literal["exception", "silent"]
+ModbusTransport = Literal["tcp", "rtu"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Fault:
+    mode: FaultMode
+    code: int
+
+
+def _bits() -> list[SimData]:
+    return [SimData(0, count=16, values=False, datatype=DataType.BITS)]
+
+
+class ModbusMeterServer:
+    """A Modbus TCP gateway or RTU bus serving the meters' register images."""
+
+    def __init__(
+        self,
+        meters: list[tuple[MeterSpec, int]],
+        *,
+        transport: ModbusTransport = "tcp",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        serial_port: str = "",
+        baudrate: int = 19200,
+    ) -> None:
+        self._meters = {spec.id: (spec, unit) for spec, unit in meters}
+        self.transport: ModbusTransport = transport
+        self.host = host
+        self.port = port
+        self.serial_port = serial_port
+        self.baudrate = baudrate
+        self._faults: dict[int, _Fault] = {}
+        self._internal_write = False
+        self._server: ModbusTcpServer | ModbusSerialServer | None = None
+
+    @property
+    def running(self) -> bool:
+        """True while the server listens."""
+        return self._server is not None
+
+    async def start(self) -> None:
+        """Create the devices and start listening (TCP: on ``host:port``, 0 = any free)."""
+        devices = [self._device(spec, unit) for spec, unit in self._meters.values()]
+        devices.append(SimDevice(0, simdata=[SimData(0, count=65536, datatype=DataType.REGISTERS)],
+                                 action=self._unknown_unit))
+        server: ModbusTcpServer | ModbusSerialServer
+        if self.transport == "tcp":
+            server = ModbusTcpServer(devices, address=(self.host, self.port),
+                                     ignore_missing_devices=True)
+        else:
+            server = ModbusSerialServer(devices, framer=FramerType.RTU, port=self.serial_port,
+                                        baudrate=self.baudrate, ignore_missing_devices=True)
+        await server.serve_forever(background=True)
+        if self.transport == "tcp":
+            sockets = getattr(server.transport, "sockets", None)
+            if sockets:
+                self.port = int(sockets[0].getsockname()[1])
+        self._server = server
+
+    async def stop(self) -> None:
+        """Close the listener and every connection."""
+        server, self._server = self._server, None
+        if server is not None:
+            await server.shutdown()  # type: ignore[no-untyped-call]
+
+    async def update(self, meter_id: str, image: MeterImage) -> None:
+        """Serve a new register image for one meter."""
+        server = self._server
+        if server is None:
+            return
+        spec, unit = self._meters[meter_id]
+        if spec.layout == "sdm630":
+            regs, block = sdm630_registers(image), SDM630_BLOCK
+        else:
+            regs, block = scaled32_registers(image), SCALED32_BLOCK
+        self._internal_write = True
+        try:
+            await server.async_setValues(unit, block.function_code, block.start, regs)
+        finally:
+            self._internal_write = False
+
+    def set_fault(self, meter_id: str, mode: FaultMode | None, code: int = 0x04) -> None:
+        """Make a unit answer with exception ``code``, or not at all; ``None`` clears it."""
+        _spec, unit = self._meters[meter_id]
+        if mode is None:
+            self._faults.pop(unit, None)
+        else:
+            self._faults[unit] = _Fault(mode, code)
+
+    def _device(self, spec: MeterSpec, unit: int) -> SimDevice:
+        async def action(
+            function_code: int,
+            start_address: int,
+            address: int,
+            count: int,
+            registers: list[int],
+            set_values: list[int] | list[bool] | None,
+        ) -> ExcCodes | None:
+            if self._internal_write:
+                return None
+            fault = self._faults.get(unit)
+            if fault is not None:
+                if fault.mode == "silent":
+                    raise NoSuchIdException(f"unit {unit} does not answer (injected)")
+                return ExcCodes(fault.code)
+            if set_values is not None:
+                return ExcCodes.ILLEGAL_ADDRESS
+            return None
+
+        if spec.layout == "sdm630":
+            holding = [SimData(0, count=1, datatype=DataType.REGISTERS)]
+            inputs = [SimData(SDM630_BLOCK.start, count=SDM630_BLOCK.count,
+                              datatype=DataType.REGISTERS)]
+        else:
+            holding = [SimData(SCALED32_BLOCK.start, count=SCALED32_BLOCK.count,
+                               datatype=DataType.REGISTERS)]
+            inputs = [SimData(0, count=1, datatype=DataType.REGISTERS)]
+        return SimDevice(unit, simdata=(_bits(), _bits(), holding, inputs), action=action)
+
+    async def _unknown_unit(
+        self,
+        function_code: int,
+        start_address: int,
+        address: int,
+        count: int,
+        registers: list[int],
+        set_values: list[int] | list[bool] | None,
+    ) -> ExcCodes | None:
+        if self._internal_write:
+            return None
+        if self.transport == "rtu":
+            raise NoSuchIdException("no such unit on this bus")
+        return ExcCodes.GATEWAY_PATH_UNAVIABLE

@@ -1,0 +1,144 @@
+"""Register maps: how a meter's readings are laid out in Modbus registers.
+
+Pure functions from a :class:`~simulators.meter.MeterImage` to register words, so the
+maps can be tested without a server. Addresses are 0-based protocol addresses.
+
+``sdm630`` (Eastron SDM630 public map), input registers (function code 4), IEEE-754
+float32, high word first; every register in ``0x0000..0x017F`` is readable (unlisted
+ones read 0.0) so a collector may merge reads across gaps:
+
+====== =========================================
+0x0000 L1/L2/L3 line-to-neutral voltage V (0x0000, 0x0002, 0x0004)
+0x0006 L1/L2/L3 current A (0x0006, 0x0008, 0x000A)
+0x000C L1/L2/L3 active power W (0x000C, 0x000E, 0x0010)
+0x0012 L1/L2/L3 apparent power VA; 0x0018 reactive power var; 0x001E power factor
+0x002A average line-to-neutral voltage V; 0x002E average current A; 0x0030 sum of currents A
+0x0034 total system power W
+0x0038 total system VA; 0x003C total system var
+0x003E total system power factor
+0x0046 frequency Hz
+0x0048 total import active energy kWh (at the meter's resolution, rolls over at its modulus)
+0x004A total export active energy kWh (0)
+0x00C8 L1-L2/L2-L3/L3-L1 voltage V (0x00C8, 0x00CA, 0x00CC)
+0x0156 total active energy kWh (same as 0x0048)
+====== =========================================
+
+``scaled32``: holding registers (function code 3), 32-bit integers with the *low* word
+first, each word big-endian (the "other" word order):
+
+====== ============================================================
+0x0000 total import active energy, unsigned, in resolution steps (e.g. 0.01 kWh)
+0x0002 total active power, signed, 0.1 W
+0x0004 L1/L2/L3 voltage, unsigned, 0.1 V (0x0004, 0x0006, 0x0008)
+0x000A L1/L2/L3 current, unsigned, mA (0x000A, 0x000C, 0x000E)
+0x0010 total power factor, signed, 0.001
+0x0012 frequency, unsigned, 0.01 Hz
+0x0014 energy resolution, unsigned, mWh per step (10 000 for 0.01 kWh)
+====== ============================================================
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+
+from simulators.meter import MeterImage
+
+__all__ = [
+    "SCALED32_BLOCK",
+    "SDM630_BLOCK",
+    "RegisterBlock",
+    "decode_float32_hi_lo",
+    "decode_u32_lo_hi",
+    "scaled32_registers",
+    "sdm630_registers",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterBlock:
+    """Where a layout's registers live: function code, first address, word count."""
+
+    function_code: int
+    start: int
+    count: int
+
+
+SDM630_BLOCK = RegisterBlock(function_code=4, start=0x0000, count=0x0180)
+SCALED32_BLOCK = RegisterBlock(function_code=3, start=0x0000, count=0x0020)
+
+
+def _f32(value: float) -> tuple[int, int]:
+    raw = struct.pack(">f", value)
+    return int.from_bytes(raw[0:2], "big"), int.from_bytes(raw[2:4], "big")
+
+
+def _u32_lo_hi(value: int) -> tuple[int, int]:
+    value &= 0xFFFFFFFF
+    return value & 0xFFFF, value >> 16
+
+
+def decode_float32_hi_lo(words: list[int]) -> float:
+    """Inverse of the ``sdm630`` encoding (for tests and tools)."""
+    return float(struct.unpack(">f", struct.pack(">HH", words[0], words[1]))[0])
+
+
+def decode_u32_lo_hi(words: list[int]) -> int:
+    """Inverse of the ``scaled32`` encoding of unsigned values."""
+    return words[0] | (words[1] << 16)
+
+
+def sdm630_registers(image: MeterImage) -> list[int]:
+    """The whole ``sdm630`` input-register block for ``image``."""
+    regs = [0] * SDM630_BLOCK.count
+
+    def put(address: int, value: float) -> None:
+        regs[address], regs[address + 1] = _f32(value)
+
+    volts = image.voltages_v
+    amps = image.currents_a
+    pf = image.power_factor
+    shares = [v * a for v, a in zip(volts, amps, strict=True)]
+    total_va = sum(shares)
+    phase_p = [image.power_w * (s / total_va) if total_va > 0 else 0.0 for s in shares]
+    sin_phi = math.sqrt(max(0.0, 1.0 - pf * pf))
+    for i in range(3):
+        put(0x0000 + 2 * i, volts[i])
+        put(0x0006 + 2 * i, amps[i])
+        put(0x000C + 2 * i, phase_p[i])
+        put(0x0012 + 2 * i, shares[i])
+        put(0x0018 + 2 * i, shares[i] * sin_phi)
+        put(0x001E + 2 * i, pf)
+        put(0x00C8 + 2 * i, (volts[i] + volts[(i + 1) % 3]) / 2 * math.sqrt(3.0))
+    put(0x002A, sum(volts) / 3)
+    put(0x002E, sum(amps) / 3)
+    put(0x0030, sum(amps))
+    put(0x0034, image.power_w)
+    put(0x0038, total_va)
+    put(0x003C, total_va * sin_phi)
+    put(0x003E, pf)
+    put(0x0046, image.frequency_hz)
+    energy = float(image.energy_kwh)
+    put(0x0048, energy)
+    put(0x004A, 0.0)
+    put(0x0156, energy)
+    return regs
+
+
+def scaled32_registers(image: MeterImage) -> list[int]:
+    """The whole ``scaled32`` holding-register block for ``image``."""
+    regs = [0] * SCALED32_BLOCK.count
+
+    def put(address: int, value: int) -> None:
+        regs[address], regs[address + 1] = _u32_lo_hi(value)
+
+    put(0x0000, image.energy_counts)
+    put(0x0002, round(image.power_w * 10))
+    for i in range(3):
+        put(0x0004 + 2 * i, round(image.voltages_v[i] * 10))
+        put(0x000A + 2 * i, round(image.currents_a[i] * 1000))
+    put(0x0010, round(image.power_factor * 1000))
+    put(0x0012, round(image.frequency_hz * 100))
+    put(0x0014, int(image.resolution_kwh * 1_000_000))
+    return regs

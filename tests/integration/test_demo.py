@@ -1,0 +1,38 @@
+"""`edge-agent demo --duration` runs the whole chain, shows KPIs and exits 0."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from agent.services import find_influxd, find_mosquitto
+
+pytestmark = pytest.mark.integration
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def test_demo_shows_kpis_and_a_summary() -> None:
+    if IN_CI:
+        assert find_mosquitto() and find_influxd(), "CI must have mosquitto and influxd"
+    res = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "demo", "--duration", "25", "--window", "5s"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    out = res.stdout
+    assert "Simulators: OPC UA opc.tcp://127.0.0.1:" in out
+    assert "Summary" in out
+    for machine in ("cnc-01", "cnc-02"):
+        assert re.search(rf"^  {machine}: OEE [0-9.]+, defect rate", out, re.M), out
+    broker = int(re.search(r"reached the broker: (\d+)", out).group(1))  # type: ignore[union-attr]
+    computed = int(re.search(r"records computed: (\d+)", out).group(1))  # type: ignore[union-attr]
+    assert computed > 0 and broker == computed, out
+    stored = re.search(r"stored in InfluxDB: (\S+)", out).group(1)  # type: ignore[union-attr]
+    if find_influxd():
+        assert int(stored) == computed, out
+    assert "Traceback" not in res.stderr, res.stderr

@@ -1,0 +1,63 @@
+"""Register maps: SDM630 float32 high word first, scaled32 low word first."""
+
+from __future__ import annotations
+
+import struct
+from decimal import Decimal
+
+from simulators.ledger import event_to_entry
+from simulators.machine import PartDone, StateChange
+from simulators.meter import EnergyStep, MeterImage
+from simulators.registers import (
+    decode_float32_hi_lo,
+    decode_u32_lo_hi,
+    scaled32_registers,
+    sdm630_registers,
+)
+
+IMAGE = MeterImage(power_w=12_345.5, voltages_v=(229.1, 230.2, 231.3),
+                   currents_a=(20.1, 19.9, 20.0), power_factor=0.88, frequency_hz=50.01,
+                   energy_counts=123_456, resolution_kwh=Decimal("0.01"))
+
+
+def test_sdm630_addresses() -> None:
+    regs = sdm630_registers(IMAGE)
+    assert len(regs) == 0x180
+    def f(addr: int) -> float:
+        return decode_float32_hi_lo(regs[addr:addr + 2])
+    assert f(0x0000) == struct.unpack(">f", struct.pack(">f", 229.1))[0]
+    assert round(f(0x0002), 3) == 230.2 and round(f(0x0004), 3) == 231.3
+    assert round(f(0x0006), 3) == 20.1 and round(f(0x000A), 3) == 20.0
+    assert f(0x0034) == 12_345.5
+    assert round(f(0x003E), 5) == 0.88
+    assert round(f(0x0046), 3) == 50.01
+    assert round(f(0x0048) * 100) == 123_456
+    assert f(0x0156) == f(0x0048)
+    # high word first: the first register holds the sign/exponent bits
+    assert regs[0x0034] == struct.unpack(">HH", struct.pack(">f", 12_345.5))[0]
+
+
+def test_scaled32_low_word_first() -> None:
+    regs = scaled32_registers(IMAGE)
+    assert regs[0] == 123_456 & 0xFFFF and regs[1] == 123_456 >> 16
+    assert decode_u32_lo_hi(regs[0:2]) == 123_456
+    assert decode_u32_lo_hi(regs[2:4]) == 123_455  # 0.1 W units, rounded half to even
+    assert decode_u32_lo_hi(regs[4:6]) == 2291
+    assert decode_u32_lo_hi(regs[0x0A:0x0C]) == 20_100
+    assert decode_u32_lo_hi(regs[0x10:0x12]) == 880
+    assert decode_u32_lo_hi(regs[0x12:0x14]) == 5001
+    assert decode_u32_lo_hi(regs[0x14:0x16]) == 10_000
+
+
+def test_ledger_lines() -> None:
+    ts = 1_790_000_000_123
+    assert event_to_entry(StateChange(ts, "cnc-01", "producing", 1, 9000.0, 40.0, 10)) == {
+        "kind": "state", "device": "cnc-01", "ts": "2026-09-21T14:13:20.123Z",
+        "state": "producing"}
+    part = event_to_entry(PartDone(ts, "cnc-01", False, 11, 3, "O1", 0.0, 0.0, 10))
+    assert part == {"kind": "part", "device": "cnc-01", "ts": "2026-09-21T14:13:20.123Z",
+                    "good": False, "parts_total": 11, "parts_scrap": 3, "program": "O1"}
+    energy = event_to_entry(EnergyStep(ts - 1000, ts, "meter-01", 3, 100_003, Decimal("0.01")))
+    assert energy is not None
+    assert energy["kwh"] == "0.03" and energy["register_kwh"] == "1000.03"
+    assert energy["ts_start"] == "2026-09-21T14:13:19.123Z"

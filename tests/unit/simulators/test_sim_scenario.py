@@ -1,0 +1,110 @@
+"""Scenario loading: the packaged default, the generator, and errors that name the key."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from rules.errors import ConfigError
+from simulators.scenario import default_scenario, load_scenario, scenario_from_dict
+
+MINIMAL = """
+[[machines]]
+id = "cnc-01"
+[[machines.programs]]
+name = "O1"
+cycle_time_s = 30.0
+"""
+
+
+def _places(err: ConfigError) -> list[str]:
+    return [place for place, _ in err.errors]
+
+
+def test_packaged_default_loads() -> None:
+    scenario = load_scenario()
+    assert [m.id for m in scenario.machines] == ["cnc-01", "cnc-02", "cnc-03"]
+    meters = scenario.effective_meters
+    assert [m.id for m in meters] == ["meter-01", "meter-02", "meter-03"]
+    assert scenario.unit_ids() == [1, 2, 3]
+    assert meters[0].resolution_kwh == Decimal("0.01")
+    assert meters[2].layout == "scaled32"
+
+
+def test_minimal_file_gets_one_meter_per_machine(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text(MINIMAL)
+    scenario = load_scenario(path)
+    (meter,) = scenario.effective_meters
+    assert (meter.id, meter.machine, meter.layout) == ("meter-01", "cnc-01", "sdm630")
+    assert meter.effective_modulus_kwh == Decimal("10000")
+    assert scenario.machines[0].programs[0].cycle_time_s.mean == 30.0
+
+
+@pytest.mark.parametrize("machines", [1, 2, 50])
+@pytest.mark.parametrize("fast", [True, False])
+def test_default_scenario_generator(machines: int, fast: bool) -> None:
+    scenario = default_scenario(machines=machines, seed=4, fast=fast)
+    assert len(scenario.machines) == machines
+    assert scenario.unit_ids() == list(range(1, machines + 1))
+    assert scenario.seed == 4
+    if fast:
+        for machine in scenario.machines:
+            for program in machine.programs:
+                assert program.cycle_time_s.max is not None
+                assert program.cycle_time_s.max <= 4.0
+                assert program.cycle_time_s.min is not None
+                assert program.cycle_time_s.min >= 1.0
+
+
+@pytest.mark.parametrize(
+    ("text", "place", "fragment"),
+    [
+        (MINIMAL.replace("30.0", "-1.0"), 'machines[0] "cnc-01": programs[0].cycle_time_s.mean',
+         "greater than or equal"),
+        (MINIMAL + "colour = 'red'\n", 'machines[0] "cnc-01": programs[0].colour',
+         "Extra inputs"),
+        (MINIMAL + "[[meters]]\nid = 'm1'\nmachine = 'cnc-09'\n", 'meters[0] "m1": machine',
+         "not defined"),
+        (MINIMAL + "[[meters]]\nid = 'm1'\nmachine = 'cnc-01'\nmodulus_kwh = 1000000\n",
+         'meters[0] "m1": modulus_kwh', "float32"),
+        (MINIMAL + "[[meters]]\nid = 'm1'\nmachine = 'cnc-01'\nresolution_kwh = 0\n",
+         'meters[0] "m1": resolution_kwh', "greater than 0"),
+        (MINIMAL + "[[machines]]\nid = 'cnc-01'\n[[machines.programs]]\nname = 'x'\n"
+         "cycle_time_s = 1\n", 'machines[1] "cnc-01": id', "duplicate"),
+        (MINIMAL + "[[faults]]\nat_s = 1\nkind = 'meter_reset'\ntarget = 'cnc-01'\n",
+         "faults[0]: target", "meter"),
+        (MINIMAL + "[calendar]\ntimezone = 'Mars/Olympus'\n", "calendar.timezone",
+         "unknown time zone"),
+        (MINIMAL + "[[calendar.shifts]]\nname = 'A'\nstart = '8:00'\nend = '16:00'\n",
+         "calendar.shifts[0].start", "HH:MM"),
+    ],
+)
+def test_bad_scenario_names_the_key(tmp_path: Path, text: str, place: str, fragment: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_scenario(path)
+    err = info.value
+    assert err.source == str(path)
+    assert place in _places(err), err.errors
+    assert any(fragment in msg for p, msg in err.errors if p == place), err.errors
+
+
+def test_every_error_is_reported_at_once() -> None:
+    raw = {"machines": [{"id": "a", "programs": [{"name": "p", "cycle_time_s": 0}]},
+                        {"id": "b", "programs": []}]}
+    with pytest.raises(ConfigError) as info:
+        scenario_from_dict(raw)
+    assert len(info.value.errors) == 2
+
+
+def test_unreadable_and_invalid_toml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_scenario(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[[machines]\n")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_scenario(bad)
