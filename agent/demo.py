@@ -21,17 +21,17 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import tomli_w
-from rules.engine import EngineOutput
-from simulators.plant import Plant
-from simulators.scenario import default_scenario
 
 from agent.aio import run_until_signal
 from agent.broker import EmbeddedBroker
 from agent.config.model import AgentConfig
 from agent.runtime import Agent
 from agent.services import ManagedInfluxd, ManagedMosquitto, find_influxd, find_mosquitto
+from rules.engine import EngineOutput
 from rules.errors import ServiceError
 from rules.types import KpiRecord
+from simulators.plant import Plant
+from simulators.scenario import default_scenario
 
 log = logging.getLogger(__name__)
 

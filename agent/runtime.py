@@ -16,9 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from collectors.opcua import OpcUaCollector
-from rules.engine import EngineOutput, KpiEngine
-
 from agent import __version__
 from agent.config.build import engine_spec, modbus_specs, opcua_specs
 from agent.config.model import AgentConfig
@@ -28,6 +25,8 @@ from agent.outbox import SqliteOutbox
 from agent.samplelog import SampleRecorder
 from collectors.base import Collector
 from collectors.modbus import ModbusCollector
+from collectors.opcua import OpcUaCollector
+from rules.engine import EngineOutput, KpiEngine
 from rules.types import Sample
 
 log = logging.getLogger(__name__)

@@ -92,7 +92,7 @@ async def test_part_counter_and_meter_reset(plant: Plant) -> None:
             assert _f32(client, rr.registers) == 0.0
         await asyncio.sleep(4.0)
         async with plant.frozen():
-            total = plant.machine_model("cnc-01").parts_total
+            counted = plant.machine_model("cnc-01").parts_total
             entries = read_ledger(plant.ledger_paths()["opcua"])
             meter_entries = read_ledger(plant.ledger_paths()["modbus"])
     finally:
@@ -102,7 +102,7 @@ async def test_part_counter_and_meter_reset(plant: Plant) -> None:
     reset_ms = rfc3339_to_ms(resets[0]["ts"])
     after = [e for e in entries if e["kind"] == "part" and e["device"] == "cnc-01"
              and rfc3339_to_ms(e["ts"]) >= reset_ms]
-    assert total == len(after)
+    assert counted == len(after)
     meter_reset = [e for e in meter_entries if e["kind"] == "counter_reset"]
     assert meter_reset[0]["device"] == "meter-02" and meter_reset[0]["after"] == "0.00"
 
