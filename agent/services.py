@@ -9,6 +9,7 @@ files) on exit.
 from __future__ import annotations
 
 import contextlib
+import getpass
 import os
 import shutil
 import socket
@@ -173,6 +174,9 @@ class ManagedMosquitto(_Managed):
         lines = [
             f"listener {self.port} {self.host}",
             "allow_anonymous true",
+            # Run as root, Mosquitto drops to user "mosquitto", which cannot write the
+            # persistence file into our private temporary directory; keep our own user.
+            f"user {getpass.getuser()}",
             f"persistence {'true' if opts.persistence else 'false'}",
             f"persistence_location {self.workdir}/",
             f"max_queued_messages {opts.max_queued_messages}",

@@ -480,8 +480,7 @@ class MqttPublisher:
             return
         self._refused += 1
         self._last_error = f"broker refused {msg.topic}: {reason}"
-        delay = min(self.settings.reconnect_max_s, self.settings.reconnect_min_s)
-        self._retry[msg.id] = (msg, now + delay)
+        self._retry[msg.id] = (msg, now + self.settings.reconnect_min_s)
         if now - self._last_refusal_log >= _REPEAT_LOG_S:
             self._last_refusal_log = now
             log.warning("broker refused message %d on %s (%s); it stays in the outbox and "

@@ -91,7 +91,7 @@ async def test_kpis_reach_influxdb_and_match_the_ledger(
     async with Plant(default_scenario(machines=2, seed=7, fast=True),
                      ledger_dir=tmp_path / "ledger") as plant:
         raw = simulator_config(plant, mqtt_port=mosquitto.port, window=f"{WINDOW_S}s",
-                               state_dir=tmp_path / "state", lateness_s=1.0)
+                               state_dir=tmp_path / "state", lateness_s=3.0)
         agent_toml = tmp_path / "agent.toml"
         agent_toml.write_text(tomli_w.dumps(raw))
         ingest_toml = tmp_path / "ingest.toml"

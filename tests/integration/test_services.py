@@ -27,3 +27,9 @@ def test_influxd_accepts_v2_write_and_query(influxdb: ManagedInfluxd) -> None:
                                                                                           "ms"))
     rows = influxdb.rows('SELECT "v" FROM "probe"')
     assert rows == [{"time": 1000, "v": 1.5}]
+
+
+def test_mosquitto_can_write_its_persistence_file(mosquitto: ManagedMosquitto) -> None:
+    mosquitto.stop()
+    assert (mosquitto.workdir / "mosquitto.db").exists(), mosquitto.log_tail()
+    assert "Permission denied" not in mosquitto.log_tail()

@@ -89,17 +89,6 @@ async def retained(broker: ManagedMosquitto, topic: str, name: str) -> dict[str,
         sub.close()
 
 
-def broker_can_persist(broker: ManagedMosquitto) -> None:
-    """Let the broker write its persistence file, so the subscriber's session (and what
-    was queued for it) survives a broker restart.
-
-    Started as root, Mosquitto drops to the ``mosquitto`` user, which cannot write into
-    the 0700 temporary directory ManagedMosquitto creates ("Error: Permission denied" in
-    its log on shutdown).
-    """
-    os.chmod(broker.workdir, 0o777)
-
-
 def settings_for(broker: ManagedMosquitto, **kw: Any) -> MqttSettings:
     return MqttSettings(host=broker.host, port=broker.port, reconnect_min_s=0.2,
                         reconnect_max_s=1.0, **kw)
@@ -153,7 +142,6 @@ async def test_messages_arrive_exactly_as_put(
 async def test_broker_outage_loses_nothing(
     mosquitto: ManagedMosquitto, outbox: SqliteOutbox, subscriber: Subscriber
 ) -> None:
-    broker_can_persist(mosquitto)
     pub = MqttPublisher(settings_for(mosquitto, max_inflight=20), outbox, site_id="s1",
                         agent_id="a1", version="1.0")
     task = asyncio.create_task(pub.run())
@@ -276,7 +264,6 @@ async def test_rows_survive_a_crash_and_are_delivered_after_restart(
 async def test_unacked_rows_survive_a_restart_of_the_publisher(
     mosquitto: ManagedMosquitto, tmp_path: Path, subscriber: Subscriber
 ) -> None:
-    broker_can_persist(mosquitto)
     path = tmp_path / "outbox.sqlite"
     box = SqliteOutbox(path)
     box.put_many(messages(20))

@@ -29,6 +29,9 @@ def _scaled32_scenario() -> Any:
                                                                      exclude_none=True)
     raw["meters"][1].update({"layout": "scaled32", "initial_kwh": Decimal("123456.78"),
                              "modulus_kwh": Decimal("1000000")})
+    # High power in every state, so the register moves within seconds whatever cnc-02 does.
+    raw["machines"][1]["power"] = {"producing": 40.0, "idle": 30.0, "setup": 30.0,
+                                   "unplanned_down": 30.0, "planned_down": 30.0}
     return scenario_from_dict(raw)
 
 
