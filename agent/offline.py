@@ -11,11 +11,10 @@ import json
 from collections.abc import Iterable
 from typing import TextIO
 
-from rules.engine import EngineOutput, KpiEngine
-
 from agent.config.build import engine_spec
 from agent.config.model import AgentConfig
 from agent.samplelog import read_samples
+from rules.engine import EngineOutput, KpiEngine
 
 ADVANCE_EVERY = 4096
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from collectors.opcua import OpcUaSourceSpec, OpcUaTag
-
 from agent.config.common import resolve_secret
 from agent.config.model import (
     AgentConfig,
@@ -19,6 +17,7 @@ from agent.config.model import (
     SignalSection,
 )
 from collectors.modbus import ModbusDeviceSpec, ModbusSourceSpec, RegisterPoint
+from collectors.opcua import OpcUaSourceSpec, OpcUaTag
 from collectors.presets import preset_points
 from rules.spec import (
     AlarmSpec,
