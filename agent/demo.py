@@ -241,15 +241,23 @@ async def _demo(stop: asyncio.Event, duration_s: float | None, machines: int, wi
                     await stop.wait()
             agent_stop.set()
             await agent_task
-            if ingest_task is not None:
-                await asyncio.sleep(1.5)
+            stored = None
+            if ingest_task is not None and influx is not None:
+                # Let the ingest store what the agent published before stopping it.
+                deadline = time.monotonic() + 15
+                while True:
+                    stored = _stored_records(influx)
+                    if stored >= agent.records_out or time.monotonic() > deadline:
+                        break
+                    await asyncio.sleep(0.3)
                 ingest_task.cancel()
-        stored = None
-        if influx is not None:
-            rows = influx.rows('SELECT count("parts_produced") FROM "kpi"')
-            stored = int(rows[0]["count"]) if rows else 0  # type: ignore[call-overload]
         return {"view": view, "broker": counter.count, "influx": stored,
                 "produced": agent.records_out}
+
+
+def _stored_records(influx: ManagedInfluxd) -> int:
+    rows = influx.rows('SELECT count("parts_produced") FROM "kpi"')
+    return int(rows[0]["count"]) if rows else 0  # type: ignore[call-overload]
 
 
 async def _run_ingest(influx: ManagedInfluxd, host: str, port: int, protocol: str,
