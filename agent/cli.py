@@ -57,14 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--window", default="10s", help="KPI window length (default 10s)")
     demo.add_argument("--state-dir", type=Path, default=None)
 
-    sim = sub.add_parser("sim", help="run a simulator standalone")
-    sim.add_argument("kind", choices=["opcua", "modbus", "plant"])
-    sim.add_argument("--scenario", type=Path, default=None, help="scenario TOML (default: bundled)")
-    sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--opcua-port", type=int, default=4840)
-    sim.add_argument("--modbus-port", type=int, default=5020)
-    sim.add_argument("--ledger-dir", type=Path, default=None)
-    sim.add_argument("--duration", type=float, default=None)
+    from simulators.cli import add_sim_arguments
+
+    add_sim_arguments(sub.add_parser("sim", help="run a simulator standalone"))
     return p
 
 
@@ -142,11 +137,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_sim(args: argparse.Namespace) -> int:
-    from simulators.cli import run_simulator
+    from simulators.cli import run_from_args
 
-    return run_simulator(kind=args.kind, scenario=args.scenario, host=args.host,
-                         opcua_port=args.opcua_port, modbus_port=args.modbus_port,
-                         ledger_dir=args.ledger_dir, duration_s=args.duration)
+    return run_from_args(args)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {

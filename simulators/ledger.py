@@ -26,7 +26,9 @@ a Modbus register moved). Two files, one per server (see ``Plant.ledger_paths``)
 ``fault``
     An injected fault began or ended: ``fault`` names it (``opcua_stop``,
     ``opcua_start``, ``opcua_bad_status``, ``opcua_status_cleared``,
-    ``modbus_exception``, ``modbus_silent``, ``modbus_cleared``, ``clock_skew``).
+    ``opcua_node_missing``, ``opcua_node_restored`` (``node``: the variable path, null
+    for the whole machine), ``modbus_exception`` (``code``), ``modbus_silent``,
+    ``modbus_slow`` (``delay_s``), ``modbus_cleared``, ``clock_skew`` (``skew_s``)).
 
 All timestamps are RFC 3339 UTC with milliseconds, in the simulator's clock.
 """

@@ -25,6 +25,7 @@ from simulators.schedule import Calendar
 __all__ = [
     "OPERATION_MODE_CODES",
     "PROGRAM_STATE_CODES",
+    "PROGRAM_STATE_NAMES",
     "STATE_CODES",
     "CounterEvent",
     "Machine",
@@ -49,19 +50,26 @@ STATE_CODES: dict[str, int] = {
 """Int32 codes of ``Monitoring/MachineTool/MachineState`` (fixed contract)."""
 
 OPERATION_MODE_CODES: dict[str, int] = {
-    "off": 0,
-    "idle": 3,
-    "producing": 3,
+    "off": 5,
+    "idle": 1,
+    "producing": 1,
     "setup": 2,
-    "unplanned_down": 1,
-    "planned_down": 0,
+    "unplanned_down": 4,
+    "planned_down": 1,
 }
-"""``OperationMode`` as in OPC 40001-1 MachineOperationMode: 0 None, 1 Maintenance,
-2 Setup, 3 Processing."""
+"""``Monitoring/MachineTool/OperationMode`` as the OPC 40501-1 ``MachineOperationMode``
+enumeration: 0 Manual, 1 Automatic, 2 Setup, 3 AutoWithManualIntervention, 4 Service,
+5 Other. The mode selector stays on Automatic through idle time and planned breaks; a
+repair is Service; a machine that is off reports Other."""
 
 PROGRAM_STATE_CODES: dict[str, int] = {"ended": 0, "running": 1, "interrupted": 2, "loading": 3}
 """``Production/ActiveProgram/State``: 0 ended/none, 1 running, 2 interrupted, 3 loading
 (setup in progress)."""
+
+PROGRAM_STATE_NAMES: dict[int, str] = {0: "Ended", 1: "Running", 2: "Interrupted",
+                                       3: "Initializing"}
+"""``Production/ActiveProgram/State/CurrentState``: the state names of the OPC 40501-1
+``ProductionStateMachineType`` for each ``PROGRAM_STATE_CODES`` value."""
 
 _ACTIVITY_STATE: dict[Activity, State] = {
     "setup": "setup",

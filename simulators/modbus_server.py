@@ -16,23 +16,38 @@ pymodbus 3.16 notes that shaped this module:
   sends no reply at all: that is how a unit "stops answering".
 - Registers are writable by clients unless marked read-only, and read-only also blocks
   ``async_setValues``; client writes are refused in the action instead.
+- A connection's request handler keeps only the *last* decoded request
+  (``last_pdu``) and reads it again after the datastore call to tag the reply. An
+  action that sleeps would therefore tag a late reply with the transaction id of
+  whatever request arrived meanwhile. A slow unit is delayed before the datastore is
+  touched instead: the handler (:class:`_DelayingHandler`) keeps its own copy of the
+  request, sleeps, and puts the copy back right before the unchanged pymodbus code
+  runs, which reads it without yielding in between. A late reply thus always carries
+  its own request's transaction id (a TCP client discards it as stale; on RTU, which
+  has no transaction id, a reply after the master's timeout is exactly the hazard a
+  real slow slave creates). Other units on the same gateway answer without delay.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import NoSuchIdException
 from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from simulators.meter import MeterImage
 from simulators.registers import (
     SCALED32_BLOCK,
+    SCALED32_SEGMENTS,
     SDM630_BLOCK,
+    SDM630_SEGMENTS,
     scaled32_registers,
     sdm630_registers,
 )
@@ -40,7 +55,7 @@ from simulators.scenario import MeterSpec
 
 __all__ = ["FaultMode", "ModbusMeterServer", "ModbusTransport"]
 
-FaultMode = Literal["exception", "silent"]
+FaultMode = Literal["exception", "silent", "slow"]
 ModbusTransport = Literal["tcp", "rtu"]
 
 
@@ -48,6 +63,35 @@ ModbusTransport = Literal["tcp", "rtu"]
 class _Fault:
     mode: FaultMode
     code: int
+    delay_s: float = 0.0
+
+
+class _DelayingHandler(ServerRequestHandler):  # type: ignore[misc]
+    """A request handler that answers late for units marked slow (see module notes)."""
+
+    delay_for: Callable[[int], float] = staticmethod(lambda _unit: 0.0)
+
+    async def handle_request(self) -> None:
+        pdu, addr = self.last_pdu, self.last_addr
+        if pdu is None:
+            return
+        delay = self.delay_for(int(pdu.dev_id))
+        if delay > 0:
+            await asyncio.sleep(delay)
+            if not self.transport:
+                return  # the client went away meanwhile
+            self.last_pdu, self.last_addr = pdu, addr
+        await super().handle_request()  # type: ignore[no-untyped-call]
+
+
+def _handler_factory(server: Any, delay_for: Callable[[int], float]) -> Callable[[], Any]:
+    def new_connection() -> Any:
+        handler = _DelayingHandler(  # type: ignore[no-untyped-call]
+            server, server.trace_packet, server.trace_pdu, server.trace_connect)
+        handler.delay_for = delay_for
+        return handler
+
+    return new_connection
 
 
 def _bits() -> list[SimData]:
@@ -76,6 +120,7 @@ class ModbusMeterServer:
         self._faults: dict[int, _Fault] = {}
         self._internal_write = False
         self._server: ModbusTcpServer | ModbusSerialServer | None = None
+        self._served: dict[int, list[int]] = {}
 
     @property
     def running(self) -> bool:
@@ -84,6 +129,7 @@ class ModbusMeterServer:
 
     async def start(self) -> None:
         """Create the devices and start listening (TCP: on ``host:port``, 0 = any free)."""
+        self._served.clear()
         devices = [self._device(spec, unit) for spec, unit in self._meters.values()]
         devices.append(SimDevice(0, simdata=[SimData(0, count=65536, datatype=DataType.REGISTERS)],
                                  action=self._unknown_unit))
@@ -94,6 +140,8 @@ class ModbusMeterServer:
         else:
             server = ModbusSerialServer(devices, framer=FramerType.RTU, port=self.serial_port,
                                         baudrate=self.baudrate, ignore_missing_devices=True)
+        # Instance attribute: pymodbus asks the listener for a handler per connection.
+        server.callback_new_connection = _handler_factory(server, self._delay_for)  # type: ignore[method-assign]
         await server.serve_forever(background=True)
         if self.transport == "tcp":
             sockets = getattr(server.transport, "sockets", None)
@@ -114,22 +162,36 @@ class ModbusMeterServer:
             return
         spec, unit = self._meters[meter_id]
         if spec.layout == "sdm630":
-            regs, block = sdm630_registers(image), SDM630_BLOCK
+            regs, block, segments = sdm630_registers(image), SDM630_BLOCK, SDM630_SEGMENTS
         else:
-            regs, block = scaled32_registers(image), SCALED32_BLOCK
+            regs, block, segments = (scaled32_registers(image), SCALED32_BLOCK,
+                                     SCALED32_SEGMENTS)
+        # Only the ranges that can hold values, and only those that changed: the
+        # datastore checks every written word, which dominates a fast-running plant.
+        last = self._served.get(unit)
         self._internal_write = True
         try:
-            await server.async_setValues(unit, block.function_code, block.start, regs)
+            for lo, hi in segments:
+                if last is None or last[lo:hi] != regs[lo:hi]:
+                    await server.async_setValues(unit, block.function_code, block.start + lo,
+                                                 regs[lo:hi])
         finally:
             self._internal_write = False
+        self._served[unit] = regs
 
-    def set_fault(self, meter_id: str, mode: FaultMode | None, code: int = 0x04) -> None:
-        """Make a unit answer with exception ``code``, or not at all; ``None`` clears it."""
+    def set_fault(self, meter_id: str, mode: FaultMode | None, code: int = 0x04,
+                  delay_s: float = 0.0) -> None:
+        """Make a unit answer with exception ``code``, not at all, or ``delay_s`` late
+        (``"slow"``); ``None`` clears it."""
         _spec, unit = self._meters[meter_id]
         if mode is None:
             self._faults.pop(unit, None)
         else:
-            self._faults[unit] = _Fault(mode, code)
+            self._faults[unit] = _Fault(mode, code, delay_s)
+
+    def _delay_for(self, unit: int) -> float:
+        fault = self._faults.get(unit)
+        return fault.delay_s if fault is not None and fault.mode == "slow" else 0.0
 
     def _device(self, spec: MeterSpec, unit: int) -> SimDevice:
         async def action(
@@ -143,7 +205,7 @@ class ModbusMeterServer:
             if self._internal_write:
                 return None
             fault = self._faults.get(unit)
-            if fault is not None:
+            if fault is not None and fault.mode != "slow":
                 if fault.mode == "silent":
                     raise NoSuchIdException(f"unit {unit} does not answer (injected)")
                 return ExcCodes(fault.code)

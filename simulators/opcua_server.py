@@ -8,12 +8,29 @@ under ``Objects``::
         Monitoring/MachineTool/MachineState                          Int32 (STATE_CODES)
         Monitoring/MachineTool/OperationMode                         Int32 (OPC 40001-1)
         Monitoring/MachineTool/PowerOnDuration                       UInt32 s
+        Monitoring/Spindle/IsRotating                                Boolean
         Monitoring/Spindle/Speed                                     Double rpm
         Monitoring/Spindle/Load                                      Double %
         Production/ActiveProgram/Name                                String
         Production/ActiveProgram/State                               Int32
+        Production/ActiveProgram/State/CurrentState                  LocalizedText
         Production/PartsProducedInLifetime                           UInt32 (good + scrap)
         Production/PartsScrapInLifetime                              UInt32
+        Production/Statistics/PartsProducedInLifetime                UInt32 (same value)
+
+Relation to OPC 40501-1 (Machine Tools), whose browse names are used where it defines
+them: ``Identification`` (Manufacturer, Model, SerialNumber; served as String, the
+companion spec has LocalizedText for the first two), ``Monitoring/MachineTool``
+(``OperationMode`` with the ``MachineOperationMode`` enumeration values,
+``PowerOnDuration``), ``Monitoring/<spindle>/IsRotating`` (SpindleMonitoringType),
+``Production/ActiveProgram`` (``Name``; ``State/CurrentState`` carries the
+ProductionStateMachineType state name: Initializing, Running, Ended, Interrupted) and
+``Production/Statistics/PartsProducedInLifetime`` (ProductionStatisticsType). Not from
+the companion spec, and fixed for the agent: ``MachineState`` (codes in
+:data:`simulators.machine.STATE_CODES`), the Int32 ``ActiveProgram/State`` code,
+``Production/PartsProducedInLifetime``, ``Production/PartsScrapInLifetime``, and the
+spindle's ``Speed`` and ``Load``. All browse names are in the simulator's namespace,
+not in the companion specs' namespaces, and no ObjectTypes are instantiated.
 
 Each variable's NodeId is a string id equal to its path, e.g.
 ``ns=2;s=Machines/cnc-01/Production/PartsProducedInLifetime`` (the index of the
@@ -23,7 +40,14 @@ ServerTimestamp is the simulator's clock at the write (both include any clock sk
 as on a controller whose clock is wrong).
 
 A "restart" builds a brand-new server on the same port (sessions are lost, like a real
-controller reboot); values written while it was down are served when it is back.
+controller reboot); values written while it was down are served when it is back. A
+client that kept its old session sees its connection closed and must open a new one;
+a session cannot survive a restart (asyncua ties sessions to their connection).
+
+A node can be made to disappear (fault injection): a single variable, or a machine's
+whole subtree, is deleted from the address space; reads of it then fail with
+``BadNodeIdUnknown`` and browsing no longer finds it. Restoring adds it back with the
+same NodeIds and the current values.
 """
 
 from __future__ import annotations
@@ -39,9 +63,10 @@ from asyncua import ua
 from asyncua.server.server import Server
 from asyncua.ua.status_codes import StatusCodes
 
+from simulators.machine import PROGRAM_STATE_NAMES
 from simulators.scenario import MachineSpec
 
-__all__ = ["NAMESPACE_URI", "VARIABLES", "OpcUaMachineServer", "Variable"]
+__all__ = ["NAMESPACE_URI", "VARIABLES", "OpcUaMachineServer", "Variable", "variable_by_path"]
 
 NAMESPACE_URI = "urn:factory-edge:simulator:cnc"
 """Namespace of every browse name the simulator defines (fixed contract)."""
@@ -67,16 +92,40 @@ VARIABLES: tuple[Variable, ...] = (
              ua.VariantType.Int32),
     Variable("power_on_s", ("Monitoring", "MachineTool", "PowerOnDuration"),
              ua.VariantType.UInt32),
+    Variable("spindle_rotating", ("Monitoring", "Spindle", "IsRotating"),
+             ua.VariantType.Boolean),
     Variable("spindle_speed", ("Monitoring", "Spindle", "Speed"), ua.VariantType.Double),
     Variable("spindle_load", ("Monitoring", "Spindle", "Load"), ua.VariantType.Double),
     Variable("program_name", ("Production", "ActiveProgram", "Name"), ua.VariantType.String),
     Variable("program_state", ("Production", "ActiveProgram", "State"), ua.VariantType.Int32),
+    Variable("program_state_name", ("Production", "ActiveProgram", "State", "CurrentState"),
+             ua.VariantType.LocalizedText),
     Variable("parts_total", ("Production", "PartsProducedInLifetime"), ua.VariantType.UInt32),
     Variable("parts_scrap", ("Production", "PartsScrapInLifetime"), ua.VariantType.UInt32),
+    Variable("statistics_parts_total", ("Production", "Statistics", "PartsProducedInLifetime"),
+             ua.VariantType.UInt32),
 )
-"""Every variable of a machine, in creation order."""
+"""Every variable of a machine, in creation order (a parent before its children)."""
 
 _BY_KEY: dict[str, Variable] = {v.key: v for v in VARIABLES}
+_BY_PATH: dict[str, Variable] = {"/".join(v.path): v for v in VARIABLES}
+
+_DERIVED: dict[str, tuple[tuple[str, Callable[[Any], Any]], ...]] = {
+    "spindle_speed": (("spindle_rotating", lambda rpm: bool(rpm > 0)),),
+    "program_state": (("program_state_name",
+                       lambda code: ua.LocalizedText(PROGRAM_STATE_NAMES.get(code, "Ended"),
+                                                     "en")),),
+    "parts_total": (("statistics_parts_total", lambda n: n),),
+}
+"""Variables written together with another one, from its value."""
+
+
+def variable_by_path(path: str) -> Variable:
+    """The variable at ``path`` under a machine, e.g. ``Production/PartsScrapInLifetime``."""
+    try:
+        return _BY_PATH[path.strip("/")]
+    except KeyError:
+        raise KeyError(f"no variable {path!r} under a machine") from None
 
 
 def _dt(ts_ms: int) -> ua.DateTime:
@@ -90,8 +139,8 @@ def _nid(path: str, ns: int) -> ua.NodeId:
 class OpcUaMachineServer:
     """One asyncua server exposing all machines; values are cached across restarts.
 
-    Writes go through :meth:`write`; while the server is stopped or a machine is held
-    at a bad status, the value is only cached and is served when that ends.
+    Writes go through :meth:`write`; while the server is stopped, a machine is held at a
+    bad status or a node is hidden, the value is only cached and is served when that ends.
     """
 
     def __init__(
@@ -102,6 +151,7 @@ class OpcUaMachineServer:
         now_ms: Callable[[], int] | None = None,
     ) -> None:
         self._machines = machines
+        self._specs = {m.id: m for m in machines}
         self._now_ms = now_ms or (lambda: time.time_ns() // 1_000_000)
         self.host = host
         self.port = port
@@ -110,6 +160,8 @@ class OpcUaMachineServer:
         self._cache: dict[tuple[str, str], ua.DataValue] = {}
         self._bad: dict[str, ua.StatusCode] = {}
         self._node_ids: dict[tuple[str, str], ua.NodeId] = {}
+        self._hidden: dict[str, set[tuple[str, ...]]] = {}
+        self._present: set[tuple[str, tuple[str, ...]]] = set()
 
     @property
     def endpoint(self) -> str:
@@ -145,8 +197,20 @@ class OpcUaMachineServer:
         # Anonymous only: user names or certificates without a secure channel are moot.
         server.set_identity_tokens([ua.AnonymousIdentityToken])
         self._ns = await server.register_namespace(NAMESPACE_URI)
-        await self._build(server)
-        await server.start()
+        self._present.clear()
+        root = await server.nodes.objects.add_folder(_nid("Machines", self._ns),
+                                                     ua.QualifiedName("Machines", self._ns))
+        for spec in self._machines:
+            await self._build_machine(server, root, spec)
+        # asyncua logs a traceback when it cannot listen and then raises; the caller
+        # reports the raised error, once.
+        start_logger = logging.getLogger("asyncua.server.server")
+        level = start_logger.level
+        start_logger.setLevel(logging.CRITICAL)
+        try:
+            await server.start()
+        finally:
+            start_logger.setLevel(level)
         self._server = server
         for (machine_id, key), value in self._cache.items():
             await self._put(machine_id, key, value)
@@ -160,16 +224,23 @@ class OpcUaMachineServer:
             await server.stop()
 
     async def write(self, machine_id: str, key: str, value: Any, ts_ms: int) -> None:
-        """Set one variable with SourceTimestamp ``ts_ms`` (cached if it cannot be served)."""
+        """Set one variable with SourceTimestamp ``ts_ms`` (cached if it cannot be served).
+
+        Variables derived from this one (e.g. ``Spindle/IsRotating`` from the speed) are
+        written with the same timestamps.
+        """
         var = _BY_KEY[key]
-        dv = ua.DataValue(
-            Value=ua.Variant(value, var.vtype),
-            SourceTimestamp=_dt(ts_ms),
-            ServerTimestamp=_dt(self._now_ms()),
-        )
+        server_ts = _dt(self._now_ms())
+        dv = ua.DataValue(Value=ua.Variant(value, var.vtype), SourceTimestamp=_dt(ts_ms),
+                          ServerTimestamp=server_ts)
         self._cache[(machine_id, key)] = dv
-        if self._server is not None and machine_id not in self._bad:
-            await self._put(machine_id, key, dv)
+        await self._put(machine_id, key, dv)
+        for derived_key, derive in _DERIVED.get(key, ()):
+            derived = _BY_KEY[derived_key]
+            ddv = ua.DataValue(Value=ua.Variant(derive(value), derived.vtype),
+                               SourceTimestamp=_dt(ts_ms), ServerTimestamp=server_ts)
+            self._cache[(machine_id, derived_key)] = ddv
+            await self._put(machine_id, derived_key, ddv)
 
     async def set_status(self, machine_id: str, status: str | None, ts_ms: int) -> None:
         """Serve every variable of a machine with a bad status (``None`` restores values).
@@ -186,8 +257,7 @@ class OpcUaMachineServer:
                 fresh = ua.DataValue(Value=cached.Value, SourceTimestamp=_dt(ts_ms),
                                      ServerTimestamp=_dt(self._now_ms()))
                 self._cache[(machine_id, var.key)] = fresh
-                if self._server is not None:
-                    await self._put(machine_id, var.key, fresh)
+                await self._put(machine_id, var.key, fresh)
             return
         code = ua.StatusCode(getattr(StatusCodes, status))
         if not code.is_bad():
@@ -195,10 +265,51 @@ class OpcUaMachineServer:
         self._bad[machine_id] = code
         await self._put_bad(machine_id, code, ts_ms)
 
+    async def hide(self, machine_id: str, path: str | None = None) -> None:
+        """Fault: delete one variable (``path`` under the machine, e.g.
+        ``Production/PartsProducedInLifetime``) or, with ``path`` None, the machine's
+        whole subtree from the address space. Writes keep being cached."""
+        prefix: tuple[str, ...] = () if path is None else variable_by_path(path).path
+        self._hidden.setdefault(machine_id, set()).add(prefix)
+        server = self._server
+        if server is None or (machine_id, prefix) not in self._present:
+            return
+        nid = _nid(self._path_id(machine_id, prefix), self._ns)
+        await server.delete_nodes([server.get_node(nid)], recursive=True)
+        self._present = {(m, p) for m, p in self._present
+                         if m != machine_id or p[:len(prefix)] != prefix}
+
+    async def restore(self, machine_id: str, path: str | None = None) -> None:
+        """End of :meth:`hide`: the node is back with its NodeId and current value."""
+        prefix: tuple[str, ...] = () if path is None else variable_by_path(path).path
+        hidden = self._hidden.get(machine_id, set())
+        hidden.discard(prefix)
+        if not hidden:
+            self._hidden.pop(machine_id, None)
+        server = self._server
+        if server is None:
+            return
+        root = server.get_node(_nid("Machines", self._ns))
+        await self._build_machine(server, root, self._specs[machine_id])
+        for var in VARIABLES:
+            cached = self._cache.get((machine_id, var.key))
+            if cached is not None:
+                await self._put(machine_id, var.key, cached)
+        if machine_id in self._bad:
+            await self._put_bad(machine_id, self._bad[machine_id], None)
+
+    def _is_hidden(self, machine_id: str, path: tuple[str, ...]) -> bool:
+        return any(path[:len(p)] == p for p in self._hidden.get(machine_id, ()))
+
+    def _served(self, machine_id: str, key: str) -> bool:
+        return (machine_id, _BY_KEY[key].path) in self._present
+
     async def _put_bad(self, machine_id: str, code: ua.StatusCode, ts_ms: int | None) -> None:
         if self._server is None:
             return
         for var in VARIABLES:
+            if not self._served(machine_id, var.key):
+                continue
             bad = ua.DataValue(Value=ua.Variant(None, ua.VariantType.Null), StatusCode=code,
                                SourceTimestamp=None if ts_ms is None else _dt(ts_ms),
                                ServerTimestamp=_dt(self._now_ms()))
@@ -206,37 +317,49 @@ class OpcUaMachineServer:
 
     async def _put(self, machine_id: str, key: str, dv: ua.DataValue) -> None:
         server = self._server
-        if server is None:
-            return
-        if machine_id in self._bad:
+        if server is None or machine_id in self._bad or not self._served(machine_id, key):
             return
         await server.write_attribute_value(self._node_ids[(machine_id, key)], dv)
 
-    async def _build(self, server: Server) -> None:
+    @staticmethod
+    def _path_id(machine_id: str, path: tuple[str, ...]) -> str:
+        return "/".join(("Machines", machine_id, *path))
+
+    async def _build_machine(self, server: Server, root: Any, spec: MachineSpec) -> None:
+        """Add whatever of one machine's subtree is neither present nor hidden."""
         ns = self._ns
-        objects = server.nodes.objects
-        root = await objects.add_folder(_nid("Machines", ns), ua.QualifiedName("Machines", ns))
-        for spec in self._machines:
-            base = f"Machines/{spec.id}"
-            machine = await root.add_object(_nid(base, ns), ua.QualifiedName(spec.id, ns))
-            folders: dict[tuple[str, ...], Any] = {(): machine}
-            for var in VARIABLES:
-                parent = machine
-                for depth in range(1, len(var.path)):
-                    prefix = var.path[:depth]
-                    if prefix not in folders:
-                        path = "/".join(prefix)
-                        folders[prefix] = await folders[prefix[:-1]].add_folder(
-                            _nid(f"{base}/{path}", ns), ua.QualifiedName(prefix[-1], ns)
-                        )
-                    parent = folders[prefix]
-                node_id = _nid(f"{base}/{'/'.join(var.path)}", ns)
-                await parent.add_variable(
-                    node_id,
-                    ua.QualifiedName(var.path[-1], ns),
-                    ua.Variant(_default(var.vtype), var.vtype),
-                )
-                self._node_ids[(spec.id, var.key)] = node_id
+        if self._is_hidden(spec.id, ()):
+            return
+        nodes: dict[tuple[str, ...], Any] = {}
+        if (spec.id, ()) not in self._present:
+            nodes[()] = await root.add_object(_nid(self._path_id(spec.id, ()), ns),
+                                              ua.QualifiedName(spec.id, ns))
+            self._present.add((spec.id, ()))
+        else:
+            nodes[()] = server.get_node(_nid(self._path_id(spec.id, ()), ns))
+        variable_paths = {v.path for v in VARIABLES}
+        for var in VARIABLES:
+            if self._is_hidden(spec.id, var.path):
+                continue
+            for depth in range(1, len(var.path) + 1):
+                prefix = var.path[:depth]
+                if prefix in nodes:
+                    continue
+                nid = _nid(self._path_id(spec.id, prefix), ns)
+                if (spec.id, prefix) in self._present:
+                    nodes[prefix] = server.get_node(nid)
+                    continue
+                parent = nodes[prefix[:-1]]
+                qname = ua.QualifiedName(prefix[-1], ns)
+                if prefix == var.path:
+                    nodes[prefix] = await parent.add_variable(
+                        nid, qname, ua.Variant(_default(var.vtype), var.vtype))
+                elif prefix in variable_paths:
+                    break  # a parent variable that is hidden: its children go with it
+                else:
+                    nodes[prefix] = await parent.add_folder(nid, qname)
+                self._present.add((spec.id, prefix))
+            self._node_ids[(spec.id, var.key)] = _nid(self._path_id(spec.id, var.path), ns)
 
 
 def _default(vtype: ua.VariantType) -> Any:
@@ -244,4 +367,8 @@ def _default(vtype: ua.VariantType) -> Any:
         return ""
     if vtype == ua.VariantType.Double:
         return 0.0
+    if vtype == ua.VariantType.Boolean:
+        return False
+    if vtype == ua.VariantType.LocalizedText:
+        return ua.LocalizedText("")
     return 0

@@ -5,19 +5,28 @@ machine or meter, processes everything due in time order, and publishes each cha
 to the servers and the ledger with the instant it was scheduled for (not the instant
 the task woke up), so the timestamps a client sees are exact.
 
+The clock (:class:`SimClock`) runs in real time by default. It can also run faster
+(``SimClock(time_scale=60)``: an 8-hour shift in 8 minutes) or be stepped by hand
+(``SimClock(manual=True, start_ms=...)`` with :meth:`Plant.run_until`), which lets a
+test take a plant through a whole shift in seconds while both servers keep answering.
+
 Faults can be injected from tests (methods below) or scheduled by the scenario's
-``[[faults]]`` table; each one is recorded in the ledger.
+``[[faults]]`` table; scheduled faults fire at model instants (``at_s`` after the
+plant's start, on the unskewed clock) inside the model loop, so they are exact in every
+clock mode. Each one is recorded in the ledger.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
+import math
 import random
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -46,14 +55,66 @@ _log = logging.getLogger(__name__)
 
 
 class SimClock:
-    """The simulator's wall clock: ``time.time()`` plus a skew (fault injection)."""
+    """The simulator's clock, in epoch milliseconds as the simulated devices see it.
 
-    def __init__(self, skew_s: float = 0.0) -> None:
+    - real time (default): ``time.time()`` plus ``skew``;
+    - accelerated: ``time_scale`` model seconds per wall-clock second, starting at
+      ``start_ms`` (default: now) when the clock is created (``time_scale=0`` stands
+      still);
+    - manual: stands at ``start_ms`` until :meth:`set_ms` moves it (tests step it).
+
+    The skew (fault injection: a device clock that is wrong) is added in every mode.
+    """
+
+    def __init__(self, skew_s: float = 0.0, *, time_scale: float = 1.0,
+                 start_ms: int | None = None, manual: bool = False) -> None:
+        if not math.isfinite(time_scale) or time_scale < 0:
+            raise ValueError("time_scale must be a finite number >= 0")
         self.skew_ms = round(skew_s * 1000)
+        self.time_scale = time_scale
+        self.manual = manual
+        self._wall = not manual and time_scale == 1.0 and start_ms is None
+        self._origin_ms = time.time_ns() // 1_000_000 if start_ms is None else start_ms
+        self._mono0_ns = time.monotonic_ns()
+        self._manual_ms = self._origin_ms
+
+    def anchor(self) -> None:
+        """Accelerated clock: count from ``start_ms`` as of now (the plant calls this
+        when it starts, so the model starts exactly at ``start_ms``)."""
+        self._mono0_ns = time.monotonic_ns()
+
+    @property
+    def realtime(self) -> bool:
+        """True for the default mode: the wall clock (plus skew)."""
+        return self._wall
+
+    def base_ms(self) -> int:
+        """Now without the skew."""
+        if self.manual:
+            return self._manual_ms
+        if self._wall:
+            return time.time_ns() // 1_000_000
+        elapsed_ms = (time.monotonic_ns() - self._mono0_ns) / 1e6
+        return self._origin_ms + math.floor(elapsed_ms * self.time_scale)
 
     def now_ms(self) -> int:
         """Now, in epoch milliseconds, as the simulated devices see it."""
-        return time.time_ns() // 1_000_000 + self.skew_ms
+        return self.base_ms() + self.skew_ms
+
+    def set_ms(self, ts_ms: int) -> None:
+        """Manual clock: move to device instant ``ts_ms`` (never backwards)."""
+        if not self.manual:
+            raise RuntimeError("only a manual clock can be set")
+        self._manual_ms = max(self._manual_ms, ts_ms - self.skew_ms)
+
+    def wall_seconds_until(self, ts_ms: int) -> float:
+        """Wall-clock seconds until the clock shows ``ts_ms`` (inf if it never moves)."""
+        ahead = ts_ms - self.now_ms()
+        if ahead <= 0:
+            return 0.0
+        if self.manual or self.time_scale == 0:
+            return math.inf
+        return ahead / 1000 / self.time_scale
 
 
 def _free_port(host: str) -> int:
@@ -69,7 +130,9 @@ class Plant:
     loopback ports (unless ports are given); ``plant.opcua_endpoint`` and
     ``plant.modbus_port`` say where. ``seed`` overrides the scenario's seed. With
     ``rtu_port`` (a serial device such as one end of a socat pty pair) the same meters
-    are also served over Modbus RTU.
+    are also served over Modbus RTU. ``clock`` picks real time (default), an accelerated
+    or a manual clock (see :class:`SimClock`); the scenario's ``clock_skew_s`` is added
+    to its skew.
     """
 
     def __init__(
@@ -83,11 +146,15 @@ class Plant:
         seed: int | None = None,
         rtu_port: str | None = None,
         rtu_baudrate: int = 19200,
+        clock: SimClock | None = None,
     ) -> None:
         self.scenario = scenario
         self.host = host
         self.seed = scenario.seed if seed is None else seed
-        self.clock = SimClock(scenario.clock_skew_s)
+        self.clock = clock if clock is not None else SimClock()
+        self.clock.skew_ms += round(scenario.clock_skew_s * 1000)
+        self.rtu_port = rtu_port
+        self.rtu_baudrate = rtu_baudrate
         self.ledger_dir = ledger_dir
         self._meter_specs: list[MeterSpec] = scenario.effective_meters
         self.machines: list[str] = [m.id for m in scenario.machines]
@@ -117,6 +184,11 @@ class Plant:
         self._tasks: list[asyncio.Task[None]] = []
         self._error: BaseException | None = None
         self._started = False
+        self._start_ms = 0
+        self._next_machine: dict[str, int | None] = {}
+        self._next_meter: dict[str, int] = {}
+        self._fault_queue: list[tuple[int, int, Callable[[int], Awaitable[None]]]] = []
+        self._fault_seq = 0
 
     # ------------------------------------------------------------------ facts
     @property
@@ -138,6 +210,11 @@ class Plant:
     def model_time_ms(self) -> int:
         """The instant up to which the models have run (monotonic)."""
         return self._model_ms
+
+    @property
+    def start_ms(self) -> int:
+        """The device-clock instant at which the models started."""
+        return self._start_ms
 
     @property
     def error(self) -> BaseException | None:
@@ -181,8 +258,10 @@ class Plant:
         self._started = True
         paths = self.ledger_paths()
         self._ledgers = {"opcua": Ledger(paths.get("opcua")), "modbus": Ledger(paths.get("modbus"))}
+        self.clock.anchor()
         start_ms = self.clock.now_ms()
         self._model_ms = start_ms
+        self._start_ms = start_ms
         calendar = Calendar(self.scenario.calendar)
         for spec in self.scenario.machines:
             rng = random.Random(f"{self.seed}:machine:{spec.id}")
@@ -206,10 +285,12 @@ class Plant:
         except BaseException:
             await self._stop_servers()
             raise
-        self._tasks.append(asyncio.create_task(self._run(), name="plant-clock"))
-        for i, fault in enumerate(self.scenario.faults):
-            self._tasks.append(asyncio.create_task(self._scheduled_fault(fault),
-                                                   name=f"plant-fault-{i}"))
+        self._refresh_all()
+        base = self.clock.base_ms()
+        for fault in self.scenario.faults:
+            self._schedule_fault(base, fault)
+        if not self.clock.manual:
+            self._tasks.append(asyncio.create_task(self._run(), name="plant-clock"))
 
     async def stop(self) -> None:
         """Stop the clock task, the servers, and close the ledgers."""
@@ -253,6 +334,23 @@ class Plant:
                 await self._advance(self.clock.now_ms())
             self._flush()
 
+    async def run_until(self, ts_ms: int) -> None:
+        """Manual clock: move it to device instant ``ts_ms`` and process everything due.
+
+        Both servers keep answering while this runs; when it returns, they serve the
+        state at ``ts_ms`` and the ledger holds every event up to it.
+        """
+        if not self.clock.manual:
+            raise RuntimeError("run_until needs a manual clock (SimClock(manual=True))")
+        async with self._lock:
+            self.clock.set_ms(ts_ms)
+            await self._advance(self.clock.now_ms())
+            self._flush()
+
+    async def step(self, seconds: float) -> None:
+        """Manual clock: move it ``seconds`` ahead and process everything due."""
+        await self.run_until(self.clock.now_ms() + round(seconds * 1000))
+
     def set_clock_skew(self, seconds: float) -> None:
         """Shift the simulator clock; time never runs backwards for the model.
 
@@ -266,16 +364,12 @@ class Plant:
     async def stop_opcua(self) -> None:
         """Fault: the OPC UA server goes away (every session is lost)."""
         async with self._lock:
-            ts = await self._injection_instant()
-            await self._opcua.stop()
-            self._fault_entry(("opcua",), "opcua_stop", None, ts)
+            await self._do_opcua_stop(await self._injection_instant())
 
     async def start_opcua(self) -> None:
         """End of :meth:`stop_opcua`: a fresh server on the same port, current values."""
         async with self._lock:
-            ts = await self._injection_instant()
-            await self._opcua.start()
-            self._fault_entry(("opcua",), "opcua_start", None, ts)
+            await self._do_opcua_start(await self._injection_instant())
 
     async def restart_opcua(self, downtime_s: float = 1.0) -> None:
         """Stop the OPC UA server, wait ``downtime_s``, start it again."""
@@ -287,39 +381,99 @@ class Plant:
                                status: str | None = "BadCommunicationError") -> None:
         """Fault: serve every variable of a machine with a bad status; ``None`` clears."""
         async with self._lock:
-            ts = await self._injection_instant()
-            await self._opcua.set_status(machine_id, status, ts)
-            kind = "opcua_bad_status" if status else "opcua_status_cleared"
-            self._fault_entry(("opcua",), kind, machine_id, ts, status=status)
+            await self._do_opcua_status(await self._injection_instant(), machine_id, status)
 
-    def set_modbus_fault(self, meter_id: str, mode: FaultMode | None, code: int = 0x04) -> None:
-        """Fault: a unit answers with exception ``code`` (``"exception"``) or not at all
-        (``"silent"``, the client times out); ``None`` clears it."""
-        for server in self._modbus_servers:
-            server.set_fault(meter_id, mode, code)
-        ts = max(self._model_ms, self.clock.now_ms())
-        kind = {"exception": "modbus_exception", "silent": "modbus_silent", None: "modbus_cleared"}
-        extra: dict[str, Any] = {"code": code} if mode == "exception" else {}
-        self._fault_entry(("modbus",), kind[mode], meter_id, ts, **extra)
+    async def hide_opcua_node(self, machine_id: str, path: str | None = None) -> None:
+        """Fault: a variable (``path`` under the machine, e.g.
+        ``Production/PartsProducedInLifetime``) or the machine's whole subtree disappears
+        from the address space; reads fail with ``BadNodeIdUnknown``."""
+        async with self._lock:
+            await self._do_opcua_hide(await self._injection_instant(), machine_id, path)
+
+    async def restore_opcua_node(self, machine_id: str, path: str | None = None) -> None:
+        """End of :meth:`hide_opcua_node`: same NodeIds, current values."""
+        async with self._lock:
+            await self._do_opcua_restore(await self._injection_instant(), machine_id, path)
+
+    def set_modbus_fault(self, meter_id: str, mode: FaultMode | None, code: int = 0x04,
+                         delay_s: float = 0.0) -> None:
+        """Fault: a unit answers with exception ``code`` (``"exception"``), not at all
+        (``"silent"``, the client times out) or ``delay_s`` late (``"slow"``); ``None``
+        clears it. Other units on the same gateway or bus are not affected."""
+        if mode == "slow" and delay_s <= 0:
+            raise ValueError("a slow unit needs delay_s > 0")
+        self._do_modbus_fault(max(self._model_ms, self.clock.now_ms()), meter_id, mode, code,
+                              delay_s)
 
     async def reset_part_counters(self, machine_id: str) -> None:
         """Fault: both part counters of a machine drop to 0 now."""
         async with self._lock:
-            ts = await self._injection_instant()
-            events = self._machines[machine_id].reset_counters(ts)
-            await self._publish(events, [])
+            await self._do_counter_reset(await self._injection_instant(), machine_id)
             self._flush()
 
     async def reset_meter(self, meter_id: str) -> None:
-        """Fault: a meter's energy register drops to 0 now."""
+        """Fault: a meter's energy register drops to 0 now (reset or replacement)."""
         async with self._lock:
-            ts = await self._injection_instant()
-            meter = self._meter_models[meter_id]
-            machine = self._machines[self._coupling[meter_id]]
-            events = meter.reset(ts, machine.state)
-            await self._publish([], events)
-            await self._push_meter(meter)
+            await self._do_meter_reset(await self._injection_instant(), meter_id)
             self._flush()
+
+    # ------------------------------------------------------------------ fault actions
+    # Lock-free; ``ts`` is the model instant. Called by the public methods above (which
+    # hold the lock) and by the model loop for faults the scenario schedules.
+    async def _do_opcua_stop(self, ts: int) -> None:
+        await self._opcua.stop()
+        self._fault_entry(("opcua",), "opcua_stop", None, ts)
+
+    async def _do_opcua_start(self, ts: int) -> None:
+        await self._opcua.start()
+        self._fault_entry(("opcua",), "opcua_start", None, ts)
+
+    async def _do_opcua_status(self, ts: int, machine_id: str, status: str | None) -> None:
+        await self._opcua.set_status(machine_id, status, ts)
+        kind = "opcua_bad_status" if status else "opcua_status_cleared"
+        self._fault_entry(("opcua",), kind, machine_id, ts, status=status)
+
+    async def _do_opcua_hide(self, ts: int, machine_id: str, path: str | None) -> None:
+        await self._opcua.hide(machine_id, path)
+        self._fault_entry(("opcua",), "opcua_node_missing", machine_id, ts, node=path)
+
+    async def _do_opcua_restore(self, ts: int, machine_id: str, path: str | None) -> None:
+        await self._opcua.restore(machine_id, path)
+        self._fault_entry(("opcua",), "opcua_node_restored", machine_id, ts, node=path)
+
+    def _do_modbus_fault(self, ts: int, meter_id: str, mode: FaultMode | None, code: int,
+                         delay_s: float) -> None:
+        for server in self._modbus_servers:
+            server.set_fault(meter_id, mode, code, delay_s)
+        kind = {"exception": "modbus_exception", "silent": "modbus_silent",
+                "slow": "modbus_slow", None: "modbus_cleared"}
+        extra: dict[str, Any] = {}
+        if mode == "exception":
+            extra["code"] = code
+        elif mode == "slow":
+            extra["delay_s"] = delay_s
+        self._fault_entry(("modbus",), kind[mode], meter_id, ts, **extra)
+
+    async def _do_counter_reset(self, ts: int, machine_id: str) -> None:
+        machine = self._machines[machine_id]
+        before = machine.state
+        events = machine.reset_counters(ts)
+        await self._publish(events, [])
+        self._next_machine[machine_id] = machine.next_event_ms()
+        if machine.state != before:  # events due up to ts were processed on the way
+            self._refresh_all()
+
+    async def _do_meter_reset(self, ts: int, meter_id: str) -> None:
+        meter = self._meter_models[meter_id]
+        machine = self._machines[self._coupling[meter_id]]
+        events = meter.reset(ts, machine.state)
+        await self._publish([], events)
+        await self._push_meter(meter)
+        self._next_meter[meter_id] = meter.next_event_ms()
+
+    async def _do_clock_skew(self, ts: int, seconds: float) -> None:
+        self.clock.skew_ms = round(seconds * 1000)
+        self._fault_entry(("opcua", "modbus"), "clock_skew", None, ts, skew_s=seconds)
 
     # ------------------------------------------------------------------ model clock
     async def _run(self) -> None:
@@ -330,9 +484,9 @@ class Plant:
                         if not self._frozen:
                             await self._advance(self.clock.now_ms())
                             self._flush()
-                nxt = self._next_event_ms()
-                delay = 0.25 if nxt is None else (nxt - self.clock.now_ms()) / 1000
-                await asyncio.sleep(min(max(delay, 0.0), 0.25))
+                nxt = self._next_instant_ms()
+                delay = 0.25 if nxt is None else self.clock.wall_seconds_until(nxt)
+                await asyncio.sleep(min(delay, 0.25))
         except asyncio.CancelledError:
             raise
         except BaseException as err:
@@ -340,15 +494,34 @@ class Plant:
             _log.exception("simulated plant stopped")
             raise
 
+    def _refresh_all(self) -> None:
+        self._next_machine = {mid: m.next_event_ms() for mid, m in self._machines.items()}
+        self._next_meter = {mid: m.next_event_ms() for mid, m in self._meter_models.items()}
+
     def _next_event_ms(self) -> int | None:
-        candidates = [m.next_event_ms() for m in self._machines.values()]
-        times = [t for t in candidates if t is not None]
-        times += [m.next_event_ms() for m in self._meter_models.values()]
+        """The next instant any model is due (cached per model, refreshed when it runs)."""
+        times = [t for t in self._next_machine.values() if t is not None]
+        times += self._next_meter.values()
+        return min(times) if times else None
+
+    def _next_fault_ms(self) -> int | None:
+        if not self._fault_queue:
+            return None
+        return max(self._model_ms, self._fault_queue[0][0] + self.clock.skew_ms)
+
+    def _next_instant_ms(self) -> int | None:
+        times = [t for t in (self._next_event_ms(), self._next_fault_ms()) if t is not None]
         return min(times) if times else None
 
     async def _advance(self, until_ms: int) -> None:
         while True:
             nxt = self._next_event_ms()
+            fault_at = self._next_fault_ms()
+            if fault_at is not None and fault_at <= until_ms and (nxt is None or fault_at < nxt):
+                _, _, action = heapq.heappop(self._fault_queue)
+                self._model_ms = max(self._model_ms, fault_at)
+                await action(fault_at)
+                continue
             if nxt is None or nxt > until_ms:
                 break
             await self._step(nxt)
@@ -356,27 +529,33 @@ class Plant:
 
     async def _step(self, ts_ms: int) -> None:
         machine_events: list[MachineEvent] = []
-        changed: set[str] = set()
-        for machine in self._machines.values():
-            events = machine.advance_to(ts_ms)
-            if events:
-                machine_events += events
-                changed.add(machine.id)
+        state_changed: set[str] = set()
+        for machine_id, due_ms in self._next_machine.items():
+            if due_ms is None or due_ms > ts_ms:
+                continue
+            machine = self._machines[machine_id]
+            before = machine.state
+            machine_events += machine.advance_to(ts_ms)
+            self._next_machine[machine_id] = machine.next_event_ms()
+            if machine.state != before:
+                state_changed.add(machine_id)
         meter_events: list[MeterEvent] = []
         to_push: list[Meter] = []
-        for meter in self._meter_models.values():
-            machine = self._machines[self._coupling[meter.id]]
-            due = meter.next_event_ms() <= ts_ms or machine.id in changed
-            meter_events += meter.advance_to(ts_ms, machine.state)
-            if due:
-                to_push.append(meter)
+        for meter_id, due_ms in self._next_meter.items():
+            machine_id = self._coupling[meter_id]
+            if due_ms > ts_ms and machine_id not in state_changed:
+                continue
+            meter = self._meter_models[meter_id]
+            meter_events += meter.advance_to(ts_ms, self._machines[machine_id].state)
+            self._next_meter[meter_id] = meter.next_event_ms()
+            to_push.append(meter)
         self._model_ms = max(self._model_ms, ts_ms)
         await self._publish(machine_events, meter_events)
         for meter in to_push:
             await self._push_meter(meter)
 
     async def _injection_instant(self) -> int:
-        if not self._frozen:
+        if not self._frozen and not self.clock.manual:
             await self._advance(self.clock.now_ms())
         return self._model_ms
 
@@ -461,29 +640,45 @@ class Plant:
             ledger.flush()
 
     # ------------------------------------------------------------------ scenario faults
-    async def _scheduled_fault(self, fault: FaultSpec) -> None:
-        await asyncio.sleep(fault.at_s)
+    def _at(self, base_ms: int, seconds: float, action: Callable[[int], Awaitable[None]]) -> None:
+        self._fault_seq += 1
+        heapq.heappush(self._fault_queue,
+                       (base_ms + round(seconds * 1000), self._fault_seq, action))
+
+    def _schedule_fault(self, base_ms: int, fault: FaultSpec) -> None:
+        """Queue a scenario fault (and its end, with ``duration_s``) at model instants."""
         target = fault.target or ""
-        if fault.kind == "opcua_restart":
-            await self.restart_opcua(fault.duration_s or 2.0)
-        elif fault.kind == "opcua_bad_status":
-            await self.set_opcua_status(target, fault.status or "BadCommunicationError")
+        at, end = fault.at_s, fault.at_s + (fault.duration_s or 0.0)
+        kind = fault.kind
+
+        async def modbus(mode: FaultMode | None, ts: int) -> None:
+            self._do_modbus_fault(ts, target, mode, fault.code or 0x04, fault.value or 0.0)
+
+        if kind == "opcua_restart":
+            self._at(base_ms, at, self._do_opcua_stop)
+            self._at(base_ms, at + (fault.duration_s or 2.0), self._do_opcua_start)
+            return
+        if kind == "opcua_bad_status":
+            status = fault.status or "BadCommunicationError"
+            self._at(base_ms, at, lambda ts: self._do_opcua_status(ts, target, status))
             if fault.duration_s:
-                await asyncio.sleep(fault.duration_s)
-                await self.set_opcua_status(target, None)
-        elif fault.kind in ("modbus_exception", "modbus_silent"):
-            mode: FaultMode = "exception" if fault.kind == "modbus_exception" else "silent"
-            self.set_modbus_fault(target, mode, fault.code or 0x04)
+                self._at(base_ms, end, lambda ts: self._do_opcua_status(ts, target, None))
+        elif kind == "opcua_node_missing":
+            self._at(base_ms, at, lambda ts: self._do_opcua_hide(ts, target, fault.node))
             if fault.duration_s:
-                await asyncio.sleep(fault.duration_s)
-                self.set_modbus_fault(target, None)
-        elif fault.kind == "counter_reset":
-            await self.reset_part_counters(target)
-        elif fault.kind == "meter_reset":
-            await self.reset_meter(target)
-        elif fault.kind == "clock_skew":
+                self._at(base_ms, end, lambda ts: self._do_opcua_restore(ts, target, fault.node))
+        elif kind in ("modbus_exception", "modbus_silent", "modbus_slow"):
+            mode: FaultMode = {"modbus_exception": "exception", "modbus_silent": "silent",
+                               "modbus_slow": "slow"}[kind]  # type: ignore[assignment]
+            self._at(base_ms, at, lambda ts: modbus(mode, ts))
+            if fault.duration_s:
+                self._at(base_ms, end, lambda ts: modbus(None, ts))
+        elif kind == "counter_reset":
+            self._at(base_ms, at, lambda ts: self._do_counter_reset(ts, target))
+        elif kind == "meter_reset":
+            self._at(base_ms, at, lambda ts: self._do_meter_reset(ts, target))
+        elif kind == "clock_skew":
             previous = self.clock.skew_ms / 1000
-            self.set_clock_skew(fault.value or 0.0)
+            self._at(base_ms, at, lambda ts: self._do_clock_skew(ts, fault.value or 0.0))
             if fault.duration_s:
-                await asyncio.sleep(fault.duration_s)
-                self.set_clock_skew(previous)
+                self._at(base_ms, end, lambda ts: self._do_clock_skew(ts, previous))

@@ -47,7 +47,9 @@ from simulators.meter import MeterImage
 
 __all__ = [
     "SCALED32_BLOCK",
+    "SCALED32_SEGMENTS",
     "SDM630_BLOCK",
+    "SDM630_SEGMENTS",
     "RegisterBlock",
     "decode_float32_hi_lo",
     "decode_u32_lo_hi",
@@ -67,6 +69,12 @@ class RegisterBlock:
 
 SDM630_BLOCK = RegisterBlock(function_code=4, start=0x0000, count=0x0180)
 SCALED32_BLOCK = RegisterBlock(function_code=3, start=0x0000, count=0x0020)
+
+SDM630_SEGMENTS: tuple[tuple[int, int], ...] = ((0x0000, 0x004C), (0x00C8, 0x00CE),
+                                                (0x0156, 0x0158))
+"""``[start, end)`` word ranges of the ``sdm630`` block that can be non-zero."""
+SCALED32_SEGMENTS: tuple[tuple[int, int], ...] = ((0x0000, 0x0016),)
+"""``[start, end)`` word ranges of the ``scaled32`` block that can be non-zero."""
 
 
 def _f32(value: float) -> tuple[int, int]:
@@ -91,11 +99,7 @@ def decode_u32_lo_hi(words: list[int]) -> int:
 
 def sdm630_registers(image: MeterImage) -> list[int]:
     """The whole ``sdm630`` input-register block for ``image``."""
-    regs = [0] * SDM630_BLOCK.count
-
-    def put(address: int, value: float) -> None:
-        regs[address], regs[address + 1] = _f32(value)
-
+    values: dict[int, float] = {}
     volts = image.voltages_v
     amps = image.currents_a
     pf = image.power_factor
@@ -104,25 +108,32 @@ def sdm630_registers(image: MeterImage) -> list[int]:
     phase_p = [image.power_w * (s / total_va) if total_va > 0 else 0.0 for s in shares]
     sin_phi = math.sqrt(max(0.0, 1.0 - pf * pf))
     for i in range(3):
-        put(0x0000 + 2 * i, volts[i])
-        put(0x0006 + 2 * i, amps[i])
-        put(0x000C + 2 * i, phase_p[i])
-        put(0x0012 + 2 * i, shares[i])
-        put(0x0018 + 2 * i, shares[i] * sin_phi)
-        put(0x001E + 2 * i, pf)
-        put(0x00C8 + 2 * i, (volts[i] + volts[(i + 1) % 3]) / 2 * math.sqrt(3.0))
-    put(0x002A, sum(volts) / 3)
-    put(0x002E, sum(amps) / 3)
-    put(0x0030, sum(amps))
-    put(0x0034, image.power_w)
-    put(0x0038, total_va)
-    put(0x003C, total_va * sin_phi)
-    put(0x003E, pf)
-    put(0x0046, image.frequency_hz)
+        values[0x0000 + 2 * i] = volts[i]
+        values[0x0006 + 2 * i] = amps[i]
+        values[0x000C + 2 * i] = phase_p[i]
+        values[0x0012 + 2 * i] = shares[i]
+        values[0x0018 + 2 * i] = shares[i] * sin_phi
+        values[0x001E + 2 * i] = pf
+        values[0x00C8 + 2 * i] = (volts[i] + volts[(i + 1) % 3]) / 2 * math.sqrt(3.0)
+    values[0x002A] = sum(volts) / 3
+    values[0x002E] = sum(amps) / 3
+    values[0x0030] = sum(amps)
+    values[0x0034] = image.power_w
+    values[0x0038] = total_va
+    values[0x003C] = total_va * sin_phi
+    values[0x003E] = pf
+    values[0x0046] = image.frequency_hz
     energy = float(image.energy_kwh)
-    put(0x0048, energy)
-    put(0x004A, 0.0)
-    put(0x0156, energy)
+    values[0x0048] = energy
+    values[0x004A] = 0.0
+    values[0x0156] = energy
+    addresses = list(values)
+    words = struct.unpack(f">{2 * len(addresses)}H",
+                          struct.pack(f">{len(addresses)}f", *values.values()))
+    regs = [0] * SDM630_BLOCK.count
+    for n, address in enumerate(addresses):
+        regs[address] = words[2 * n]
+        regs[address + 1] = words[2 * n + 1]
     return regs
 
 

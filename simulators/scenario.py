@@ -53,8 +53,10 @@ LAYOUTS: frozenset[str] = FLOAT32_LAYOUTS | INT32_LAYOUTS
 FaultKind = Literal[
     "opcua_restart",
     "opcua_bad_status",
+    "opcua_node_missing",
     "modbus_exception",
     "modbus_silent",
+    "modbus_slow",
     "counter_reset",
     "meter_reset",
     "clock_skew",
@@ -302,11 +304,16 @@ class CalendarSpec(_Model):
 
 
 class FaultSpec(_Model):
-    """A fault the plant injects by itself, ``at_s`` seconds after it started.
+    """A fault the plant injects by itself, ``at_s`` seconds of model time after it
+    started (on the unskewed clock, so exact also with an accelerated or manual clock).
 
     ``target`` is a machine id (OPC UA and counter faults) or a meter id (Modbus and
-    meter faults); ``clock_skew`` needs none and sets the skew to ``value`` seconds.
-    A fault with ``duration_s`` is cleared again after that long.
+    meter faults); ``clock_skew`` needs none and sets the skew to ``value`` seconds;
+    ``modbus_slow`` answers ``value`` seconds late; ``opcua_node_missing`` removes the
+    variable ``node`` (a path under the machine such as
+    ``"Production/PartsProducedInLifetime"``) or, without ``node``, the whole machine.
+    A fault with ``duration_s`` is cleared again after that long (``opcua_restart``:
+    the downtime, default 2 s).
     """
 
     at_s: Annotated[float, Field(ge=0.0)]
@@ -316,6 +323,7 @@ class FaultSpec(_Model):
     value: float | None = None
     code: Annotated[int, Field(ge=1, le=255)] | None = None
     status: str | None = None
+    node: str | None = None
 
 
 class Scenario(_Model):
@@ -451,13 +459,32 @@ def _cross_check(scenario: Scenario) -> list[tuple[str, str]]:
         if fault.status is not None and not _is_bad_status(fault.status):
             errors.append((f"{place}: status",
                            f"{fault.status!r} is not the name of a Bad status code"))
-        wants = "machine" if fault.kind in {"opcua_bad_status", "counter_reset"} else "meter"
+        if fault.kind == "modbus_slow" and (fault.value is None or fault.value <= 0):
+            errors.append((f"{place}: value", "modbus_slow needs value (delay in seconds > 0)"))
+        if fault.node is not None:
+            if fault.kind != "opcua_node_missing":
+                errors.append((f"{place}: node", "only opcua_node_missing takes a node"))
+            elif not _is_variable_path(fault.node):
+                errors.append((f"{place}: node",
+                               f"{fault.node!r} is not a variable path under a machine"))
+        machine_kinds = {"opcua_bad_status", "opcua_node_missing", "counter_reset"}
+        wants = "machine" if fault.kind in machine_kinds else "meter"
         if fault.kind == "opcua_restart":
             continue
         pool = machine_ids if wants == "machine" else meter_ids
         if fault.target is None or fault.target not in pool:
             errors.append((f"{place}: target", f"{fault.kind} needs the id of a {wants}"))
     return errors
+
+
+def _is_variable_path(path: str) -> bool:
+    from simulators.opcua_server import variable_by_path
+
+    try:
+        variable_by_path(path)
+    except KeyError:
+        return False
+    return True
 
 
 def _is_bad_status(name: str) -> bool:

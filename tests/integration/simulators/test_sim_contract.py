@@ -19,6 +19,7 @@ from pymodbus.client import AsyncModbusTcpClient
 
 from rules.types import rfc3339_to_ms
 from simulators.ledger import read_ledger
+from simulators.machine import OPERATION_MODE_CODES, PROGRAM_STATE_NAMES
 from simulators.opcua_server import NAMESPACE_URI
 from simulators.plant import Plant
 
@@ -37,6 +38,9 @@ CONTRACT_PATHS: dict[tuple[str, ...], ua.VariantType] = {
     ("Production", "ActiveProgram", "State"): ua.VariantType.Int32,
     ("Production", "PartsProducedInLifetime"): ua.VariantType.UInt32,
     ("Production", "PartsScrapInLifetime"): ua.VariantType.UInt32,
+    ("Monitoring", "Spindle", "IsRotating"): ua.VariantType.Boolean,
+    ("Production", "ActiveProgram", "State", "CurrentState"): ua.VariantType.LocalizedText,
+    ("Production", "Statistics", "PartsProducedInLifetime"): ua.VariantType.UInt32,
 }
 STATES = ["off", "idle", "producing", "setup", "unplanned_down", "planned_down"]
 
@@ -222,3 +226,29 @@ async def test_subscription_sees_every_part_with_its_ledger_timestamp(plant: Pla
     first_ts = got[0][0]
     expected = sorted(p for p in ledger if p[0] >= first_ts)
     assert sorted(got) == expected
+
+
+async def test_companion_spec_nodes_agree_with_the_contract_nodes(plant: Plant) -> None:
+    """The OPC 40501-1 shaped extras carry the same facts as the fixed contract nodes."""
+    async with Client(plant.opcua_endpoint) as client, plant.frozen():
+        ns = await client.get_namespace_index(NAMESPACE_URI)
+        for machine in plant.machines:
+            async def read(*path: str, m: str = machine) -> Any:
+                return await (await _node(client, ns, m, *path)).read_data_value()
+
+            total = await read("Production", "PartsProducedInLifetime")
+            stats = await read("Production", "Statistics", "PartsProducedInLifetime")
+            assert stats.Value.Value == total.Value.Value
+            assert stats.SourceTimestamp == total.SourceTimestamp
+            speed = await read("Monitoring", "Spindle", "Speed")
+            rotating = await read("Monitoring", "Spindle", "IsRotating")
+            assert rotating.Value.VariantType == ua.VariantType.Boolean
+            assert rotating.Value.Value == (speed.Value.Value > 0)
+            code = (await read("Production", "ActiveProgram", "State")).Value.Value
+            name = await read("Production", "ActiveProgram", "State", "CurrentState")
+            assert name.Value.VariantType == ua.VariantType.LocalizedText
+            assert name.Value.Value.Text == PROGRAM_STATE_NAMES[code]
+            mode = (await read("Monitoring", "MachineTool", "OperationMode")).Value.Value
+            state = (await read("Monitoring", "MachineTool", "MachineState")).Value.Value
+            assert mode == OPERATION_MODE_CODES[STATES[state]]
+            assert 0 <= mode <= 5  # OPC 40501-1 MachineOperationMode

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import struct
 import time
 from datetime import UTC
 from decimal import Decimal
@@ -17,7 +19,7 @@ from pymodbus.exceptions import ModbusException
 from rules.types import rfc3339_to_ms
 from simulators.ledger import read_ledger
 from simulators.opcua_server import NAMESPACE_URI
-from simulators.plant import Plant
+from simulators.plant import Plant, SimClock
 from simulators.scenario import Scenario, default_scenario, scenario_from_dict
 
 pytestmark = pytest.mark.integration
@@ -198,3 +200,202 @@ async def test_scenario_scheduled_faults(tmp_path: Path) -> None:
         opcua_entries = read_ledger(plant.ledger_paths()["opcua"])
     assert _faults(plant.ledger_paths()["modbus"]) == ["modbus_exception", "modbus_cleared"]
     assert any(e["kind"] == "counter_reset" and e["device"] == "cnc-02" for e in opcua_entries)
+
+
+async def _raw_read(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tid: int,
+                    unit: int) -> None:
+    """Send a Modbus TCP "read input registers 0x0048, 2 words" with transaction ``tid``."""
+    pdu = struct.pack(">BHH", 4, 0x0048, 2)
+    writer.write(struct.pack(">HHHB", tid, 0, len(pdu) + 1, unit) + pdu)
+    await writer.drain()
+
+
+async def _raw_reply(reader: asyncio.StreamReader) -> tuple[int, int, float]:
+    """One Modbus TCP reply: transaction id, unit id, the float32 it carries."""
+    tid, _pid, length, unit = struct.unpack(">HHHB", await reader.readexactly(7))
+    body = await reader.readexactly(length - 1)
+    assert body[0] == 4 and body[1] == 4, body
+    return tid, unit, struct.unpack(">f", body[2:6])[0]
+
+
+async def test_slow_unit_answers_late_with_its_own_transaction_id(plant: Plant) -> None:
+    async with plant.frozen():
+        expected = {unit: float(plant.meter_model(m).image().energy_kwh)
+                    for m, unit in plant.meters}
+        plant.set_modbus_fault("meter-01", "slow", delay_s=1.0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", plant.modbus_port)
+        try:
+            started = time.monotonic()
+            # On one connection: the slow unit first, then, before its reply, a healthy one.
+            await _raw_read(reader, writer, 101, 1)
+            await asyncio.sleep(0.2)
+            await _raw_read(reader, writer, 102, 2)
+            first = await asyncio.wait_for(_raw_reply(reader), 10)
+            second = await asyncio.wait_for(_raw_reply(reader), 10)
+            late = time.monotonic() - started
+        finally:
+            writer.close()
+            await writer.wait_closed()
+        # The healthy unit is not held up, and the late reply is not mis-tagged.
+        assert first[:2] == (102, 2) and first[2] == pytest.approx(expected[2], abs=0.001)
+        assert second[:2] == (101, 1) and second[2] == pytest.approx(expected[1], abs=0.001)
+        assert late >= 0.95
+
+        # A client that gives up earlier sees a timeout; the next request is answered.
+        client = AsyncModbusTcpClient("127.0.0.1", port=plant.modbus_port, timeout=0.3,
+                                      retries=0)
+        await client.connect()
+        try:
+            with pytest.raises(ModbusException):
+                await client.read_input_registers(0x0048, count=2, device_id=1)
+            plant.set_modbus_fault("meter-01", None)
+            await asyncio.sleep(1.0)  # let the late reply arrive and be discarded
+            if not client.connected:
+                await client.connect()
+            rr = await client.read_input_registers(0x0048, count=2, device_id=2)
+            assert not rr.isError()
+            assert _f32(client, rr.registers) == pytest.approx(expected[2], abs=0.001)
+        finally:
+            client.close()
+    assert _faults(plant.ledger_paths()["modbus"]) == ["modbus_slow", "modbus_cleared"]
+
+
+async def test_silent_unit_while_others_on_the_gateway_answer(plant: Plant) -> None:
+    plant.set_modbus_fault("meter-02", "silent")
+    quiet = AsyncModbusTcpClient("127.0.0.1", port=plant.modbus_port, timeout=0.5, retries=0)
+    other = AsyncModbusTcpClient("127.0.0.1", port=plant.modbus_port, timeout=2, retries=0)
+    await quiet.connect()
+    await other.connect()
+    try:
+        for _ in range(3):
+            with pytest.raises(ModbusException):
+                await quiet.read_input_registers(0x0048, count=2, device_id=2)
+            rr = await other.read_input_registers(0x0048, count=2, device_id=1)
+            assert not rr.isError()
+            if not quiet.connected:
+                await quiet.connect()
+    finally:
+        quiet.close()
+        other.close()
+        plant.set_modbus_fault("meter-02", None)
+
+
+async def test_node_disappears_and_comes_back(plant: Plant) -> None:
+    path = "Production/PartsProducedInLifetime"
+    async with Client(plant.opcua_endpoint) as client:
+        ns = await client.get_namespace_index(NAMESPACE_URI)
+        names = [f"{ns}:Machines", f"{ns}:cnc-01", f"{ns}:Production",
+                 f"{ns}:PartsProducedInLifetime"]
+        node = await client.nodes.objects.get_child(names)
+        await plant.hide_opcua_node("cnc-01", path)
+        dv = await node.read_data_value(raise_on_bad_status=False)
+        assert dv.StatusCode.value == ua.StatusCodes.BadNodeIdUnknown
+        with pytest.raises(ua.UaStatusCodeError):
+            await client.nodes.objects.get_child(names)
+        scrap = await _read(client, ns, "cnc-01", "Production", "PartsScrapInLifetime")
+        assert scrap.StatusCode.is_good()
+        await asyncio.sleep(2.0)  # the model keeps writing while the node is gone
+        await plant.restore_opcua_node("cnc-01", path)
+        async with plant.frozen():
+            back = await node.read_data_value()
+            assert back.Value.Value == plant.machine_model("cnc-01").parts_total
+
+        machines = client.nodes.objects
+        await plant.hide_opcua_node("cnc-02")
+        listed = await (await machines.get_child([f"{ns}:Machines"])).get_children()
+        assert [(await n.read_browse_name()).Name for n in listed] == ["cnc-01"]
+        await plant.restore_opcua_node("cnc-02")
+        async with plant.frozen():
+            total = await _read(client, ns, "cnc-02", "Production", "PartsProducedInLifetime")
+            assert total.Value.Value == plant.machine_model("cnc-02").parts_total
+    assert plant.error is None
+    assert _faults(plant.ledger_paths()["opcua"]) == [
+        "opcua_node_missing", "opcua_node_restored", "opcua_node_missing",
+        "opcua_node_restored"]
+
+
+async def test_opcua_restart_old_session_fails_new_session_reads(plant: Plant) -> None:
+    old = Client(plant.opcua_endpoint, timeout=2)
+    await old.connect()
+    try:
+        ns = await old.get_namespace_index(NAMESPACE_URI)
+        node = await old.nodes.objects.get_child(
+            [f"{ns}:Machines", f"{ns}:cnc-01", f"{ns}:Production",
+             f"{ns}:PartsProducedInLifetime"])
+        assert await node.read_value() >= 0
+        await plant.restart_opcua(downtime_s=0.5)
+        with pytest.raises((ConnectionError, OSError, asyncio.TimeoutError,
+                            ua.UaStatusCodeError)):
+            await node.read_value()
+    finally:
+        with contextlib.suppress(Exception):
+            await old.disconnect()
+    async with Client(plant.opcua_endpoint) as fresh, plant.frozen():
+        ns = await fresh.get_namespace_index(NAMESPACE_URI)
+        dv = await _read(fresh, ns, "cnc-01", "Production", "PartsProducedInLifetime")
+        assert dv.Value.Value == plant.machine_model("cnc-01").parts_total
+
+
+async def test_clock_behind_stamps_values_in_the_past(tmp_path: Path) -> None:
+    async with (Plant(_variant(clock_skew_s=-3600.0), ledger_dir=tmp_path) as plant,
+                Client(plant.opcua_endpoint) as client):
+        ns = await client.get_namespace_index(NAMESPACE_URI)
+        dv = await _read(client, ns, "cnc-01", "Monitoring", "MachineTool", "MachineState")
+    stamp = dv.SourceTimestamp.replace(tzinfo=UTC).timestamp()
+    assert time.time() - 3700 < stamp < time.time() - 3500
+    entries = read_ledger(plant.ledger_paths()["opcua"])
+    assert time.time() - 3700 < rfc3339_to_ms(entries[0]["ts"]) / 1000 < time.time() - 3500
+
+
+async def test_scripted_faults_fire_at_exact_model_instants(tmp_path: Path) -> None:
+    start = 1_709_532_000_000
+    scenario = _variant(faults=[
+        {"at_s": 5, "kind": "opcua_node_missing", "target": "cnc-01",
+         "node": "Production/PartsScrapInLifetime", "duration_s": 10},
+        {"at_s": 5, "kind": "modbus_slow", "target": "meter-02", "value": 0.6,
+         "duration_s": 10},
+        {"at_s": 20, "kind": "opcua_restart", "duration_s": 5},
+        {"at_s": 30, "kind": "counter_reset", "target": "cnc-02"},
+        {"at_s": 30, "kind": "meter_reset", "target": "meter-01"},
+        {"at_s": 40, "kind": "clock_skew", "value": 60, "duration_s": 5},
+    ])
+    clock = SimClock(manual=True, start_ms=start)
+    async with Plant(scenario, ledger_dir=tmp_path, clock=clock) as plant:
+        await plant.run_until(start + 6_000)
+        async with Client(plant.opcua_endpoint) as client:
+            ns = await client.get_namespace_index(NAMESPACE_URI)
+            with pytest.raises(ua.UaStatusCodeError):  # browsing no longer finds it
+                await _read(client, ns, "cnc-01", "Production", "PartsScrapInLifetime")
+            kept = await _read(client, ns, "cnc-01", "Production", "PartsProducedInLifetime")
+            assert kept.StatusCode.is_good()
+        modbus = AsyncModbusTcpClient("127.0.0.1", port=plant.modbus_port, timeout=3, retries=0)
+        await modbus.connect()
+        try:
+            began = time.monotonic()
+            rr = await modbus.read_input_registers(0x0048, count=2, device_id=2)
+            assert not rr.isError() and time.monotonic() - began >= 0.55
+        finally:
+            modbus.close()
+        await plant.run_until(start + 21_000)
+        with pytest.raises((OSError, asyncio.TimeoutError)):
+            async with Client(plant.opcua_endpoint, timeout=1):
+                pass
+        await plant.run_until(start + 120_000)
+        async with Client(plant.opcua_endpoint) as client:
+            ns = await client.get_namespace_index(NAMESPACE_URI)
+            back = await _read(client, ns, "cnc-01", "Production", "PartsScrapInLifetime")
+            assert back.Value.Value == plant.machine_model("cnc-01").parts_scrap
+        assert plant.clock.skew_ms == 0
+    opcua_faults = [(e["fault"], rfc3339_to_ms(e["ts"]) - start)
+                    for e in read_ledger(plant.ledger_paths()["opcua"]) if e["kind"] == "fault"]
+    assert opcua_faults == [("opcua_node_missing", 5_000), ("opcua_node_restored", 15_000),
+                            ("opcua_stop", 20_000), ("opcua_start", 25_000),
+                            ("clock_skew", 40_000), ("clock_skew", 105_000)]
+    modbus_faults = [(e["fault"], rfc3339_to_ms(e["ts"]) - start)
+                     for e in read_ledger(plant.ledger_paths()["modbus"]) if e["kind"] == "fault"]
+    assert modbus_faults == [("modbus_slow", 5_000), ("modbus_cleared", 15_000),
+                             ("clock_skew", 40_000), ("clock_skew", 105_000)]
+    resets = [(e["device"], rfc3339_to_ms(e["ts"]) - start)
+              for path in plant.ledger_paths().values() for e in read_ledger(path)
+              if e["kind"] == "counter_reset"]
+    assert set(resets) == {("cnc-02", 30_000), ("meter-01", 30_000)}

@@ -61,3 +61,24 @@ def test_ledger_lines() -> None:
     assert energy is not None
     assert energy["kwh"] == "0.03" and energy["register_kwh"] == "1000.03"
     assert energy["ts_start"] == "2026-09-21T14:13:19.123Z"
+
+
+def test_only_the_published_segments_carry_values() -> None:
+    from decimal import Decimal
+
+    from simulators.meter import MeterImage
+    from simulators.registers import (
+        SCALED32_SEGMENTS,
+        SDM630_SEGMENTS,
+        scaled32_registers,
+        sdm630_registers,
+    )
+
+    image = MeterImage(power_w=12_345.6, voltages_v=(229.1, 230.2, 231.3),
+                       currents_a=(18.1, 17.9, 18.0), power_factor=0.87, frequency_hz=50.01,
+                       energy_counts=482_137, resolution_kwh=Decimal("0.01"))
+    for regs, segments in ((sdm630_registers(image), SDM630_SEGMENTS),
+                           (scaled32_registers(image), SCALED32_SEGMENTS)):
+        inside = {i for lo, hi in segments for i in range(lo, hi)}
+        assert all(word == 0 for i, word in enumerate(regs) if i not in inside)
+        assert any(regs[i] for i in inside)

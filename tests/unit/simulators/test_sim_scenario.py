@@ -108,3 +108,31 @@ def test_unreadable_and_invalid_toml(tmp_path: Path) -> None:
     bad.write_text("[[machines]\n")
     with pytest.raises(ConfigError, match="invalid TOML"):
         load_scenario(bad)
+
+
+@pytest.mark.parametrize(("fault", "place", "fragment"), [
+    ("kind = 'modbus_slow'\ntarget = 'meter-01'\n", "faults[0]: value", "delay"),
+    ("kind = 'opcua_node_missing'\ntarget = 'cnc-01'\nnode = 'Production/Nope'\n",
+     "faults[0]: node", "not a variable path"),
+    ("kind = 'counter_reset'\ntarget = 'cnc-01'\nnode = 'Production/PartsScrapInLifetime'\n",
+     "faults[0]: node", "only opcua_node_missing"),
+    ("kind = 'opcua_node_missing'\ntarget = 'meter-01'\n", "faults[0]: target", "machine"),
+])
+def test_new_fault_kinds_are_checked(tmp_path: Path, fault: str, place: str,
+                                     fragment: str) -> None:
+    path = tmp_path / "faults.toml"
+    path.write_text(MINIMAL + "[[faults]]\nat_s = 1\n" + fault)
+    with pytest.raises(ConfigError) as info:
+        load_scenario(path)
+    assert any(p == place and fragment in msg for p, msg in info.value.errors), \
+        info.value.errors
+
+
+def test_node_fault_with_a_real_path_loads(tmp_path: Path) -> None:
+    path = tmp_path / "faults.toml"
+    path.write_text(MINIMAL + "[[faults]]\nat_s = 1\nkind = 'opcua_node_missing'\n"
+                    "target = 'cnc-01'\nnode = 'Production/PartsScrapInLifetime'\n"
+                    "[[faults]]\nat_s = 2\nkind = 'modbus_slow'\ntarget = 'meter-01'\n"
+                    "value = 0.5\n")
+    scenario = load_scenario(path)
+    assert [f.kind for f in scenario.faults] == ["opcua_node_missing", "modbus_slow"]

@@ -1,0 +1,641 @@
+"""Config reload on SIGHUP: what changed, what must restart, what keeps its state.
+
+:func:`plan_reload` is pure: two validated configs in, a :class:`ReloadPlan` out. It says
+
+* which **sources** (collectors) must be restarted, started or stopped;
+* which **machines, meters and lines** changed, and for each how much engine state can
+  be carried over (``carry``, see :class:`Change`); everything unchanged keeps its open
+  windows, counter baselines and last state;
+* whether the change is **plant-wide** for the KPI engine (windows, shift calendar,
+  time zone): then no state can be carried and the engine starts afresh, as after a
+  restart with such a change;
+* whether something that **cannot change live** changed (site id, ``[agent]``,
+  ``[mqtt]``, ``[outbox]``, ``[health]``): then the reload is rejected, the running
+  config stays in force, and the message says a restart is needed.
+
+:func:`carry_engine_state` reshapes a :meth:`KpiEngine.snapshot` for the new plant so
+:meth:`KpiEngine.restore` accepts it; :func:`rebuild_engine` wraps both with a fallback to
+a fresh engine. :func:`reload_config` is the SIGHUP handler's front half: load, validate
+and plan, reporting errors without touching what runs.
+
+Counter baselines are distrusted rather than trusted whenever the raw values may now
+come from somewhere else (another register, node, scale, or a re-pointed source): a
+wrong baseline turns into a bogus production or energy jump, while a reset one loses at
+most the parts or energy between the last reading before and the first after the reload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from agent.config import load_agent_config
+from agent.config.build import engine_spec
+from agent.config.model import (
+    AgentConfig,
+    MachineSection,
+    MeterSection,
+    ModbusSourceSection,
+    OpcUaSourceSection,
+    SignalSection,
+)
+from rules.engine import KpiEngine
+from rules.errors import ConfigError
+from rules.spec import EngineSpec, MachineSpec, MeterSpec
+from rules.totals import EnergyTotals, MachineTotals
+
+__all__ = [
+    "RELOAD_FLAG",
+    "Carry",
+    "Change",
+    "ReloadOutcome",
+    "ReloadPlan",
+    "carry_engine_state",
+    "plan_reload",
+    "rebuild_engine",
+    "reload_config",
+]
+
+log = logging.getLogger(__name__)
+
+RELOAD_FLAG = "config_reload"
+"""Flag on the records of open windows whose machine, line or meter was changed by a
+reload (their totals mix two configs, or start at the reload)."""
+
+RESTART_ONLY_SECTIONS = ("agent", "mqtt", "outbox", "health")
+"""Top-level sections the running process cannot swap: the state directory and outbox
+file, the broker session (client id, LWT, TLS) and the health listener."""
+
+_ENDPOINT_KEYS = ("url", "transport", "host", "port", "serial_port")
+"""Source settings that point it at (possibly) another device."""
+
+_COUNTER_ROLES = ("parts_total", "parts_bad", "parts_good")
+"""Cumulative machine roles: their engine state is a baseline tied to the raw source."""
+
+_MEANING_KEYS = ("source", "node", "browse_path", "unit", "table", "address", "type",
+                 "word_order", "byte_order", "scale", "offset", "map")
+"""Signal settings that decide which raw value is read and what it means; the others
+(deadband, sampling interval, queue size) only change how often it is reported."""
+
+_SNAPSHOT_VERSION = 1
+
+Carry = Literal["all", "totals", "none"]
+"""How much engine state survives a change of one machine, meter or line:
+
+* ``all``: everything (only values applied when a record is built changed, such as the
+  ideal cycle time or line membership, and they apply to the whole open window);
+* ``totals``: the open windows' totals survive, but counter/register baselines and
+  buffered raw readings are dropped (their meaning may have changed);
+* ``none``: nothing (added, or the accumulated totals no longer mean the same).
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One added, removed or changed source, machine, meter or line."""
+
+    id: str
+    kind: Literal["added", "removed", "changed"]
+    reasons: tuple[str, ...] = ()
+    carry: Carry = "none"
+
+    def describe(self) -> str:
+        """``cnc-01 changed (ideal_cycle_time_s 45.0 -> 40.0)``."""
+        why = f" ({'; '.join(self.reasons)})" if self.reasons else ""
+        return f"{self.id} {self.kind}{why}"
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadPlan:
+    """What a reload from one config to another takes. Ids are in config order."""
+
+    rejected: tuple[str, ...] = ()
+    """Why the new config cannot be applied while running (empty: it can)."""
+    engine_reset: tuple[str, ...] = ()
+    """Plant-wide KPI changes: the engine starts afresh (open windows are lost)."""
+    sources: tuple[Change, ...] = ()
+    machines: tuple[Change, ...] = ()
+    meters: tuple[Change, ...] = ()
+    lines: tuple[Change, ...] = ()
+    alarms: tuple[Change, ...] = ()
+    other: tuple[str, ...] = ()
+    """Engine-wide settings that apply live without losing state (grid factor, lateness)."""
+    unchanged_sources: tuple[str, ...] = ()
+    unchanged_machines: tuple[str, ...] = ()
+    unchanged_meters: tuple[str, ...] = ()
+    unchanged_lines: tuple[str, ...] = ()
+
+    @property
+    def accepted(self) -> bool:
+        """True when the new config can be applied live."""
+        return not self.rejected
+
+    @property
+    def changed(self) -> bool:
+        """True when there is anything to apply."""
+        return bool(self.engine_reset or self.sources or self.machines or self.meters
+                    or self.lines or self.alarms or self.other)
+
+    @property
+    def engine_changed(self) -> bool:
+        """True when the KPI engine must be rebuilt (with or without carried state)."""
+        return bool(self.engine_reset or self.machines or self.meters or self.lines
+                    or self.alarms or self.other)
+
+    @property
+    def sources_to_stop(self) -> tuple[str, ...]:
+        """Collectors to cancel: removed and changed sources."""
+        return tuple(c.id for c in self.sources if c.kind != "added")
+
+    @property
+    def sources_to_start(self) -> tuple[str, ...]:
+        """Collectors to (re)start from the new config: added and changed sources."""
+        return tuple(c.id for c in self.sources if c.kind != "removed")
+
+    def carry(self, kind: Literal["machines", "meters", "lines"], item_id: str) -> Carry:
+        """How much engine state of one machine, meter or line survives."""
+        unchanged, changes = {
+            "machines": (self.unchanged_machines, self.machines),
+            "meters": (self.unchanged_meters, self.meters),
+            "lines": (self.unchanged_lines, self.lines),
+        }[kind]
+        if item_id in unchanged:
+            return "all"
+        for change in changes:
+            if change.id == item_id:
+                return change.carry
+        return "none"
+
+    def summary(self) -> str:
+        """One line per group, for the reload log message."""
+        if self.rejected:
+            return "rejected: " + "; ".join(self.rejected)
+        if not self.changed:
+            return "no changes"
+        out: list[str] = []
+        if self.engine_reset:
+            out.append("KPI engine restarts afresh: " + "; ".join(self.engine_reset))
+        for name, changes in (("sources", self.sources), ("machines", self.machines),
+                              ("meters", self.meters), ("lines", self.lines),
+                              ("alarms", self.alarms)):
+            if changes:
+                out.append(f"{name}: " + ", ".join(c.describe() for c in changes))
+        if self.other:
+            out.append("settings: " + ", ".join(self.other))
+        return "\n".join(out)
+
+
+# ------------------------------------------------------------------------ planning
+
+
+def _differing_keys(old: BaseModel, new: BaseModel) -> list[str]:
+    """Names of the fields whose values differ (never the values: they may be secret)."""
+    return [name for name in type(old).model_fields
+            if getattr(old, name) != getattr(new, name)]
+
+
+def _show(value: object) -> str:
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _meaning(sig: SignalSection | None) -> tuple[Any, ...] | None:
+    if sig is None:
+        return None
+    return tuple(getattr(sig, key, None) for key in _MEANING_KEYS)
+
+
+def _source_inputs(cfg: AgentConfig) -> dict[str, list[tuple[str, str, Any]]]:
+    """Per source id: every (device, role, signal) it reads, and meter presets on it.
+
+    That is what a collector is built from besides its own section, so two equal
+    entries mean the same collector.
+    """
+    out: dict[str, list[tuple[str, str, Any]]] = {}
+    for m in cfg.machines:
+        for role in type(m.signals).model_fields:
+            sig = getattr(m.signals, role)
+            if sig is not None:
+                out.setdefault(sig.source, []).append((m.id, role, sig))
+    for mt in cfg.meters:
+        for role in type(mt.signals).model_fields:
+            sig = getattr(mt.signals, role)
+            if sig is not None:
+                out.setdefault(sig.source, []).append((mt.id, role, sig))
+        if mt.preset is not None and mt.source is not None:
+            out.setdefault(mt.source, []).append((mt.id, "preset", (mt.preset, mt.unit)))
+    for items in out.values():
+        items.sort(key=lambda t: (t[0], t[1]))
+    return out
+
+
+def _input_diff(old: list[tuple[str, str, Any]], new: list[tuple[str, str, Any]]) -> list[str]:
+    before = {(d, r): v for d, r, v in old}
+    after = {(d, r): v for d, r, v in new}
+    out = []
+    for key in sorted(before.keys() | after.keys()):
+        name = f"{key[0]}.{key[1]}"
+        if key not in after:
+            out.append(f"{name} removed")
+        elif key not in before:
+            out.append(f"{name} added")
+        elif before[key] != after[key]:
+            out.append(f"{name} changed")
+    return out
+
+
+Source = OpcUaSourceSection | ModbusSourceSection
+
+
+def _plan_sources(old: AgentConfig, new: AgentConfig) -> tuple[list[Change], list[str],
+                                                                set[str]]:
+    """Source changes, unchanged source ids, and ids whose endpoint moved."""
+    before = {s.id: s for s in old.sources}
+    after = {s.id: s for s in new.sources}
+    in_old, in_new = _source_inputs(old), _source_inputs(new)
+    changes: list[Change] = []
+    unchanged: list[str] = []
+    moved: set[str] = set()
+    for sid in before:
+        if sid not in after:
+            changes.append(Change(sid, "removed"))
+            moved.add(sid)
+    for sid, src in after.items():
+        prev: Source | None = before.get(sid)
+        if prev is None:
+            changes.append(Change(sid, "added"))
+            continue
+        reasons: list[str] = []
+        if type(prev) is not type(src):
+            reasons.append(f"type {prev.type} -> {src.type}")
+            moved.add(sid)
+        else:
+            keys = _differing_keys(prev, src)
+            if any(k in _ENDPOINT_KEYS for k in keys):
+                moved.add(sid)
+            reasons += [f"{k} changed" for k in keys]
+        reasons += _input_diff(in_old.get(sid, []), in_new.get(sid, []))
+        if reasons:
+            changes.append(Change(sid, "changed", tuple(reasons), carry="none"))
+        else:
+            unchanged.append(sid)
+    return changes, unchanged, moved
+
+
+def _plan_machines(
+    old: AgentConfig, new: AgentConfig, old_spec: EngineSpec, new_spec: EngineSpec,
+    moved: set[str],
+) -> tuple[list[Change], list[str]]:
+    before_cfg = {m.id: m for m in old.machines}
+    after_cfg: dict[str, MachineSection] = {m.id: m for m in new.machines}
+    before: dict[str, MachineSpec] = {m.id: m for m in old_spec.machines}
+    after = {m.id: m for m in new_spec.machines}
+    changes: list[Change] = [Change(mid, "removed") for mid in before if mid not in after]
+    unchanged: list[str] = []
+    for mid, spec in after.items():
+        prev = before.get(mid)
+        if prev is None:
+            changes.append(Change(mid, "added", carry="none"))
+            continue
+        reasons: list[str] = []
+        carry: Carry = "all"
+        for name in ("ideal_cycle_time_s", "line"):
+            a, b = getattr(prev, name), getattr(spec, name)
+            if a != b:
+                reasons.append(f"{name} {_show(a)} -> {_show(b)}")
+        if prev.counter_modulus != spec.counter_modulus:
+            reasons.append(f"counter_modulus {prev.counter_modulus} -> {spec.counter_modulus}")
+            carry = "totals"
+        old_sigs, new_sigs = before_cfg[mid].signals, after_cfg[mid].signals
+        for role in _COUNTER_ROLES:
+            a_sig: SignalSection | None = getattr(old_sigs, role)
+            b_sig: SignalSection | None = getattr(new_sigs, role)
+            if _meaning(a_sig) != _meaning(b_sig):
+                reasons.append(f"signals.{role} changed")
+                carry = "totals"
+            elif b_sig is not None and b_sig.source in moved:
+                reasons.append(f"signals.{role}: source {b_sig.source!r} re-pointed")
+                carry = "totals"
+        if prev.good_counter != spec.good_counter:
+            # Scrap counted so far and good counted from now would not add up to a window.
+            reasons.append("switched between parts_bad and parts_good")
+            carry = "none"
+        if reasons:
+            changes.append(Change(mid, "changed", tuple(reasons), carry))
+        else:
+            unchanged.append(mid)
+    return changes, unchanged
+
+
+def _plan_meters(
+    old: AgentConfig, new: AgentConfig, old_spec: EngineSpec, new_spec: EngineSpec,
+    moved: set[str],
+) -> tuple[list[Change], list[str]]:
+    before_cfg = {m.id: m for m in old.meters}
+    after_cfg: dict[str, MeterSection] = {m.id: m for m in new.meters}
+    before: dict[str, MeterSpec] = {m.id: m for m in old_spec.meters}
+    after = {m.id: m for m in new_spec.meters}
+    changes: list[Change] = [Change(mid, "removed") for mid in before if mid not in after]
+    unchanged: list[str] = []
+    for mid, spec in after.items():
+        prev = before.get(mid)
+        if prev is None:
+            changes.append(Change(mid, "added", carry="none"))
+            continue
+        reasons: list[str] = []
+        carry: Carry = "all"
+        for name in ("machine", "line", "max_power_kw"):
+            a, b = getattr(prev, name), getattr(spec, name)
+            if a != b:
+                reasons.append(f"{name} {_show(a)} -> {_show(b)}")
+        for name in ("resolution_kwh", "modulus_kwh"):
+            a, b = getattr(prev, name), getattr(spec, name)
+            if a != b:
+                reasons.append(f"{name} {_show(a)} -> {_show(b)}")
+                carry = "totals"
+        a_cfg, b_cfg = before_cfg[mid], after_cfg[mid]
+        if _meaning(a_cfg.signals.energy_kwh) != _meaning(b_cfg.signals.energy_kwh):
+            reasons.append("signals.energy_kwh changed")
+            carry = "totals"
+        if (a_cfg.preset, a_cfg.source, a_cfg.unit) != (b_cfg.preset, b_cfg.source, b_cfg.unit):
+            reasons.append("preset/source/unit changed")
+            carry = "totals"
+        sources = {b_cfg.source} if b_cfg.source else set()
+        if b_cfg.signals.energy_kwh is not None:
+            sources.add(b_cfg.signals.energy_kwh.source)
+        if carry == "all" and sources & moved:
+            reasons.append(f"source {sorted(sources & moved)[0]!r} re-pointed")
+            carry = "totals"
+        if reasons:
+            changes.append(Change(mid, "changed", tuple(reasons), carry))
+        else:
+            unchanged.append(mid)
+    return changes, unchanged
+
+
+def _plan_lines(old_spec: EngineSpec, new_spec: EngineSpec) -> tuple[list[Change], list[str]]:
+    before = {ln.id: ln for ln in old_spec.lines}
+    after = {ln.id: ln for ln in new_spec.lines}
+    changes: list[Change] = [Change(lid, "removed") for lid in before if lid not in after]
+    unchanged: list[str] = []
+    for lid, ln in after.items():
+        prev = before.get(lid)
+        if prev is None:
+            changes.append(Change(lid, "added", carry="none"))
+        elif prev != ln:
+            changes.append(Change(lid, "changed", (
+                f"output_machine {prev.output_machine!r} -> {ln.output_machine!r}",), "all"))
+        else:
+            unchanged.append(lid)
+    return changes, unchanged
+
+
+def _plan_alarms(old_spec: EngineSpec, new_spec: EngineSpec) -> list[Change]:
+    before = {a.name: a for a in old_spec.alarms}
+    after = {a.name: a for a in new_spec.alarms}
+    out = [Change(name, "removed") for name in before if name not in after]
+    for name, rule in after.items():
+        if name not in before:
+            out.append(Change(name, "added"))
+        elif before[name] != rule:
+            out.append(Change(name, "changed", ("rule changed; its state restarts",)))
+    return out
+
+
+def plan_reload(old: AgentConfig, new: AgentConfig) -> ReloadPlan:
+    """What applying ``new`` over the running ``old`` takes (pure; both validated)."""
+    rejected: list[str] = []
+    if old.site.id != new.site.id:
+        rejected.append(
+            f"site.id changed ({old.site.id!r} -> {new.site.id!r}): it names every topic, "
+            "record and checkpoint; restart the agent to change it"
+        )
+    for section in RESTART_ONLY_SECTIONS:
+        if section not in type(new).model_fields:
+            continue  # a section this version of the config does not have
+        a, b = getattr(old, section), getattr(new, section)
+        if a != b:
+            keys = _differing_keys(a, b) if isinstance(a, BaseModel) else []
+            what = f" ({', '.join(keys)})" if keys else ""
+            rejected.append(f"[{section}] changed{what}: it cannot change while running; "
+                            "restart the agent to apply it")
+    if rejected:
+        return ReloadPlan(rejected=tuple(rejected))
+
+    old_spec, new_spec = engine_spec(old), engine_spec(new)
+    reset: list[str] = []
+    if old_spec.windows != new_spec.windows:
+        reset.append(f"kpi.windows {list(old_spec.windows)} -> {list(new_spec.windows)}")
+    if old_spec.timezone != new_spec.timezone:
+        reset.append(f"site.timezone {old_spec.timezone!r} -> {new_spec.timezone!r}")
+    if old_spec.shifts != new_spec.shifts:
+        reset.append("calendar.shifts changed")
+    other: list[str] = []
+    if old_spec.grid_factor_kg_per_kwh != new_spec.grid_factor_kg_per_kwh:
+        other.append(f"site.grid_factor_kg_per_kwh {old_spec.grid_factor_kg_per_kwh} -> "
+                     f"{new_spec.grid_factor_kg_per_kwh}")
+    if old_spec.lateness_s != new_spec.lateness_s:
+        other.append(f"kpi.lateness_s {old_spec.lateness_s} -> {new_spec.lateness_s}")
+
+    sources, unchanged_sources, moved = _plan_sources(old, new)
+    machines, unchanged_machines = _plan_machines(old, new, old_spec, new_spec, moved)
+    meters, unchanged_meters = _plan_meters(old, new, old_spec, new_spec, moved)
+    lines, unchanged_lines = _plan_lines(old_spec, new_spec)
+    return ReloadPlan(
+        engine_reset=tuple(reset),
+        sources=tuple(sources),
+        machines=tuple(machines),
+        meters=tuple(meters),
+        lines=tuple(lines),
+        alarms=tuple(_plan_alarms(old_spec, new_spec)),
+        other=tuple(other),
+        unchanged_sources=tuple(unchanged_sources),
+        unchanged_machines=tuple(unchanged_machines),
+        unchanged_meters=tuple(unchanged_meters),
+        unchanged_lines=tuple(unchanged_lines),
+    )
+
+
+# ------------------------------------------------------------- carrying engine state
+
+
+def _flagged(totals: dict[str, Any]) -> dict[str, Any]:
+    totals["flags"] = sorted({*totals.get("flags", ()), RELOAD_FLAG})
+    return totals
+
+
+def _index(ids: Sequence[str]) -> dict[str, int]:
+    return {item: i for i, item in enumerate(ids)}
+
+
+def carry_engine_state(
+    snapshot: Mapping[str, Any], new_spec: EngineSpec, plan: ReloadPlan
+) -> dict[str, Any] | None:
+    """A snapshot for ``new_spec`` holding the state ``plan`` lets survive, or None when
+    nothing can be carried (plant-wide change, other windows, unknown snapshot format).
+
+    Machines, meters, lines and alarm rules are matched by id, not position, so adding,
+    removing or reordering them keeps everyone else's open windows, baselines and last
+    states. Entries absent from the old snapshot start from what a fresh engine has.
+    """
+    if plan.engine_reset or not plan.accepted:
+        return None
+    if snapshot.get("version") != _SNAPSHOT_VERSION:
+        return None
+    old_shape = snapshot["shape"]
+    out = KpiEngine(new_spec).snapshot()  # the exact layout restore() expects
+    shape = out["shape"]
+    if old_shape["site"] != shape["site"] or old_shape["windows"] != shape["windows"]:
+        return None
+    state = copy.deepcopy(dict(snapshot))
+    for key in ("stats", "n", "unknown", "late", "bad", "min_ts", "hw", "event_mode",
+                "ordered", "seal_trigger", "sealed_until", "slice_start", "create_before",
+                "out_records", "alarm_only"):
+        out[key] = state[key]
+
+    old_m = _index(old_shape["machines"])
+    machines = []
+    for i, mid in enumerate(shape["machines"]):
+        carry = plan.carry("machines", mid)
+        if mid not in old_m or carry == "none":
+            machines.append(out["machines"][i])
+            continue
+        entry = state["machines"][old_m[mid]]
+        if carry == "totals":
+            entry.update(last_total=None, last_second=None, buf_total=[], buf_second=[])
+        machines.append(entry)
+    out["machines"] = machines
+
+    old_mt = _index(old_shape["meters"])
+    meters = []
+    for i, mid in enumerate(shape["meters"]):
+        carry = plan.carry("meters", mid)
+        if mid not in old_mt or carry == "none":
+            meters.append(out["meters"][i])
+            continue
+        entry = state["meters"][old_mt[mid]]
+        if carry == "totals":
+            entry.update(last_ts=None, last_steps=None, pending=None, buf=[])
+        meters.append(entry)
+    out["meters"] = meters
+
+    old_ln = _index(old_shape["lines"])
+    meter_specs = {m.id: m for m in new_spec.meters}
+    m_pos, ln_pos = _index(shape["machines"]), _index(shape["lines"])
+    windows = []
+    for label_idx, start, end, totals in state["open"]:
+        m_tot = []
+        for mid in shape["machines"]:
+            carry = plan.carry("machines", mid)
+            if mid in old_m and carry != "none":
+                t = totals["machines"][old_m[mid]]
+                m_tot.append(t if carry == "all" else _flagged(t))
+            else:
+                m_tot.append(_flagged(MachineTotals().to_json()))
+        l_tot = []
+        for lid in shape["lines"]:
+            if lid in old_ln and plan.carry("lines", lid) != "none":
+                l_tot.append(totals["lines"][old_ln[lid]])
+            else:
+                l_tot.append(_flagged(EnergyTotals().to_json()))
+        site = totals["site"]
+        for mid in shape["meters"]:
+            if plan.carry("meters", mid) == "all":
+                continue
+            ms = meter_specs[mid]
+            if ms.machine is not None and ms.machine in m_pos:
+                _flagged(m_tot[m_pos[ms.machine]]["energy"])
+            elif ms.machine is None and ms.line is not None and ms.line in ln_pos:
+                _flagged(l_tot[ln_pos[ms.line]])
+            else:
+                _flagged(site)
+        windows.append([label_idx, start, end, {"machines": m_tot, "lines": l_tot,
+                                                 "site": site}])
+    out["open"] = windows
+
+    changed_alarms = {c.id for c in plan.alarms}
+    old_alarms = _index(old_shape["alarms"])
+    new_alarms = _index(shape["alarms"])
+    out["alarms"] = [
+        state["alarms"][old_alarms[name]]
+        if name in old_alarms and name not in changed_alarms else out["alarms"][i]
+        for i, name in enumerate(shape["alarms"])
+    ]
+    # Events already produced are kept; the index only orders events of the same instant.
+    out["alarm_events"] = [
+        [ts, new_alarms.get(old_shape["alarms"][idx] if idx < len(old_shape["alarms"])
+                            else "", len(new_alarms)), ev]
+        for ts, idx, ev in state["alarm_events"]
+    ]
+    return out
+
+
+def rebuild_engine(engine: KpiEngine, new_spec: EngineSpec, plan: ReloadPlan) -> KpiEngine:
+    """The engine for ``new_spec``: continuing ``engine``'s state as far as ``plan`` allows,
+    or a fresh one when nothing can be carried (logged, with the reason)."""
+    carried = carry_engine_state(engine.snapshot(), new_spec, plan)
+    if carried is None:
+        why = "; ".join(plan.engine_reset) or "the checkpoint format is not supported"
+        log.warning("reload: the KPI engine starts afresh (%s); open windows are lost", why)
+        return KpiEngine(new_spec)
+    try:
+        return KpiEngine.restore(new_spec, carried)
+    except (ValueError, KeyError, TypeError, IndexError) as err:
+        log.warning("reload: could not carry the KPI engine's state (%s); starting afresh",
+                    err)
+        return KpiEngine(new_spec)
+
+
+# ---------------------------------------------------------------------- front half
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadOutcome:
+    """The result of one reload attempt. ``config`` is the config in force afterwards:
+    the new one when ``applicable``, else the unchanged running one."""
+
+    config: AgentConfig
+    plan: ReloadPlan | None = None
+    errors: tuple[tuple[str, str], ...] = ()
+    message: str = ""
+
+    @property
+    def applicable(self) -> bool:
+        """True when the caller should apply ``plan`` to switch to ``config``."""
+        return (self.plan is not None and self.plan.accepted and self.plan.changed
+                and not self.errors)
+
+
+async def reload_config(path: Path, current: AgentConfig) -> ReloadOutcome:
+    """Load and validate ``path`` and plan the switch from ``current``.
+
+    Never raises for a bad file: an invalid config, or one that cannot be applied live,
+    comes back as an outcome whose ``config`` is ``current`` and whose ``message`` says
+    why, so the running agent carries on unchanged. The file is read off the event loop.
+    """
+    try:
+        new = await asyncio.to_thread(load_agent_config, path)
+    except ConfigError as err:
+        return ReloadOutcome(
+            config=current, errors=tuple(err.errors),
+            message=f"reload of {path} failed; the running config stays in force:\n"
+                    f"{err.render()}",
+        )
+    plan = plan_reload(current, new)
+    if not plan.accepted:
+        return ReloadOutcome(
+            config=current, plan=plan,
+            message=f"reload of {path} rejected; the running config stays in force:\n"
+                    + "\n".join(plan.rejected),
+        )
+    if not plan.changed:
+        return ReloadOutcome(config=current, plan=plan,
+                             message=f"reload of {path}: no changes")
+    return ReloadOutcome(config=new, plan=plan,
+                         message=f"reload of {path}:\n{plan.summary()}")

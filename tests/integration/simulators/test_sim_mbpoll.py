@@ -1,0 +1,166 @@
+"""An independent Modbus master (Debian's ``mbpoll``) reads the meters using only the
+register map that ``edge-agent sim modbus`` prints, and gets the ledger's values.
+
+The plant runs on a manual clock, so the served values stand still while ``mbpoll``
+runs; the clock is stepped ten minutes first so the energy registers have moved away
+from their initial values. Without ``mbpoll`` the test is skipped, except under CI
+(``CI=true``), where a missing tool is a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import re
+import shutil
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from simulators.cli import print_register_map
+from simulators.ledger import read_ledger
+from simulators.plant import Plant, SimClock
+from simulators.scenario import Scenario, default_scenario, scenario_from_dict
+
+pytestmark = pytest.mark.integration
+
+START_MS = 1_709_532_000_000  # 2024-03-04T06:00:00Z
+
+
+@pytest.fixture
+def mbpoll() -> str:
+    path = shutil.which("mbpoll")
+    if path is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("mbpoll is not installed (Debian package mbpoll)")
+        pytest.skip("mbpoll is not installed")
+    return path
+
+
+def _scenario() -> Scenario:
+    raw = default_scenario(machines=2, seed=13, fast=True).model_dump(mode="python",
+                                                                      exclude_none=True)
+    raw["meters"][0].update({"layout": "sdm630", "initial_kwh": Decimal("4821.37")})
+    raw["meters"][1].update({"layout": "scaled32", "initial_kwh": Decimal("123456.78"),
+                             "modulus_kwh": Decimal("1000000")})
+    return scenario_from_dict(raw)
+
+
+def _parse_map(text: str) -> dict[str, Any]:
+    """What a person would take from the printed map: endpoint, units, addresses."""
+    endpoint = re.search(r"^Modbus TCP: ([\d.]+):(\d+)$", text, re.M)
+    assert endpoint, text
+    units = {
+        m.group(2): {"unit": int(m.group(1)), "layout": m.group(3),
+                     "resolution": Decimal(m.group(4))}
+        for m in re.finditer(r"unit (\d+): (\S+) \((\w+), ([\d.]+) kWh steps", text)
+    }
+    sdm, scaled = text.split("``scaled32``", 1)
+    sections: dict[str, dict[str, int]] = {}
+    for name, section in (("sdm630", sdm), ("scaled32", scaled)):
+        rows = re.findall(r"^\s*(0x[0-9A-F]{4}) (.+)$", section, re.M)
+        sections[name] = {desc: int(addr, 16) for addr, desc in rows}
+    return {"host": endpoint.group(1), "port": int(endpoint.group(2)), "units": units,
+            "registers": sections}
+
+
+def _address(registers: dict[str, int], words: str) -> int:
+    hits = [addr for desc, addr in registers.items() if desc.startswith(words)]
+    assert len(hits) == 1, (words, registers)
+    return hits[0]
+
+
+async def _mbpoll(tool: str, host: str, port: int, unit: int, table: str, address: int,
+                  count: int, big_endian: bool) -> tuple[dict[int, str], str]:
+    """Run ``mbpoll`` once; returns ``{reference: text}`` and stderr."""
+    args = [tool, "-m", "tcp", "-p", str(port), "-a", str(unit), "-0", "-r", str(address),
+            "-c", str(count), "-t", table, "-1", "-o", "3"]
+    if big_endian:
+        args.append("-B")
+    proc = await asyncio.create_subprocess_exec(*args, host, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=20)
+    values = {int(ref): val for ref, val in re.findall(r"^\[(\d+)\]:\s+(\S+)$",
+                                                       out.decode(), re.M)}
+    return values, err.decode()
+
+
+def _ledger_registers(path: Path) -> dict[str, Decimal]:
+    modulus: dict[str, Decimal] = {}
+    value: dict[str, Decimal] = {}
+    for e in read_ledger(path):
+        if e["kind"] == "init":
+            modulus[e["device"]] = Decimal(e["modulus_kwh"])
+            value[e["device"]] = Decimal(e["register_kwh"])
+        elif e["kind"] == "energy":
+            dev = e["device"]
+            value[dev] = (value[dev] + Decimal(e["kwh"])) % modulus[dev]
+    return value
+
+
+async def test_mbpoll_reads_both_layouts_from_the_printed_map(tmp_path: Path,
+                                                              mbpoll: str) -> None:
+    clock = SimClock(manual=True, start_ms=START_MS)
+    async with Plant(_scenario(), ledger_dir=tmp_path, clock=clock) as plant:
+        await plant.step(600)
+        buf = io.StringIO()
+        print_register_map(plant, buf)
+        published = _parse_map(buf.getvalue())
+        images = {m: plant.meter_model(m).image() for m, _ in plant.meters}
+        truth = _ledger_registers(plant.ledger_paths()["modbus"])
+        host, port = published["host"], published["port"]
+        reads: dict[str, dict[str, Any]] = {}
+        for meter, info in published["units"].items():
+            regs = published["registers"][info["layout"]]
+            unit = info["unit"]
+            if info["layout"] == "sdm630":
+                energy_at = _address(regs, "total import active energy kWh")
+                energy, err = await _mbpoll(mbpoll, host, port, unit, "3:float", energy_at, 1,
+                                            big_endian=True)
+                assert energy, err
+                block, err = await _mbpoll(mbpoll, host, port, unit, "3:float", 0x0000, 32,
+                                           big_endian=True)
+                assert block, err
+                reads[meter] = {
+                    "energy": float(energy[energy_at]),
+                    "volts": float(block[_address(regs, "L1/L2/L3 line-to-neutral voltage")]),
+                    "amps": float(block[_address(regs, "L1/L2/L3 current A")]),
+                    "power": float(block[_address(regs, "total system power W")]),
+                    "pf": float(block[_address(regs, "total system power factor")]),
+                }
+            else:
+                block, err = await _mbpoll(mbpoll, host, port, unit, "4:int", 0x0000, 11,
+                                           big_endian=False)
+                assert block, err
+                reads[meter] = {
+                    "energy": int(block[_address(regs, "total import active energy")]),
+                    "power": int(block[_address(regs, "total active power")]),
+                    "volts": int(block[_address(regs, "L1/L2/L3 voltage")]),
+                    "amps": int(block[_address(regs, "L1/L2/L3 current")]),
+                    "pf": int(block[_address(regs, "total power factor")]),
+                    "step_mwh": int(block[_address(regs, "energy resolution")]),
+                }
+        _, missing = await _mbpoll(mbpoll, host, port, 99, "3:float", 0x0048, 1,
+                                   big_endian=True)
+
+    assert set(reads) == {"meter-01", "meter-02"}
+    sdm, image = reads["meter-01"], images["meter-01"]
+    assert Decimal(round(sdm["energy"] * 100)) / 100 == truth["meter-01"] == image.energy_kwh
+    assert truth["meter-01"] != Decimal("4821.37"), "energy should have moved in 10 minutes"
+    assert sdm["volts"] == pytest.approx(image.voltages_v[0], rel=1e-5)
+    assert sdm["amps"] == pytest.approx(image.currents_a[0], rel=1e-5, abs=1e-6)
+    assert sdm["power"] == pytest.approx(image.power_w, rel=1e-5, abs=1e-3)
+    assert sdm["pf"] == pytest.approx(image.power_factor, rel=1e-5)
+
+    scaled, image = reads["meter-02"], images["meter-02"]
+    assert scaled["energy"] * Decimal("0.01") == truth["meter-02"] == image.energy_kwh
+    assert truth["meter-02"] != Decimal("123456.78")
+    assert scaled["power"] == round(image.power_w * 10)
+    assert scaled["volts"] == round(image.voltages_v[0] * 10)
+    assert scaled["amps"] == round(image.currents_a[0] * 1000)
+    assert scaled["pf"] == round(image.power_factor * 1000)
+    assert scaled["step_mwh"] == 10_000
+    assert "Gateway path unavailable" in missing

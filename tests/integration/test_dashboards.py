@@ -1,0 +1,284 @@
+"""Every Flux query of the provisioned Grafana dashboards runs against a real InfluxDB.
+
+The test InfluxDB is 1.8.10 with Flux enabled (Flux 0.65, older than the 2.x the
+dashboards are meant for), so a query that runs here uses nothing newer. Sample KPI
+points are written exactly as the ingest writes them (``record_to_point``): machines with
+and without a meter, line and site records, two KPI windows, undefined ratios left out and
+flags. Grafana's variables are replaced by concrete values, as Grafana would, for "All" and
+for single, regex-escaped selections. Each query must answer without error and with rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.ingest.points import record_to_point
+from agent.services import ManagedInfluxd
+from rules.errors import ServiceError
+from rules.types import KpiRecord
+
+pytestmark = pytest.mark.integration
+
+DASHBOARDS = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "dashboards"
+SITE = "hb-sjz-01"
+WINDOW_MS = 15 * 60_000
+KGCE_PER_KWH = 0.1229
+GRID = 0.5306
+
+
+def _record(line: str | None, machine: str | None, window: str, end_ms: int, *,
+            pbt: float, pt: float, pq: int, sq: int, ideal: float | None,
+            energy: float | None, flags: tuple[str, ...] = ()) -> KpiRecord:
+    """A consistent record: the ratios follow from the times and counts (KPI.md)."""
+    gq = pq - sq
+    schedule = pbt > 0 and ideal is not None
+    kwh_fields: dict[str, Any] = {}
+    if energy is not None:
+        kwh_fields = {
+            "energy_kwh": energy,
+            "energy_per_unit_kwh": energy / pq if pq else None,
+            "energy_per_good_unit_kwh": energy / gq if gq else None,
+            "kgce_per_good_unit": KGCE_PER_KWH * energy / gq if gq else None,
+            "co2_kg": GRID * energy,
+            "co2_per_good_unit_kg": GRID * energy / gq if gq else None,
+        }
+    length_ms = WINDOW_MS if window == "15m" else 3_600_000
+    return KpiRecord(
+        site=SITE, line=line, machine=machine, window=window,
+        window_start_ms=end_ms - length_ms, window_end_ms=end_ms,
+        planned_busy_time_s=pbt, producing_time_s=pt, idle_time_s=pbt - pt,
+        parts_produced=pq, parts_good=gq, parts_scrap=sq,
+        availability=pt / pbt if schedule else None,
+        performance=(ideal * pq / pt if ideal is not None and pt else None) if schedule else None,
+        quality_ratio=gq / pq if schedule and pq else None,
+        oee=ideal * gq / pbt if schedule and ideal is not None else None,
+        defect_rate=sq / pq if schedule and pq else None,
+        cycle_time_mean_s=pt / pq if schedule and pq else None,
+        ideal_cycle_time_s=ideal,
+        flags=flags if energy is not None else (*flags, "no_energy_data"),
+        **kwh_fields,
+    )
+
+
+def sample_records(now_ms: int) -> list[KpiRecord]:
+    """Eight 15-minute windows and two hourly windows of a two-line site."""
+    records: list[KpiRecord] = []
+    last_end = now_ms // WINDOW_MS * WINDOW_MS
+    for i in range(8):
+        end = last_end - i * WINDOW_MS
+        idle_window = i == 3  # nothing planned: schedule ratios undefined
+        pbt = 0.0 if idle_window else 900.0
+        c1 = dict(pbt=pbt, pt=0.0 if idle_window else 720.0, pq=0 if idle_window else 14,
+                  sq=0 if idle_window else 1, ideal=45.0)
+        c2 = dict(pbt=pbt, pt=0.0 if idle_window else 810.0, pq=0 if idle_window else 15,
+                  sq=0, ideal=50.0)
+        c3 = dict(pbt=pbt, pt=0.0 if idle_window else 600.0, pq=0 if idle_window else 20,
+                  sq=0 if idle_window else 2, ideal=25.0)
+        flags = ("incomplete",) if i == 5 else ()
+        e1, e3, e_line_b = 1.5 + 0.1 * i, 2.0, 0.5
+        records += [
+            _record("line-a", "cnc-01", "15m", end, energy=e1, flags=flags, **c1),
+            _record("line-a", "cnc-02", "15m", end, energy=None, **c2),  # no meter
+            _record("line-b", "cnc-03", "15m", end, energy=e3, **c3),
+            # line records: the output machine's counts, the line's energy
+            _record("line-a", None, "15m", end, energy=e1, flags=flags, **c2),
+            _record("line-b", None, "15m", end, energy=e3 + e_line_b, **c3),
+        ]
+        records.append(_record(
+            None, None, "15m", end, pbt=2 * pbt, pt=c2["pt"] + c3["pt"],
+            pq=c2["pq"] + c3["pq"], sq=c2["sq"] + c3["sq"], ideal=None,
+            energy=e1 + e3 + e_line_b))
+    for j in range(2):
+        end = now_ms // 3_600_000 * 3_600_000 - j * 3_600_000
+        records += [
+            _record("line-a", "cnc-01", "1h", end, pbt=3600, pt=3000, pq=60, sq=3, ideal=45.0,
+                    energy=6.0),
+            _record("line-a", None, "1h", end, pbt=3600, pt=3300, pq=62, sq=0, ideal=50.0,
+                    energy=6.0),
+            _record(None, None, "1h", end, pbt=3600, pt=3300, pq=62, sq=0, ideal=None,
+                    energy=6.0),
+        ]
+    return records
+
+
+def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
+    req = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def write_records(influxdb: ManagedInfluxd, records: list[KpiRecord]) -> None:
+    body = "\n".join(record_to_point(r).to_line_protocol() for r in records).encode()
+    status, text = _post(
+        f"{influxdb.url}/api/v2/write?bucket={influxdb.bucket}&precision=ms", body,
+        {"Authorization": f"Token {influxdb.token}", "Content-Type": "text/plain"})
+    assert status == 204, text
+
+
+def run_flux(influxdb: ManagedInfluxd, query: str) -> list[dict[str, str]]:
+    """Rows of a Flux query (annotated CSV); fails on any error the server reports."""
+    status, text = _post(f"{influxdb.url}/api/v2/query", query.encode(), {
+        "Authorization": f"Token {influxdb.token}",
+        "Accept": "application/csv",
+        "Content-Type": "application/vnd.flux",
+    })
+    assert status == 200, f"HTTP {status}: {text}\n--- query:\n{query}"
+    rows: list[dict[str, str]] = []
+    header: list[str] | None = None
+    for row in csv.reader(io.StringIO(text)):
+        if not row or row[0].startswith("#"):
+            header = None if not row else header
+            continue
+        if header is None:
+            header = row
+            assert "error" not in header, f"{text}\n--- query:\n{query}"
+            continue
+        rows.append(dict(zip(header, row, strict=False)))
+    return rows
+
+
+def substitute(query: str, *, bucket: str, line: str, machine: str, window: str = "15m") -> str:
+    """What Grafana sends: variables replaced, time range and interval filled in."""
+    values = {
+        "${bucket}": bucket, "${site}": SITE, "${window}": window,
+        "${line:regex}": line, "${machine:regex}": machine,
+        "v.timeRangeStart": "-6h", "v.timeRangeStop": "now()", "v.windowPeriod": "15m",
+    }
+    for key, value in values.items():
+        query = query.replace(key, value)
+    left = re.findall(r"\$\{?\w+|v\.\w+", query)
+    assert not left, f"unsubstituted variables {left} in:\n{query}"
+    return query
+
+
+def dashboards() -> Iterator[tuple[str, dict[str, Any]]]:
+    for path in sorted(DASHBOARDS.glob("*.json")):
+        yield path.name, json.loads(path.read_text())
+
+
+def queries() -> list[tuple[str, str]]:
+    """(where, Flux) of every panel target and every query variable."""
+    out: list[tuple[str, str]] = []
+    for name, board in dashboards():
+        for var in board["templating"]["list"]:
+            if var["type"] == "query":
+                out.append((f"{name}: variable {var['name']}", var["query"]))
+        for panel in board["panels"]:
+            for target in panel.get("targets", []):
+                out.append((f"{name}: {panel['title']} {target['refId']}", target["query"]))
+    return out
+
+
+SAMPLE = sample_records(int(time.time() * 1000) - 60_000)
+
+
+@pytest.fixture(scope="module")
+def kpi_influxdb() -> Iterator[ManagedInfluxd]:
+    """One InfluxDB with the sample records for the whole module (the queries only read)."""
+    server = ManagedInfluxd()
+    try:
+        server.start()
+    except ServiceError as err:
+        server.close()
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail(f"influxd unavailable: {err}")
+        pytest.skip(f"influxd unavailable: {err}")
+    try:
+        write_records(server, SAMPLE)
+        yield server
+    finally:
+        server.close()
+
+
+def _run_all(influxdb: ManagedInfluxd, todo: list[tuple[str, str]], line: str,
+             machine: str) -> list[str]:
+    failures: list[str] = []
+    for where, flux in todo:
+        query = substitute(flux, bucket=influxdb.bucket, line=line, machine=machine)
+        try:
+            rows = run_flux(influxdb, query)
+        except AssertionError as err:
+            failures.append(f"{where} [{line}/{machine}]: {err}")
+            continue
+        if not rows:
+            failures.append(f"{where} [{line}/{machine}]: no rows")
+    return failures
+
+
+def test_every_dashboard_query_runs_and_returns_rows(kpi_influxdb: ManagedInfluxd) -> None:
+    # "All": Grafana's custom all value of the line and machine variables.
+    all_queries = queries()
+    assert len(all_queries) > 40
+    failures = _run_all(kpi_influxdb, all_queries, ".*", ".*")
+    assert not failures, "\n\n".join(failures)
+
+
+def test_single_selections_work_as_grafana_escapes_them(kpi_influxdb: ManagedInfluxd) -> None:
+    # One line and one machine, regex-escaped as Grafana's :regex format renders them; one
+    # query for each distinct way the variables are used is enough.
+    seen: set[str] = set()
+    todo = []
+    for where, flux in queries():
+        uses = "\n".join(ln for ln in flux.splitlines() if ":regex}" in ln)
+        if uses and uses not in seen:
+            seen.add(uses)
+            todo.append((where, flux))
+    assert len(todo) >= 3
+    failures = _run_all(kpi_influxdb, todo, r"line\-a", r"cnc\-01")
+    assert not failures, "\n\n".join(failures)
+
+
+def _panel_query(board: str, title: str, ref: str = "A") -> str:
+    for name, dash in dashboards():
+        if name != board:
+            continue
+        for panel in dash["panels"]:
+            if panel["title"] == title:
+                for target in panel["targets"]:
+                    if target["refId"] == ref:
+                        return str(target["query"])
+    raise AssertionError(f"{board}: no panel {title!r} {ref}")
+
+
+def test_ratios_are_recomputed_from_sums_not_averaged(kpi_influxdb: ManagedInfluxd) -> None:
+    records = [r for r in SAMPLE if r.window == "15m"]
+    lines = [r for r in records if r.line is not None and r.machine is None]
+    ideal_good = sum((r.ideal_cycle_time_s or 0) * r.parts_good for r in lines)
+    expected_oee = ideal_good / sum(r.planned_busy_time_s for r in lines)
+    query = substitute(_panel_query("intelligent-workshop.json", "OEE"),
+                       bucket=kpi_influxdb.bucket, line=".*", machine=".*")
+    rows = run_flux(kpi_influxdb, query)
+    assert len(rows) == 1
+    assert float(rows[0]["oee"]) == pytest.approx(expected_oee)
+
+    site = [r for r in records if r.line is None]
+    energy = sum(r.energy_kwh or 0 for r in site)
+    good = sum(r.parts_good for r in site)
+    query = substitute(_panel_query("green-factory.json", "Standard coal per good unit"),
+                       bucket=kpi_influxdb.bucket, line=".*", machine=".*")
+    rows = run_flux(kpi_influxdb, query)
+    assert len(rows) == 1
+    assert float(rows[0]["kgce_per_good_unit"]) == pytest.approx(KGCE_PER_KWH * energy / good)
+
+
+def test_machine_without_meter_is_left_out_of_energy_intensity(
+        kpi_influxdb: ManagedInfluxd) -> None:
+    query = substitute(_panel_query("green-factory.json", "Totals by machine", "E"),
+                       bucket=kpi_influxdb.bucket, line=".*", machine=".*")
+    machines = {row["machine"] for row in run_flux(kpi_influxdb, query)}
+    assert machines == {"cnc-01", "cnc-03"}
