@@ -17,8 +17,21 @@ Watermark and lateness (decided here, documented for operators):
 * Live mode starts with the first :meth:`advance` call: the watermark is the caller's
   clock and nothing else closes a window.
 * Before any :meth:`advance` (offline replay), the watermark is the newest sample time
-  seen, so a replay of a year of data keeps memory flat; the caller may still call
-  :meth:`advance` with the input's time to collect records as it goes.
+  seen, so a replay of a year of data keeps memory flat; the caller collects records as
+  it goes with :meth:`collect`, which (unlike :meth:`advance`) leaves the engine in this
+  event-time mode, so how often it is called never changes the output.
+* The slice grid (where the first window of each label starts) is fixed in both modes at
+  the same point of the input: when the newest sample time, or the clock, is
+  ``lateness_s`` past the oldest sample seen. Fixing it earlier (at a first
+  :meth:`advance` that has nothing to seal yet) would drop an on-time sample older than
+  the first ones.
+* Live and offline agree. Fed the same samples in the same order, a live engine whose
+  watermark never runs ahead of the newest sample time (at any schedule of
+  :meth:`advance` calls) and a replay produce identical records, alarms and counters,
+  provided the replay drops nothing as late and each meter reports within the lateness
+  (no ``energy_carried``): the replay seals at least as early as the live engine, so it
+  is the one that would drop or carry first. ``tests/unit/agent/test_live_vs_offline.py``
+  checks this property.
 * A sample is accepted while its slice is unsealed: up to ``lateness_s`` after the end of
   the slice it belongs to (so at least ``lateness_s`` late). An older sample is dropped
   and counted in ``stats["late_dropped"]``; so is an energy reading older than one
@@ -60,6 +73,7 @@ _NEG = -(1 << 62)
 _POS = 1 << 62
 _TS = attrgetter("ts_ms")
 _SNAPSHOT_VERSION = 1
+_MAX_UNKNOWN_KEYS = 100
 
 BAD_QUALITY = "bad_quality"
 INVALID_VALUE = "invalid_value"
@@ -232,6 +246,7 @@ class KpiEngine:
         self._stats = dict.fromkeys(_STAT_NAMES, 0)
         self._n = 0
         self._unknown = 0
+        self._unknown_keys: dict[tuple[str, str], int] = {}
         self._late = 0
         self._bad = 0
         self._min_ts = _POS
@@ -257,6 +272,9 @@ class KpiEngine:
         ts = sample.ts_ms
         if buf is None:
             self._unknown += 1
+            key = (sample.device, sample.signal)
+            if key in self._unknown_keys or len(self._unknown_keys) < _MAX_UNKNOWN_KEYS:
+                self._unknown_keys[key] = self._unknown_keys.get(key, 0) + 1
             return
         if ts < self._sealed_until:
             self._late += 1
@@ -266,12 +284,18 @@ class KpiEngine:
         buf.append(sample)
         if ts < self._min_ts:
             self._min_ts = ts
-            if self._slice is None and self._event_mode:
+            if self._slice is None:
                 self._seal_trigger = ts + self._lateness_ms
         if ts > self._hw:
             self._hw = ts
             if ts >= self._seal_trigger:
-                self._seal_to(ts - self._lateness_ms)
+                if self._event_mode:
+                    self._seal_to(ts - self._lateness_ms)
+                else:
+                    # Live mode: only the clock seals, but the slice grid starts where an
+                    # offline replay of the same samples starts it (see the module doc).
+                    self._start_slicing()
+                    self._seal_trigger = _POS
         elif ts < self._hw:
             self._ordered = False
 
@@ -282,7 +306,8 @@ class KpiEngine:
         only changes). Returns the records and alarms that became final.
         """
         self._event_mode = False
-        self._seal_trigger = _POS
+        if self._slice is not None:
+            self._seal_trigger = _POS
         self._seal_to(watermark_ms - self._lateness_ms)
         return self._drain()
 
@@ -318,6 +343,14 @@ class KpiEngine:
         self._known_until = None
         return self._drain()
 
+    def collect(self) -> EngineOutput:
+        """Offline replay: the records and alarms that became final so far.
+
+        Unlike :meth:`advance` it fixes no watermark and keeps the engine in event-time
+        mode, so how often a replay collects its output never changes the output.
+        """
+        return self._drain()
+
     @property
     def stats(self) -> Mapping[str, int]:
         """Counters for the health endpoint and the offline command's summary."""
@@ -327,6 +360,13 @@ class KpiEngine:
         out["late_dropped"] += self._late
         out["ignored_bad_quality"] = self._bad
         return out
+
+    @property
+    def unknown_signals(self) -> Mapping[tuple[str, str], int]:
+        """How often each unknown (device, signal) pair was seen, for the first
+        ``_MAX_UNKNOWN_KEYS`` distinct pairs, so an operator can tell a typo in the
+        config from a device that is simply not configured. Not part of a checkpoint."""
+        return dict(self._unknown_keys)
 
     # ---------------------------------------------------------------- sealing
 
@@ -343,11 +383,18 @@ class KpiEngine:
             self._sealed_until = start
 
     def _seal_to(self, until_ms: int) -> None:
-        self._start_slicing()
+        if self._slice is None:
+            if until_ms < self._min_ts:
+                # Nothing to seal yet. Fixing the slice grid now, from the samples seen so
+                # far, would drop an on-time sample older than those (see the module doc).
+                return
+            self._start_slicing()
         while self._slice is not None and self._slice.end_ms <= until_ms:
             self._seal_one()
-        if self._event_mode and self._slice is not None:
-            self._seal_trigger = self._slice.end_ms + self._lateness_ms
+        if self._slice is None:
+            return
+        self._seal_trigger = (self._slice.end_ms + self._lateness_ms if self._event_mode
+                              else _POS)
 
     def _seal_one(self) -> None:
         info = self._slice

@@ -8,6 +8,8 @@ It lives beside the shared value types because every package may import ``rules`
     ├── DeviceError          a device could not be read (collectors; never fatal)
     │   └── DecodeError      registers that do not decode to the configured type
     ├── DeliveryError        broker or database refused or is unreachable
+    ├── StorageError         local durable storage (outbox, journal) failed
+    │   └── OutboxError      (agent.outbox) the outbox file could not be read or written
     └── ServiceError         a helper service (broker, database) failed to start
 
 Library errors are wrapped at the boundary with ``raise ... from err``.
@@ -53,6 +55,14 @@ class DecodeError(DeviceError):
 
 class DeliveryError(EdgeAgentError):
     """The broker or the database refused a message or could not be reached."""
+
+
+class StorageError(EdgeAgentError):
+    """Local durable storage failed (disk full, I/O error, corrupt file).
+
+    Kept apart from :class:`DeliveryError`: a broker outage is expected and retried in the
+    background, while a storage failure means data the agent already accepted is at risk.
+    """
 
 
 class ServiceError(EdgeAgentError):

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 class StrictModel(BaseModel):
     """Base of every config model: unknown keys are errors (a typo must not pass silently)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 def resolve_secret(inline: SecretStr | None, env_name: str | None, place: str) -> str | None:
@@ -34,10 +34,15 @@ class TlsSettings(StrictModel):
     """TLS towards the broker: CA bundle, optional client certificate (mutual TLS)."""
 
     enabled: bool = True
+    """Use TLS (a `[mqtt.tls]` table turns it on by being there)."""
     ca_file: Path | None = None
+    """CA bundle that signed the broker's certificate; none = the system's CAs."""
     cert_file: Path | None = None
+    """Client certificate for mutual TLS (goes with key_file)."""
     key_file: Path | None = None
+    """Private key of cert_file."""
     insecure_skip_verify: bool = False
+    """Accept any broker certificate: for a first test only, never in production."""
 
     @model_validator(mode="after")
     def _pair(self) -> Self:
@@ -50,20 +55,35 @@ class MqttSettings(StrictModel):
     """How to reach the broker. MQTT 5 by default; ``protocol = "3.1.1"`` for old brokers."""
 
     host: str = "127.0.0.1"
+    """Broker host name or address."""
     port: int = Field(1883, ge=1, le=65535)
+    """Broker port (1883 plain, 8883 usually TLS)."""
     protocol: Literal["5", "3.1.1"] = "5"
+    """MQTT version; 3.1.1 only for brokers that lack 5 (no shared subscriptions)."""
     client_id: str | None = None
+    """Client id; default derived from the agent id. Must be unique per broker."""
     username: str | None = None
+    """User name for the broker."""
     password: SecretStr | None = None
+    """Password inline (prefer password_env); never logged."""
     password_env: str | None = None
+    """Name of the environment variable that holds the password."""
     keepalive_s: int = Field(30, ge=5, le=3600)
+    """MQTT keep-alive; the broker fires the Last Will after 1.5x this."""
     session_expiry_s: int = Field(3600, ge=0)
+    """How long the broker keeps our session (and queued QoS 1 messages) while we are away."""
     prefix: str = "factory"
+    """First topic level: {prefix}/{site}/{line}/{machine}/kpi."""
     qos: Literal[1] = 1
+    """QoS of KPI and alarm messages: always 1 (at least once; writes are idempotent)."""
     max_inflight: int = Field(100, ge=1, le=65535)
+    """Unacknowledged messages at most (also bounded by the broker's Receive Maximum)."""
     reconnect_min_s: float = Field(1.0, gt=0)
+    """First reconnect delay; it doubles with jitter up to reconnect_max_s."""
     reconnect_max_s: float = Field(60.0, gt=0)
+    """Longest reconnect delay."""
     tls: TlsSettings | None = None
+    """TLS towards the broker; absent = plain TCP."""
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -85,11 +105,17 @@ class InfluxSettings(StrictModel):
     ``user:password``; on 2.x/3.x they are the real bucket and token."""
 
     url: str = "http://127.0.0.1:8086"
+    """InfluxDB base URL."""
     org: str = "-"
+    """Organisation (InfluxDB 2.x/3.x); ignored by 1.8, use "-"."""
     bucket: str = "factory/autogen"
+    """Bucket; on InfluxDB 1.8 "database/retention_policy"."""
     token: SecretStr | None = None
+    """API token inline (prefer token_env); on 1.8 "user:password". Never logged."""
     token_env: str | None = None
+    """Name of the environment variable that holds the token."""
     timeout_s: float = Field(10.0, gt=0)
+    """HTTP timeout of one write."""
 
     def token_value(self) -> str:
         """The token, read from the environment when ``token_env`` is set."""

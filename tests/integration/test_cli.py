@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,182 @@ def test_kpi_missing_input_exits_2(tmp_path: Path) -> None:
     cfg.write_text(KPI_CONFIG)
     res = edge_agent("kpi", "--input", str(tmp_path / "nope.jsonl"), "-c", str(cfg))
     assert res.returncode == 2 and "file not found" in res.stderr
+
+
+def _write_cfg(tmp_path: Path, text: str) -> Path:
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(text)
+    return cfg
+
+
+def test_kpi_unsupported_value_type_exits_2_naming_the_line(tmp_path: Path) -> None:
+    cfg = _write_cfg(tmp_path, KPI_CONFIG)
+    samples = tmp_path / "s.jsonl"
+    samples.write_text(_sample("2026-11-26T08:00:00Z", "state", "idle") + "\n\n"
+                       + _sample("2026-11-26T08:00:01Z", "parts_total", [1]) + "\n")
+    res = edge_agent("kpi", "--input", str(samples), "-c", str(cfg))
+    assert res.returncode == 2
+    assert f"{samples}:3: 'value' has unsupported type list" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize(("text", "named"), [
+    (KPI_CONFIG.replace('windows = ["1m"]', 'windows = ["7x"]'), "kpi.windows"),
+    (KPI_CONFIG.replace('windows = ["1m"]', 'windows = ["shift"]'), "kpi.windows"),
+    (KPI_CONFIG + "colour = 'red'\n", "machines[0] \"m\": colour: unknown key"),
+    (KPI_CONFIG.replace('output_machine = "m"', 'output_machine = "x"'),
+     'lines[0] "l": output_machine'),
+    (KPI_CONFIG + '[[alarms]]\nname = "a"\nkind = "state_duration"\nmachine = "m"\n'
+     'state = "sleeping"\nmax_duration_s = 5\n', 'alarms[0] "a": state'),
+])
+def test_kpi_invalid_config_exits_2_naming_the_key(tmp_path: Path, text: str,
+                                                   named: str) -> None:
+    cfg = _write_cfg(tmp_path, text)
+    res = edge_agent("kpi", "--input", "-", "-c", str(cfg), stdin="")
+    assert res.returncode == 2, res.stderr
+    assert named in res.stderr and "Traceback" not in res.stderr
+
+
+def test_kpi_counts_what_it_ignores_on_stderr(tmp_path: Path) -> None:
+    """Values valid JSON but not valid for their role, unknown devices or signals, late
+    and bad-quality samples are left out of the KPIs as the live agent leaves them out,
+    flagged on the record and counted in the one-line summary: never silently."""
+    cfg = _write_cfg(tmp_path, KPI_CONFIG)
+    lines = [
+        _sample("2026-11-26T08:00:00Z", "state", "producing"),
+        _sample("2026-11-26T08:00:00Z", "parts_total", 100),
+        _sample("2026-11-26T08:00:10Z", "state", "running"),  # not one of the six states
+        _sample("2026-11-26T08:00:20Z", "parts_total", "101"),  # a counter as a string
+        _sample("2026-11-26T08:00:30Z", "spindle_rpm", 1200),  # unknown signal
+        json.dumps({"ts": "2026-11-26T08:00:30Z", "device": "cnc-9", "signal": "state",
+                    "value": "idle"}),  # unknown device
+        json.dumps({"ts": "2026-11-26T08:00:40Z", "device": "m", "signal": "parts_total",
+                    "value": 105, "quality": "bad"}),
+        _sample("2026-11-26T08:01:30Z", "parts_total", 106),
+        _sample("2026-11-26T08:00:50Z", "parts_total", 103),  # 40 s late, lateness 5 s
+        _sample("2026-11-26T08:01:40Z", "parts_total", 107),
+    ]
+    res = edge_agent("kpi", "--input", "-", "-c", str(cfg), stdin="\n".join(lines) + "\n")
+    assert res.returncode == 0, res.stderr
+    summary = res.stderr.strip().splitlines()
+    assert summary == [
+        "edge-agent kpi: 10 samples, 6 records; ignored: 2 unknown device/signal, "
+        "2 invalid values, 1 late, 1 bad quality (unknown: cnc-9/state x1, m/spindle_rpm x1)"
+    ]
+    records = [json.loads(line) for line in res.stdout.splitlines()]
+    first = next(r for r in records if r["machine"] == "m")
+    assert set(first["flags"]) >= {"invalid_value", "bad_quality"}
+    # the state became unknown at the invalid value: 10 s producing, the rest unknown
+    assert first["producing_time_s"] == 10.0 and "incomplete" in first["flags"]
+    assert first["parts_produced"] == 0
+
+
+SHIFT_CONFIG = """
+[site]
+id = "s"
+timezone = "Asia/Shanghai"
+
+[kpi]
+windows = ["shift"]
+
+[[calendar.shifts]]
+name = "A"
+start = "08:00"
+end = "20:00"
+breaks = [["12:00", "12:30"]]
+
+[[calendar.shifts]]
+name = "N"
+start = "20:00"
+end = "08:00"
+breaks = [["00:00", "00:30"], ["03:00", "03:15"]]
+
+[[lines]]
+id = "l"
+output_machine = "m"
+
+[[machines]]
+id = "m"
+line = "l"
+ideal_cycle_time_s = 60
+
+[[meters]]
+id = "e"
+machine = "m"
+resolution_kwh = 0.1
+"""
+
+
+def test_kpi_night_shift_across_midnight_with_breaks(tmp_path: Path) -> None:
+    """Night shift N of 2026-11-26 in Shanghai (UTC+8): 20:00-08:00 local is
+    12:00Z-00:00Z, POT 720 min; breaks 00:00-00:30 and 03:00-03:15 local (16:00Z and
+    19:00Z, 45 min). Hand-computed timeline (UTC):
+
+    12:00 producing 120 | 14:00 setup 30 | 14:30 producing 100, of which 10 in the break
+    -> 90 | 16:10 unplanned_down 30, of which 20 in the break -> 10 | 16:40 producing 80 |
+    18:00 idle 20 | 18:20 producing 220, of which 15 in the break -> 205 | 22:00
+    planned_down 30 | 22:30 producing 90.
+
+    APT = 120 + 90 + 80 + 205 + 90 = 585 min; PDOT = 45 + 30 = 75 min; PBT = 645 min.
+    PQ = 1500 - 1000 = 500, SQ 25, GQ 475; the meter reads 100.0 kWh at 12:00Z and
+    220.0 kWh at 00:00Z: energy 120 kWh.
+    """
+    cfg = _write_cfg(tmp_path, SHIFT_CONFIG)
+    day = "2026-11-26T"
+
+    def line(ts: str, device: str, signal: str, value: object) -> str:
+        return json.dumps({"ts": ts, "device": device, "signal": signal, "value": value})
+
+    lines = [
+        line(day + "12:00:00Z", "m", "state", "producing"),
+        line(day + "12:00:00Z", "m", "parts_total", 1000),
+        line(day + "12:00:00Z", "m", "parts_bad", 0),
+        line(day + "14:00:00Z", "m", "state", "setup"),
+        line(day + "14:30:00Z", "m", "state", "producing"),
+        line(day + "16:10:00Z", "m", "state", "unplanned_down"),
+        line(day + "16:40:00Z", "m", "state", "producing"),
+        line(day + "18:00:00Z", "m", "state", "idle"),
+        line(day + "18:20:00Z", "m", "state", "producing"),
+        line(day + "22:00:00Z", "m", "state", "planned_down"),
+        line(day + "22:30:00Z", "m", "state", "producing"),
+        line(day + "23:00:00Z", "m", "parts_total", 1500),
+        line(day + "23:00:00Z", "m", "parts_bad", 25),
+        line("2026-11-27T00:00:00Z", "m", "parts_total", 1500),
+    ]
+    # The meter is polled every 4 s, well within the lateness, so no energy is carried.
+    t0 = datetime(2026, 11, 26, 12, tzinfo=UTC)
+    lines += [line((t0 + timedelta(seconds=4 * i)).strftime("%Y-%m-%dT%H:%M:%SZ"), "e",
+                   "energy_kwh", round(100.0 + i * 4 * 120.0 / 43200, 1))
+              for i in range(43200 // 4 + 1)]
+    lines.sort(key=lambda x: json.loads(x)["ts"])
+    res = edge_agent("kpi", "--input", "-", "-c", str(cfg), stdin="\n".join(lines) + "\n")
+    assert res.returncode == 0, res.stderr
+    records = [json.loads(x) for x in res.stdout.splitlines()]
+    night = [r for r in records if r["machine"] == "m"
+             and r["window_start"] == "2026-11-26T12:00:00.000Z"]
+    assert len(night) == 1
+    r = night[0]
+    assert r["window"] == "shift" and r["window_end"] == "2026-11-27T00:00:00.000Z"
+    assert r["flags"] == []
+    assert r["planned_busy_time_s"] == 645 * 60
+    assert r["producing_time_s"] == 585 * 60
+    assert r["setup_time_s"] == 30 * 60
+    assert r["unplanned_down_time_s"] == 10 * 60
+    assert r["idle_time_s"] == 20 * 60
+    assert (r["parts_produced"], r["parts_scrap"], r["parts_good"]) == (500, 25, 475)
+    assert r["availability"] == pytest.approx(585 / 645)
+    assert r["performance"] == pytest.approx(60 * 500 / (585 * 60))
+    assert r["quality_ratio"] == pytest.approx(0.95)
+    assert r["oee"] == pytest.approx(60 * 475 / (645 * 60))
+    assert r["defect_rate"] == pytest.approx(0.05)
+    assert r["cycle_time_mean_s"] == pytest.approx(70.2)
+    assert r["energy_kwh"] == pytest.approx(120.0)
+    assert r["energy_per_good_unit_kwh"] == pytest.approx(120 / 475)
+    assert r["co2_kg"] == pytest.approx(120 * 0.5306)
+    line_rec = next(x for x in records if x["line"] == "l" and x["machine"] is None
+                    and x["window_start"] == r["window_start"])
+    assert line_rec["oee"] == pytest.approx(r["oee"])
+    # the next morning's shift A starts at the last sample: closed, and says it is partial
+    morning = [x for x in records if x["machine"] == "m"
+               and x["window_start"] == "2026-11-27T00:00:00.000Z"]
+    assert len(morning) == 1 and "incomplete" in morning[0]["flags"]

@@ -6,10 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from agent.samplelog import SampleRecorder, read_samples
+from agent.samplelog import SampleRecorder, fast_rfc3339_to_ms, read_samples
 from rules.errors import InputError
-from rules.types import Sample
+from rules.types import Sample, ms_to_rfc3339, rfc3339_to_ms
 
 GOOD = '{"ts": "2026-11-26T08:00:00.000Z", "device": "cnc-01", "signal": "parts_total", "value": 5}'
 
@@ -64,3 +66,42 @@ def test_recorder_round_trips_and_rotates(tmp_path: Path) -> None:
     assert all(f.stat().st_size < 400 + 100 for f in files)
     first = json.loads(files[0].read_text().splitlines()[0])
     assert first["ts"].endswith("Z") and "quality" not in first
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(min_value=0, max_value=253_402_300_799_999), st.booleans())
+def test_fast_timestamp_path_agrees_with_the_general_parser(ts_ms: int, millis: bool) -> None:
+    text = ms_to_rfc3339(ts_ms)
+    if not millis:
+        text = text[:19] + "Z"
+        ts_ms -= ts_ms % 1000
+    assert fast_rfc3339_to_ms(text) == rfc3339_to_ms(text) == ts_ms
+
+
+@pytest.mark.parametrize("text", [
+    "2026-11-26T08:00:00+08:00", "2026-11-26T08:00:00.5Z", "2026-11-26T08:00:00.000z",
+    "2026-11-26 08:00:00.000Z", "2026-11-26T08:00:00.0a0Z",
+    "2026-11-26T08:00:00.\u00b2\u00b2\u00b2Z",
+    "2026-13-26T08:00:00.000Z", "2026-11-26T24:00:00Z", "yesterday",
+])
+def test_fast_timestamp_path_declines_other_forms(text: str) -> None:
+    assert fast_rfc3339_to_ms(text) is None
+
+
+def test_lines_the_fast_path_declines_still_parse_or_fail_the_same() -> None:
+    lines = [
+        "  " + GOOD + "  \r\n",  # surrounding whitespace
+        GOOD.replace("08:00:00.000Z", "16:00:00+08:00"),  # an offset
+        GOOD.replace('"value": 5', '"value": 5, "quality": "uncertain"'),
+    ]
+    samples = list(read_samples(lines, "s.jsonl"))
+    assert [s.ts_ms for s in samples] == [1795680000000] * 3
+    assert samples[2].quality == "uncertain"
+    for bad, message in [
+        (GOOD + " x", "not valid JSON"),
+        (GOOD.replace('"value": 5', '"value": 5, "quality": ["good"]'), "'quality' must be"),
+        (GOOD.replace('"value": 5', '"value": 1e999'), "not a finite number"),
+        (GOOD.replace("08:00:00.000Z", "25:00:00.000Z"), "is not RFC 3339"),
+    ]:
+        with pytest.raises(InputError, match=message):
+            list(read_samples([GOOD, bad], "s.jsonl"))
