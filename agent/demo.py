@@ -269,7 +269,7 @@ async def _run_ingest(influx: ManagedInfluxd, host: str, port: int, protocol: st
         "mqtt": {"host": host, "port": port, "protocol": protocol},
         "influxdb": {"url": influx.url, "org": influx.org, "bucket": influx.bucket,
                      "token": influx.token},
-        "ingest": {"shared_group": "" if protocol != "5" else "edge-ingest",
+        "ingest": {"shared_group": "",
                    "dead_letter_path": str(state_dir / "dead-letter.jsonl")},
     })
     await IngestService(cfg).run()

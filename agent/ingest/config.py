@@ -12,7 +12,7 @@ bucket = "factory/autogen"        # InfluxDB 1.8: "db/rp", token "user:password"
 token_env = "INFLUX_TOKEN"
 
 [ingest]
-shared_group = "edge-ingest"      # "" = plain subscription (MQTT 3.1.1 brokers)
+shared_group = ""                 # "edge-ingest" = MQTT 5 shared subscription
 batch_size = 500
 flush_interval_s = 0.5
 dead_letter_path = "/var/lib/edge-agent/ingest-dead-letter.jsonl"
@@ -36,9 +36,11 @@ __all__ = ["IngestConfig", "IngestSettings", "load_ingest_config"]
 class IngestSettings(StrictModel):
     """How the ingest subscribes, batches, retries and where it puts rejected messages."""
 
-    shared_group: str = "edge-ingest"
-    """MQTT 5 shared-subscription group: several ingest processes split one stream.
-    Empty means a plain subscription (needed for MQTT 3.1.1 brokers without ``$share``)."""
+    shared_group: str = ""
+    """MQTT 5 shared-subscription group, so several ingest processes split one stream.
+    Empty (the default) is a plain persistent subscription: Mosquitto 2.0 forgets shared
+    subscriptions across a broker restart and would drop what was published meanwhile;
+    use a group only on brokers that keep them (EMQX, HiveMQ, VerneMQ)."""
     topics: list[str] = Field(
         default_factory=lambda: ["{prefix}/+/+/+/kpi", "{prefix}/+/+/+/alarm"], min_length=1
     )

@@ -5,8 +5,9 @@ Flow of one message::
     paho network thread --on_message--> Handoff (bounded) --> IngestPipeline.consume
         --> batch (batch_size / flush_interval_s / flush_idle_s)
         --> parse (bad payload -> dead letter)
-        --> sink.write in a worker thread (retry with backoff while InfluxDB is down,
-            bisect on HTTP 400 to dead-letter only the bad points)
+        --> sink.write in a worker thread (retry with backoff while InfluxDB is down or
+            refuses the setup: 401/403/404; bisect on HTTP 400/413/422 to dead-letter
+            only the bad points)
         --> PUBACK every message of the batch, in arrival order
 
 The PUBACK is the commit: it is sent only after the data is in InfluxDB or in the
@@ -177,6 +178,16 @@ class Handoff:
         self._closed.set()
 
 
+def _outage_cause(err: BaseException) -> str:
+    """A short name for why a write failed, to log each kind of outage once."""
+    status = getattr(err, "status", None)
+    if status:
+        return f"HTTP {status}"
+    if getattr(err, "retryable", None) is True:
+        return "unreachable"
+    return type(err).__name__
+
+
 class IngestPipeline:
     """Batching, writing, retrying, dead-lettering and acknowledging, without MQTT.
 
@@ -187,14 +198,16 @@ class IngestPipeline:
     def __init__(
         self, settings: IngestSettings, sink: PointSink, acker: Acker,
         dead_letters: DeadLetterFile | None = None, stats: IngestStats | None = None,
+        bucket: str = "",
     ) -> None:
         self.settings = settings
+        self.settings_bucket = bucket
         self.sink = sink
         self.acker = acker
         self.dead_letters = dead_letters or DeadLetterFile(settings.dead_letter_path)
         self.stats = stats if stats is not None else IngestStats()
         self._in_flight: asyncio.Future[Any] | None = None
-        self._refusing = False
+        self._outage_cause: str | None = None
         self._retries_at_outage = 0
 
     async def consume(self, handoff: Handoff) -> None:
@@ -258,16 +271,19 @@ class IngestPipeline:
             try:
                 await self._in_thread(self.sink.write, points)
             except DeliveryError as err:
-                if getattr(err, "retryable", True):
-                    attempt += 1
-                    await self._retry_wait(err, attempt, len(entries))
-                    continue
-                self._influx_answered()
-                if getattr(err, "bad_data", False) and len(entries) > 1:
-                    half = len(entries) // 2
-                    return [*await self._write(entries[:half]), *await self._write(entries[half:])]
-                self._note_refusal(err)
-                return [(m, f"InfluxDB refused the point: {err}") for m, _ in entries]
+                if getattr(err, "bad_data", False):
+                    # Only answers that blame the points dead-letter; everything else
+                    # (unreachable, 5xx, 429, 401/403/404) is an outage: hold and retry.
+                    self._influx_answered()
+                    if len(entries) > 1:
+                        half = len(entries) // 2
+                        return [*await self._write(entries[:half]),
+                                *await self._write(entries[half:])]
+                    self.stats.last_error = str(err)
+                    return [(m, f"InfluxDB refused the point: {err}") for m, _ in entries]
+                attempt += 1
+                await self._retry_wait(err, attempt, len(entries))
+                continue
             except Exception as err:  # a bug or an unexpected library error: keep the data
                 log.exception("unexpected error writing to InfluxDB; will retry")
                 attempt += 1
@@ -277,7 +293,6 @@ class IngestPipeline:
             self.stats.last_write_latency_s = latency
             self.stats.max_write_latency_s = max(self.stats.max_write_latency_s, latency)
             self.stats.written += len(entries)
-            self._refusing = False
             self._influx_answered()
             return []
 
@@ -287,9 +302,19 @@ class IngestPipeline:
         if self.stats.influx_down_since is None:
             self.stats.influx_down_since = time.time()
             self._retries_at_outage = self.stats.retries - 1
-            log.warning("InfluxDB write failed, holding %d acks and retrying: %s", count, err)
-        else:
+        cause = _outage_cause(err)
+        if cause == self._outage_cause:
             log.debug("InfluxDB write attempt %d failed: %s", attempt, err)
+        elif getattr(err, "config_problem", False):
+            # Loud, once per cause: no amount of waiting fixes a wrong token or a missing
+            # database, but the data must not be thrown away while an operator fixes it.
+            log.error("INFLUXDB REFUSES WRITES (%s): check the token, its permissions and "
+                      "that bucket %r exists; holding %d acks and retrying until it is "
+                      "fixed: %s", cause, self.settings_bucket, count, err)
+        else:
+            log.warning("InfluxDB write failed (%s), holding %d acks and retrying: %s",
+                        cause, count, err)
+        self._outage_cause = cause
         await asyncio.sleep(self._backoff(attempt))
 
     def _backoff(self, attempt: int) -> float:
@@ -300,18 +325,11 @@ class IngestPipeline:
 
     def _influx_answered(self) -> None:
         since = self.stats.influx_down_since
+        self._outage_cause = None
         if since is not None:
             self.stats.influx_down_since = None
             log.warning("InfluxDB writes recovered after %.1f s (%d failed attempts)",
                         time.time() - since, self.stats.retries - self._retries_at_outage)
-
-    def _note_refusal(self, err: DeliveryError) -> None:
-        self.stats.last_error = str(err)
-        if not getattr(err, "bad_data", False) and not self._refusing:
-            # 401/403/404: not the data's fault, but retrying would not help either.
-            self._refusing = True
-            log.error("InfluxDB refuses writes (check token, bucket, database); "
-                      "messages go to the dead-letter file: %s", err)
 
     async def _dead_letter(self, rejected: Sequence[tuple[Inbound, str]]) -> None:
         entries = [DeadLetter(topic=m.topic, payload=m.payload, reason=reason)
@@ -548,7 +566,8 @@ class IngestService:
                 bridge = _MqttBridge(self.config, handoff, stats, subscribed)
             except (ValueError, OSError) as err:  # ssl.SSLError is an OSError
                 raise ConfigError([("mqtt", str(err))]) from err
-            pipeline = IngestPipeline(settings, sink, bridge, stats=stats)
+            pipeline = IngestPipeline(settings, sink, bridge, stats=stats,
+                                      bucket=self.config.influxdb.bucket)
             self._pipeline = pipeline
             log.info("ingest starting: %s -> %s bucket %s", ", ".join(self.config.subscriptions()),
                      self.config.influxdb.url, self.config.influxdb.bucket)

@@ -16,10 +16,22 @@ from agent.config.common import InfluxSettings
 from agent.ingest.points import InfluxPoint
 from rules.errors import DeliveryError
 
-__all__ = ["InfluxSink", "PointSink", "WriteError", "classify_status"]
+__all__ = [
+    "BAD_DATA_STATUSES",
+    "CONFIG_STATUSES",
+    "InfluxSink",
+    "PointSink",
+    "WriteError",
+    "classify_status",
+]
 
 BAD_DATA_STATUSES = frozenset({400, 413, 422})
 """Answers that blame the data: the batch is split to find (and dead-letter) the culprits."""
+
+CONFIG_STATUSES = frozenset({401, 403, 404})
+"""Answers that blame the setup (token, permissions, missing bucket or database), not the
+data: every point would be refused alike, so the ingest holds its acks and retries until an
+operator fixes it, instead of emptying the stream into the dead-letter file."""
 
 
 class WriteError(DeliveryError):
@@ -27,8 +39,9 @@ class WriteError(DeliveryError):
 
     ``status`` is the HTTP status when the database answered (None for connection errors);
     ``bad_data`` marks answers that blame the points themselves (400, 413, 422), which the
-    service bisects to find the bad points, as opposed to 401/403/404 that blame the
-    configuration and reject every point alike.
+    service bisects to find the bad points, as opposed to 401/403/404 (``config_problem``)
+    that blame the configuration and reject every point alike: those are an outage to
+    wait out, not bad data.
     """
 
     def __init__(self, message: str, *, retryable: bool, status: int | None = None) -> None:
@@ -41,10 +54,19 @@ class WriteError(DeliveryError):
         """True when the database rejected the content of the batch."""
         return self.status in BAD_DATA_STATUSES
 
+    @property
+    def config_problem(self) -> bool:
+        """True when the database refused because of the setup (auth, missing database)."""
+        return self.status in CONFIG_STATUSES
+
 
 def classify_status(status: int) -> bool:
-    """Whether an HTTP status is worth retrying: 429 and 5xx yes, other 4xx no."""
-    return status == 429 or status >= 500
+    """Whether an HTTP status is worth retrying with the same batch.
+
+    429 and 5xx are transient; 401/403/404 last until the configuration or the database is
+    fixed, which is an outage too. Other 4xx (400, 413, 422 ...) blame the request itself.
+    """
+    return status == 429 or status >= 500 or status in CONFIG_STATUSES
 
 
 class PointSink(Protocol):

@@ -310,3 +310,22 @@ async def test_mqtt_311_plain_subscription(
         publish_records(publisher, records)
         await eventually(lambda: service.stats.acked == 300, what="300 acks")
     assert len(influxdb.rows("SELECT * FROM kpi")) == 300
+
+
+async def test_two_ingests_in_one_shared_group_split_the_stream(
+    mosquitto: ManagedMosquitto, influxdb: ManagedInfluxd, publisher: Publisher, tmp_path: Path
+) -> None:
+    first = IngestService(make_config(mosquitto, influxdb, tmp_path, shared_group="g",
+                                      client_id="ingest-a"))
+    second = IngestService(make_config(mosquitto, influxdb, tmp_path, shared_group="g",
+                                       client_id="ingest-b"))
+    records = series(200)
+    async with running(first), running(second):
+        for r in records:
+            publisher.publish(kpi_topic(r), json.dumps(r.to_json_dict()).encode())
+        await eventually(lambda: len(influxdb.rows("SELECT * FROM kpi")) == len(records),
+                         what="all 200 records stored")
+    assert first.stats.written > 0 and second.stats.written > 0
+    assert first.stats.written + second.stats.written == len(records)
+    assert normalise(influxdb.rows("SELECT * FROM kpi")) == normalise(
+        [expected_row(r) for r in records])

@@ -36,7 +36,9 @@ def test_write_and_classify_errors(influxdb: ManagedInfluxd) -> None:
         with pytest.raises(WriteError) as not_found:
             missing_db.write([InfluxPoint("kpi", {"site": "s"}, {"oee": 0.5}, 1000)])
         assert not_found.value.status == 404
-        assert not not_found.value.retryable and not not_found.value.bad_data
+        # A missing database is an outage to wait out (held acks), not bad data.
+        assert not_found.value.retryable and not_found.value.config_problem
+        assert not not_found.value.bad_data
     finally:
         missing_db.close()
 

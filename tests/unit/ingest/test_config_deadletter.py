@@ -13,9 +13,11 @@ from agent.ingest.deadletter import DeadLetter, DeadLetterFile, read_dead_letter
 from rules.errors import ConfigError, DeliveryError
 
 
-def test_defaults_subscribe_to_the_shared_group() -> None:
+def test_defaults_subscribe_plainly_and_groups_are_opt_in() -> None:
     config = IngestConfig.model_validate({"ingest": {"client_id": "i1"}})
-    assert config.subscriptions() == ["$share/edge-ingest/factory/+/+/+/kpi",
+    assert config.subscriptions() == ["factory/+/+/+/kpi", "factory/+/+/+/alarm"]
+    shared = IngestConfig.model_validate({"ingest": {"shared_group": "edge-ingest"}})
+    assert shared.subscriptions() == ["$share/edge-ingest/factory/+/+/+/kpi",
                                       "$share/edge-ingest/factory/+/+/+/alarm"]
     assert config.ingest.batch_size == 500
     assert config.ingest.flush_interval_s == 0.5
@@ -31,7 +33,8 @@ def test_plain_subscription_and_prefix() -> None:
 
 def test_shared_group_needs_mqtt5() -> None:
     with pytest.raises(ValueError, match="shared_group"):
-        IngestConfig.model_validate({"mqtt": {"protocol": "3.1.1"}})
+        IngestConfig.model_validate({"mqtt": {"protocol": "3.1.1"},
+                                     "ingest": {"shared_group": "edge-ingest"}})
 
 
 def test_in_flight_window_must_fit_a_batch() -> None:

@@ -168,13 +168,41 @@ async def test_http_400_bisects_and_dead_letters_only_the_bad_points(tmp_path: P
     assert r.pipe.stats.dead_lettered == 2 and r.pipe.stats.written == 6
 
 
-async def test_auth_error_dead_letters_the_batch_without_bisecting(tmp_path: Path) -> None:
-    r = rig(
-        tmp_path, lambda p: WriteError("HTTP 401: unauthorized", retryable=False, status=401))
-    await r.pipe.process([message(i) for i in range(4)])
-    assert [e[0] for e in r.events] == ["write-fail", "ack"]
-    assert len(read_dead_letters(tmp_path / "dead.jsonl")) == 4
-    assert r.pipe.stats.last_error is not None and "401" in r.pipe.stats.last_error
+@pytest.mark.parametrize("status", [401, 403, 404])
+async def test_config_errors_hold_the_acks_and_retry_instead_of_dead_lettering(
+    tmp_path: Path, status: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A wrong token or a missing database is an outage, not bad data: nothing is
+    dead-lettered, the acks wait, and the cause is logged once, loudly."""
+    failures = {"left": 5}
+
+    def decide(points: Sequence[InfluxPoint]) -> Exception | None:
+        if failures["left"]:
+            failures["left"] -= 1
+            return WriteError(f"InfluxDB refused the write: HTTP {status}: nope",
+                              retryable=True, status=status)
+        return None
+
+    r = rig(tmp_path, decide)
+    with caplog.at_level("DEBUG", logger="agent.ingest"):
+        await r.pipe.process([message(i) for i in range(4)])
+    assert [e[0] for e in r.events] == ["write-fail"] * 5 + ["write", "ack"]
+    assert not (tmp_path / "dead.jsonl").exists() or not read_dead_letters(
+        tmp_path / "dead.jsonl")
+    assert r.pipe.stats.written == 4 and r.pipe.stats.dead_lettered == 0
+    loud = [rec for rec in caplog.records if rec.levelname == "ERROR"]
+    assert len(loud) == 1 and f"HTTP {status}" in loud[0].getMessage()
+    assert "REFUSES WRITES" in loud[0].getMessage()
+    assert r.pipe.stats.influx_down_since is None
+
+
+def test_status_classification() -> None:
+    from agent.ingest.sink import classify_status
+
+    assert all(classify_status(s) for s in (401, 403, 404, 429, 500, 503))
+    assert not any(classify_status(s) for s in (400, 413, 422))
+    assert WriteError("x", retryable=True, status=404).config_problem
+    assert WriteError("x", retryable=False, status=413).bad_data
 
 
 async def test_bad_payload_is_dead_lettered_and_the_rest_lands(tmp_path: Path) -> None:
