@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -13,7 +15,7 @@ from typing import NoReturn
 
 from agent import __version__
 from agent.aio import run_until_signal
-from agent.logs import setup_logging
+from agent.logs import config_secrets, install_redaction, setup_logging
 from rules.errors import ConfigError, EdgeAgentError, InputError
 
 log = logging.getLogger("agent")
@@ -56,6 +58,13 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--machines", type=int, default=2)
     demo.add_argument("--window", default="10s", help="KPI window length (default 10s)")
     demo.add_argument("--state-dir", type=Path, default=None)
+    demo.add_argument("--broker", choices=["auto", "mosquitto", "embedded"], default="auto",
+                      help="auto: Mosquitto when installed, else an embedded MQTT 3.1.1 broker")
+
+    from agent.certs_cmd import add_certs_arguments
+
+    add_certs_arguments(sub.add_parser(
+        "certs", help="create or show the OPC UA client certificate a server must trust"))
 
     from simulators.cli import add_sim_arguments
 
@@ -68,10 +77,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from agent.runtime import Agent
 
     cfg = load_agent_config(args.config)
-    agent = Agent(cfg, record_path=args.record)
+    install_redaction(config_secrets(cfg))
+    agent = Agent(cfg, record_path=args.record, config_path=args.config)
     log.info("edge-agent %s: site %s, %d machines, %d meters, %d sources", __version__,
              cfg.site.id, len(cfg.machines), len(cfg.meters), len(cfg.sources))
-    asyncio.run(run_until_signal(agent.run))
+
+    async def main(stop: asyncio.Event) -> None:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, agent.request_reload)
+        await agent.run(stop)
+
+    asyncio.run(run_until_signal(main))
     return EXIT_OK
 
 
@@ -95,17 +111,25 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
+    from agent.health import IngestStatus, serve_health
     from agent.ingest.config import load_ingest_config
     from agent.ingest.service import IngestService
 
     icfg = load_ingest_config(args.config)
+    install_redaction(config_secrets(icfg))
     service = IngestService(icfg)
 
     async def main(stop: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as tg:
             task = tg.create_task(service.run(), name="ingest")
+            health = None
+            if icfg.health.enabled:
+                health = tg.create_task(serve_health(icfg.health.host, icfg.health.port,
+                                                     IngestStatus(service)), name="health")
             await stop.wait()
             task.cancel()
+            if health is not None:
+                health.cancel()
 
     asyncio.run(run_until_signal(main))
     return EXIT_OK
@@ -133,13 +157,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from agent.demo import run_demo
 
     return run_demo(duration_s=args.duration, machines=args.machines, window=args.window,
-                    state_dir=args.state_dir)
+                    state_dir=args.state_dir, broker=args.broker)
 
 
 def _cmd_sim(args: argparse.Namespace) -> int:
     from simulators.cli import run_from_args
 
     return run_from_args(args)
+
+
+def _cmd_certs(args: argparse.Namespace) -> int:
+    from agent.certs_cmd import run_certs_from_args
+
+    return run_certs_from_args(args)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -149,6 +179,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "kpi": _cmd_kpi,
     "demo": _cmd_demo,
     "sim": _cmd_sim,
+    "certs": _cmd_certs,
 }
 
 

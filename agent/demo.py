@@ -54,6 +54,7 @@ def simulator_config(
     window: str = "10s",
     state_dir: Path,
     lateness_s: float = 2.0,
+    health_port: int | None = None,
 ) -> dict[str, Any]:
     """An agent config (as TOML data) pointing at a running simulated plant.
 
@@ -87,6 +88,8 @@ def simulator_config(
     ]
     return {
         "agent": {"id": "demo-agent", "state_dir": str(state_dir)},
+        "health": ({"enabled": False} if health_port is None
+                   else {"host": "127.0.0.1", "port": health_port}),
         "site": {"id": DEMO_SITE, "timezone": "UTC", "grid_factor_kg_per_kwh": 0.5306},
         "kpi": {"windows": [window], "lateness_s": lateness_s},
         "mqtt": {"host": "127.0.0.1", "port": mqtt_port, "protocol": protocol,
@@ -202,8 +205,11 @@ def _optional_influxd() -> Iterator[ManagedInfluxd | None]:
 
 
 async def _demo(stop: asyncio.Event, duration_s: float | None, machines: int, window: str,
-                state_dir: Path) -> dict[str, Any]:
-    mosquitto_bin = find_mosquitto()
+                state_dir: Path, broker_choice: str) -> dict[str, Any]:
+    mosquitto_bin = None if broker_choice == "embedded" else find_mosquitto()
+    if broker_choice == "mosquitto" and mosquitto_bin is None:
+        raise ServiceError("--broker mosquitto: mosquitto is not installed "
+                           "(apt-get install mosquitto)")
     async with contextlib.AsyncExitStack() as stack:
         if mosquitto_bin is not None:
             broker = stack.enter_context(ManagedMosquitto())
@@ -212,7 +218,8 @@ async def _demo(stop: asyncio.Event, duration_s: float | None, machines: int, wi
         else:
             embedded = await stack.enter_async_context(EmbeddedBroker())
             host, port, protocol = embedded.host, embedded.port, "3.1.1"
-            print(f"Broker: Mosquitto not found; embedded broker on {host}:{port}, MQTT 3.1.1 "
+            reason = "as asked" if broker_choice == "embedded" else "Mosquitto not found"
+            print(f"Broker: {reason}; embedded broker on {host}:{port}, MQTT 3.1.1 "
                   "(install Mosquitto for MQTT 5: apt-get install mosquitto)")
         influx = stack.enter_context(_optional_influxd())
         plant = await stack.enter_async_context(
@@ -276,7 +283,7 @@ async def _run_ingest(influx: ManagedInfluxd, host: str, port: int, protocol: st
 
 
 def run_demo(*, duration_s: float | None, machines: int, window: str,
-             state_dir: Path | None) -> int:
+             state_dir: Path | None, broker: str = "auto") -> int:
     """Run the demo until Ctrl-C (or ``duration_s``), then print the summary."""
     own_dir = state_dir is None
     base = state_dir or Path(tempfile.mkdtemp(prefix="edge-agent-demo-"))
@@ -284,7 +291,7 @@ def run_demo(*, duration_s: float | None, machines: int, window: str,
     result: dict[str, Any] = {}
 
     async def main(stop: asyncio.Event) -> None:
-        result.update(await _demo(stop, duration_s, machines, window, base))
+        result.update(await _demo(stop, duration_s, machines, window, base, broker))
 
     try:
         asyncio.run(run_until_signal(main))

@@ -13,6 +13,13 @@ Storage is one SQLite file in WAL mode. ``synchronous="full"`` fsyncs every comm
 messages (durable against power loss); ``"normal"`` survives a process crash but may lose
 the last commits on power loss. Deletions (acks) are committed without an fsync of their
 own: losing one to a power cut only means a message is published twice.
+
+The same file holds the KPI engine's *sample journal* (:meth:`SqliteOutbox.journal_append`):
+every batch of samples the engine consumes is appended (and committed) before the engine
+sees it, and a checkpoint written with :meth:`SqliteOutbox.put_many` records the journal
+position it covers and truncates the journal up to it, in the same transaction. After a
+crash the runtime restores the checkpoint and replays the journal after that position, so
+no sample that entered the engine is lost and none is counted twice.
 """
 
 from __future__ import annotations
@@ -29,11 +36,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
-from rules.errors import DeliveryError, InputError
+from rules.errors import InputError, StorageError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Outbox", "OutboxError", "OutboxMessage", "OutboxStats", "SqliteOutbox"]
+__all__ = [
+    "JournalEntry",
+    "Outbox",
+    "OutboxError",
+    "OutboxMessage",
+    "OutboxStats",
+    "SqliteOutbox",
+]
 
 # Rows per DELETE statement: well below SQLite's limit on bound parameters.
 _ACK_CHUNK = 500
@@ -52,11 +66,30 @@ CREATE TABLE IF NOT EXISTS state (
     value      TEXT NOT NULL,
     updated_ms INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS journal (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    entry      TEXT    NOT NULL,
+    items      INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL
+);
 """
 
 
-class OutboxError(DeliveryError):
+class OutboxError(StorageError):
     """The outbox file could not be read or written (disk full, I/O error, corrupt file)."""
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One journaled batch of engine input; ``seq`` grows strictly and is never reused.
+
+    ``entry`` is JSON text whose meaning belongs to the writer (the runtime); ``items``
+    is how many samples it holds, so the journal's size can be bounded without parsing.
+    """
+
+    seq: int
+    entry: str
+    items: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +116,8 @@ class OutboxStats:
     dropped_age: int
     depth: int
     bytes: int
+    journal_rows: int = 0
+    journal_items: int = 0
 
 
 class Outbox(Protocol):
@@ -181,10 +216,15 @@ class SqliteOutbox:
             count, total = db.execute(
                 "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox"
             ).fetchone()
+            jrows, jitems = db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(items), 0) FROM journal"
+            ).fetchone()
         except (sqlite3.Error, OSError) as err:
             raise OutboxError(f"cannot open outbox {self.path}: {err}") from err
         self._depth = int(count)
         self._bytes = int(total)
+        self._journal_rows = int(jrows)
+        self._journal_items = int(jitems)
         if self._depth:
             log.info("outbox %s holds %d undelivered messages (%d bytes) from before",
                      self.path, self._depth, self._bytes)
@@ -285,13 +325,16 @@ class SqliteOutbox:
     # -- the Outbox protocol ---------------------------------------------------------
 
     def put_many(
-        self, items: Sequence[tuple[str, bytes]], *, state: Mapping[str, str] | None = None
+        self, items: Sequence[tuple[str, bytes]], *, state: Mapping[str, str] | None = None,
+        journal_upto: int | None = None,
     ) -> list[int]:
         """Store ``items`` (topic, payload) and the checkpoint ``state`` atomically.
 
         Either everything is committed (and fsynced with ``synchronous="full"``) or
         nothing is. Returns the new ids in the order of ``items``. If the batch pushes the
         outbox over ``max_bytes``, the oldest rows are dropped (possibly some of these).
+        ``journal_upto`` deletes the journal entries up to that sequence number in the same
+        transaction: the checkpoint in ``state`` covers them, so they are never replayed.
         """
         rows: list[tuple[str, bytes, int, int]] = []
         now = self._clock()
@@ -315,10 +358,11 @@ class SqliteOutbox:
             except ValueError as err:
                 raise InputError(f"outbox state {key!r}: not valid JSON: {err}") from err
             states.append((key, value, now_ms))
-        if not rows and not states:
+        if not rows and not states and journal_upto is None:
             return []
         ids: list[int] = []
         added = 0
+        cut_rows = cut_items = 0
         with self._lock:
             with self._transaction(durable=True) as db:
                 for row in rows:
@@ -336,10 +380,19 @@ class SqliteOutbox:
                         "updated_ms = excluded.updated_ms",
                         states,
                     )
+                if journal_upto is not None:
+                    cut_rows, cut_items = db.execute(
+                        "SELECT COUNT(*), COALESCE(SUM(items), 0) FROM journal WHERE seq <= ?",
+                        (journal_upto,),
+                    ).fetchone()
+                    if cut_rows:
+                        db.execute("DELETE FROM journal WHERE seq <= ?", (journal_upto,))
                 if rows:
                     self._expires_at = min(self._expires_at, now + self.max_age_s)
                 drops = self._enforce_limits(db, self._bytes + added)
             # Committed: only now do the in-memory counters change.
+            self._journal_rows -= int(cut_rows)
+            self._journal_items -= int(cut_items)
             self._depth += len(rows)
             self._bytes += added
             self._enqueued += len(rows)
@@ -391,6 +444,55 @@ class SqliteOutbox:
                 raise OutboxError(f"outbox {self.path}: {err}") from err
         return None if row is None else str(row[0])
 
+    # -- the sample journal ----------------------------------------------------------
+
+    def journal_append(self, entry: str, items: int) -> int:
+        """Append one journal entry (JSON text holding ``items`` samples); durable on return.
+
+        Returns its sequence number. The commit is fsynced like a new message (with
+        ``synchronous="full"``), because a sample the engine has consumed exists nowhere
+        else once the collectors have moved on.
+        """
+        if not isinstance(entry, str):
+            raise InputError("journal entry must be JSON text (str)")
+        now_ms = int(self._clock() * 1000)
+        with self._lock:
+            with self._transaction(durable=True) as db:
+                cur = db.execute(
+                    "INSERT INTO journal (entry, items, created_ms) VALUES (?, ?, ?)",
+                    (entry, int(items), now_ms),
+                )
+                seq = int(cur.lastrowid or 0)
+            self._journal_rows += 1
+            self._journal_items += int(items)
+        return seq
+
+    def journal_after(self, seq: int, limit: int = 1000) -> list[JournalEntry]:
+        """Up to ``limit`` journal entries with ``seq`` greater than ``seq``, oldest first."""
+        with self._lock:
+            try:
+                rows = self._conn().execute(
+                    "SELECT seq, entry, items FROM journal WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (seq, limit),
+                ).fetchall()
+            except sqlite3.Error as err:
+                raise OutboxError(f"outbox {self.path}: {err}") from err
+        return [JournalEntry(int(q), str(e), int(n)) for q, e, n in rows]
+
+    def journal_clear(self) -> int:
+        """Delete the whole journal (its checkpoint was unusable); returns the rows deleted."""
+        with self._lock:
+            with self._transaction(durable=True) as db:
+                n = db.execute("DELETE FROM journal").rowcount
+            self._journal_rows = 0
+            self._journal_items = 0
+        return int(n)
+
+    @property
+    def journal_items(self) -> int:
+        """Samples held by the journal (kept in memory: no query), for bounding it."""
+        return self._journal_items
+
     def depth(self) -> int:
         """How many messages wait for delivery (kept in memory: no query)."""
         return self._depth
@@ -405,6 +507,8 @@ class SqliteOutbox:
             dropped_age=self._dropped_age,
             depth=self._depth,
             bytes=self._bytes,
+            journal_rows=self._journal_rows,
+            journal_items=self._journal_items,
         )
 
     def close(self) -> None:

@@ -3,6 +3,17 @@
 One TaskGroup owns every task. Start order follows the data backwards (the publisher
 before the collectors) and the stop order forwards (collectors first, then a final
 engine checkpoint, then a bounded drain of the outbox), so nothing accepted is lost.
+
+Restart safety is exact, not approximate. Every batch of samples the engine consumes is
+first appended to the sample journal in the outbox's SQLite file (one commit per batch),
+together with the watermark the engine is then advanced to. A checkpoint (the engine's
+snapshot, written atomically with the messages it produced) records the last journal
+entry it covers and truncates the journal up to there. After a crash, a kill -9 or a
+power cut the runtime restores the snapshot and replays the journal after that position,
+reaching exactly the state the engine had, before it takes any new sample. It then holds
+the watermark until every configured device has reported again (or a grace period has
+passed), so values that changed while the agent was down land in the right windows
+instead of being dropped as late.
 """
 
 from __future__ import annotations
@@ -19,23 +30,59 @@ from typing import Any
 from agent import __version__
 from agent.config.build import engine_spec, modbus_specs, opcua_specs
 from agent.config.model import AgentConfig
+from agent.health import AgentStatus, HealthSnapshot, serve_health
+from agent.logs import config_secrets, install_redaction
+from agent.metrics import Registry
 from agent.mqtt.publisher import MqttPublisher
 from agent.mqtt.topics import alarm_topic, kpi_topic
 from agent.outbox import SqliteOutbox
+from agent.reload import ReloadOutcome, rebuild_engine, reload_config
 from agent.samplelog import SampleRecorder
 from collectors.base import Collector
 from collectors.modbus import ModbusCollector
 from collectors.opcua import OpcUaCollector
 from rules.engine import EngineOutput, KpiEngine
-from rules.types import Sample
+from rules.types import AlarmEvent, KpiRecord, Sample
 
 log = logging.getLogger(__name__)
 
 ENGINE_STATE_KEY = "kpi-engine"
+JOURNAL_POS_KEY = "kpi-engine-journal"
+"""State key of the last journal sequence number the engine checkpoint covers."""
 SAMPLE_QUEUE_SIZE = 50_000
+BATCH_MAX = 10_000
 TICK_S = 0.25
 CHECKPOINT_EVERY_S = 5.0
+JOURNAL_MAX_ITEMS = 50_000
+"""Checkpoint early once the journal holds this many samples: it bounds replay time."""
+RESTART_HOLD_S = 15.0
+"""After a restore, the longest the watermark waits for every device to report again."""
 DRAIN_ON_STOP_S = 5.0
+
+
+def encode_journal_entry(
+    samples: list[Sample], watermark_ms: int | None, before_ms: int | None = None
+) -> str:
+    """One journal entry: an optional earlier advance, the samples, then an advance.
+
+    ``before_ms`` carries the watermark of ticks that had no samples (those are not
+    journaled on their own, to keep an idle agent from writing four times a second).
+    """
+    rows = [[s.ts_ms, s.device, s.signal, s.value, s.quality, s.ts_source] for s in samples]
+    return json.dumps({"b": before_ms, "s": rows, "w": watermark_ms}, separators=(",", ":"))
+
+
+def decode_journal_entry(text: str) -> tuple[int | None, list[Sample], int | None]:
+    """The inverse of :func:`encode_journal_entry`; raises ValueError on a damaged entry."""
+    try:
+        data = json.loads(text)
+        samples = [Sample(int(r[0]), str(r[1]), str(r[2]), r[3], r[4], str(r[5]))
+                   for r in data["s"]]
+        before = None if data["b"] is None else int(data["b"])
+        after = None if data["w"] is None else int(data["w"])
+    except (KeyError, TypeError, IndexError) as err:
+        raise ValueError(f"damaged journal entry: {err!r}") from err
+    return before, samples, after
 
 
 def encode_output(cfg: AgentConfig, out: EngineOutput) -> list[tuple[str, bytes]]:
@@ -68,8 +115,10 @@ class Agent:
         record_path: Path | None = None,
         on_output: Callable[[EngineOutput], None] | None = None,
         clock: Callable[[], float] = time.time,
+        config_path: Path | None = None,
     ) -> None:
         self.cfg = cfg
+        self.config_path = config_path
         self.clock = clock
         self.on_output = on_output
         self.record_path = record_path
@@ -80,64 +129,189 @@ class Agent:
             max_age_s=cfg.outbox.max_age_s,
             synchronous=cfg.outbox.synchronous,
         )
+        self.journal_seq = 0
+        self.restored = False
+        self.samples_in = 0
+        self.records_out = 0
         self.engine = self._restore_engine()
         self.collectors = build_collectors(cfg)
         self.publisher = MqttPublisher(
             cfg.mqtt, self.outbox, site_id=cfg.site.id, agent_id=cfg.agent.id,
             version=__version__, drain_rate_per_s=cfg.outbox.drain_rate_per_s,
         )
-        self.samples_in = 0
-        self.records_out = 0
+        self.collector_tasks: dict[str, asyncio.Task[None]] = {}
+        self._status = AgentStatus(self, tasks=self.collector_tasks, clock=clock)
+        self._tg: asyncio.TaskGroup | None = None
+        self._queue: asyncio.Queue[Sample] | None = None
+        self._reload_lock = asyncio.Lock()
+
+    def health_snapshot(self) -> HealthSnapshot:
+        """Readiness for /readyz (the agent is the health endpoint's StatusProvider)."""
+        return self._status.health_snapshot()
+
+    def collect(self, registry: Registry) -> None:
+        """Metrics for /metrics."""
+        self._status.collect(registry)
+
+    def _start_collector(self, collector: Collector) -> None:
+        assert self._tg is not None and self._queue is not None
+        self.collector_tasks[collector.name] = self._tg.create_task(
+            collector.run(self._queue), name=f"collector-{collector.name}")
 
     def _restore_engine(self) -> KpiEngine:
+        """The engine as it stood before the last stop or crash: checkpoint + journal."""
         spec = engine_spec(self.cfg)
         saved = self.outbox.load_state(ENGINE_STATE_KEY)
-        if saved is None:
+        pos_text = self.outbox.load_state(JOURNAL_POS_KEY)
+        engine: KpiEngine | None = None
+        if saved is not None:
+            try:
+                engine = KpiEngine.restore(spec, json.loads(saved))
+            except (ValueError, KeyError, TypeError) as err:
+                log.warning("could not restore the KPI engine's checkpoint (%s); "
+                            "starting fresh", err)
+        if engine is None and saved is not None:
+            dropped = self.outbox.journal_clear()
+            if dropped:
+                log.warning("discarded %d sample journal entries that belong to the "
+                            "unusable checkpoint", dropped)
+            self.outbox.put_many([], state={JOURNAL_POS_KEY: "0"})
             return KpiEngine(spec)
-        try:
-            engine = KpiEngine.restore(spec, json.loads(saved))
-        except (ValueError, KeyError, TypeError) as err:
-            log.warning("could not restore the KPI engine's checkpoint (%s); starting fresh", err)
-            return KpiEngine(spec)
-        log.info("restored the KPI engine from its checkpoint")
+        self.restored = engine is not None
+        if engine is None:
+            engine = KpiEngine(spec)
+        self.journal_seq = int(json.loads(pos_text)) if pos_text is not None else 0
+        replayed = self._replay(engine)
+        if self.restored or replayed:
+            log.info("restored the KPI engine from its checkpoint (%d journal entries "
+                     "replayed)", replayed)
+            self.restored = True
         return engine
 
-    def _persist(self, out: EngineOutput) -> None:
+    def _replay(self, engine: KpiEngine) -> int:
+        """Apply the journal after the checkpoint to ``engine``; persist what it produces."""
+        entries = 0
+        records: list[KpiRecord] = []
+        alarms: list[AlarmEvent] = []
+        while True:
+            chunk = self.outbox.journal_after(self.journal_seq)
+            if not chunk:
+                break
+            for entry in chunk:
+                try:
+                    before, samples, after = decode_journal_entry(entry.entry)
+                except ValueError as err:
+                    log.error("sample journal entry %d is damaged and skipped: %s",
+                              entry.seq, err)
+                    self.journal_seq = entry.seq
+                    continue
+                out = self._apply(engine, before, samples, after)
+                records += out.records
+                alarms += out.alarms
+                self.journal_seq = entry.seq
+                entries += 1
+        if entries:
+            self.engine = engine
+            self._checkpoint(EngineOutput(records, alarms))
+        return entries
+
+    @staticmethod
+    def _apply(engine: KpiEngine, before: int | None, samples: list[Sample],
+               watermark: int | None) -> EngineOutput:
+        """One journal entry's effect on the engine, the same live and on replay."""
+        records: list[KpiRecord] = []
+        alarms: list[AlarmEvent] = []
+        if before is not None:
+            out = engine.advance(before)
+            records += out.records
+            alarms += out.alarms
+        for sample in samples:
+            engine.add(sample)
+        if watermark is not None:
+            out = engine.advance(watermark)
+            records += out.records
+            alarms += out.alarms
+        return EngineOutput(records, alarms)
+
+    def _checkpoint(self, out: EngineOutput) -> None:
+        """Store the output's messages, the engine snapshot and the journal position in one
+        transaction, and truncate the journal the snapshot now covers."""
         items = encode_output(self.cfg, out)
-        state = {ENGINE_STATE_KEY: json.dumps(self.engine.snapshot(), separators=(",", ":"))}
-        self.outbox.put_many(items, state=state)
+        state = {
+            ENGINE_STATE_KEY: json.dumps(self.engine.snapshot(), separators=(",", ":")),
+            JOURNAL_POS_KEY: str(self.journal_seq),
+        }
+        self.outbox.put_many(items, state=state, journal_upto=self.journal_seq)
         self.records_out += len(out.records)
-        if items:
-            self.publisher.notify()
-        if self.on_output is not None and (out.records or out.alarms):
-            self.on_output(out)
+
+    def _devices(self) -> set[str]:
+        spec = self.engine.spec
+        return {m.id for m in spec.machines} | {m.id for m in spec.meters}
 
     async def _engine_loop(self, queue: asyncio.Queue[Sample], stopping: asyncio.Event) -> None:
         recorder = SampleRecorder(self.record_path) if self.record_path else None
         last_checkpoint = self.clock()
+        # After a restore, hold the watermark until every device has reported again: the
+        # first values after a restart carry the source timestamps of changes made while
+        # the agent was down, and they belong in windows that must not close before.
+        waiting = self._devices() if self.restored else set()
+        hold_until = time.monotonic() + RESTART_HOLD_S
+        if waiting:
+            log.info("holding the KPI watermark until %d devices report again (at most "
+                     "%.0f s)", len(waiting), RESTART_HOLD_S)
+        pending_wm: int | None = None
         try:
             while True:
                 batch: list[Sample] = []
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(TICK_S):
                         batch.append(await queue.get())
-                while not queue.empty() and len(batch) < 10_000:
+                while not queue.empty() and len(batch) < BATCH_MAX:
                     batch.append(queue.get_nowait())
-                for sample in batch:
-                    self.engine.add(sample)
+                if waiting:
+                    waiting.difference_update(s.device for s in batch)
+                    if waiting and time.monotonic() >= hold_until:
+                        log.warning("devices %s did not report within %.0f s of the restart; "
+                                    "closing windows without them", sorted(waiting),
+                                    RESTART_HOLD_S)
+                        waiting.clear()
+                now = self.clock()
+                watermark = None if waiting else int(now * 1000)
+                if batch:
+                    # Durable before the engine sees it: the journal is the engine's input log.
+                    self.journal_seq = await asyncio.to_thread(
+                        self.outbox.journal_append,
+                        encode_journal_entry(batch, watermark, pending_wm), len(batch))
+                    out = self._apply(self.engine, pending_wm, batch, watermark)
+                    pending_wm = None
+                else:
+                    out = self._apply(self.engine, None, batch, watermark)
+                    if watermark is not None:
+                        pending_wm = watermark
                 self.samples_in += len(batch)
                 if recorder is not None:
                     recorder.write(batch)
-                now = self.clock()
-                out = self.engine.advance(int(now * 1000))
-                if out.records or out.alarms or now - last_checkpoint >= CHECKPOINT_EVERY_S:
-                    self._persist(out)
+                due = (now - last_checkpoint >= CHECKPOINT_EVERY_S
+                       or self.outbox.journal_items >= JOURNAL_MAX_ITEMS)
+                if out.records or out.alarms or due:
+                    await self._persist(out)
+                    pending_wm = None
                     last_checkpoint = now
                 if stopping.is_set() and queue.empty():
+                    await self._persist(EngineOutput([], []))
+                    log.info("final KPI engine checkpoint written")
                     return
         finally:
             if recorder is not None:
                 recorder.close()
+
+    async def _persist(self, out: EngineOutput) -> None:
+        """Checkpoint (in a worker thread: an fsync must not stall the event loop)."""
+        await asyncio.to_thread(self._checkpoint, out)
+        if out.records or out.alarms:
+            self.publisher.notify()
+        if self.on_output is not None and (out.records or out.alarms):
+            self.on_output(out)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set, then shut down in order within a bounded time."""
@@ -145,20 +319,78 @@ class Agent:
         stopping = asyncio.Event()
         try:
             async with asyncio.TaskGroup() as tg:
+                self._tg, self._queue = tg, queue
                 publisher = tg.create_task(self.publisher.run(), name="mqtt-publisher")
-                sources = [tg.create_task(c.run(queue), name=f"collector-{c.name}")
-                           for c in self.collectors]
+                for collector in self.collectors:
+                    self._start_collector(collector)
                 engine = tg.create_task(self._engine_loop(queue, stopping), name="kpi-engine")
+                health = None
+                if self.cfg.health.enabled:
+                    health = tg.create_task(serve_health(
+                        self.cfg.health.host, self.cfg.health.port, self), name="health")
                 await stop.wait()
                 log.info("stopping: collectors first, then a final checkpoint and outbox drain")
-                for task in sources:
-                    task.cancel()
+                async with self._reload_lock:  # a reload in progress finishes first
+                    for task in self.collector_tasks.values():
+                        task.cancel()
                 stopping.set()
                 await engine
                 await self._drain(DRAIN_ON_STOP_S)
                 publisher.cancel()
+                if health is not None:
+                    health.cancel()
         finally:
+            self._tg = None
             self.outbox.close()
+
+    def request_reload(self) -> None:
+        """SIGHUP handler (runs on the loop): reload in a task of the group, never raising."""
+        if self._tg is None or self.config_path is None:
+            log.warning("SIGHUP ignored: no config file to reload")
+            return
+        self._tg.create_task(self._reload_safely(self.config_path), name="reload")
+
+    async def _reload_safely(self, path: Path) -> None:
+        try:
+            await self.reload(path)
+        except Exception:
+            log.exception("reload failed; the running config stays in force")
+
+    async def reload(self, path: Path) -> ReloadOutcome:
+        """Apply a changed config file: changed sources reconnect, unchanged machines keep
+        their open windows; an invalid or unappliable file leaves the running one in force."""
+        async with self._reload_lock:
+            outcome = await reload_config(path, self.cfg)
+            plan, new = outcome.plan, outcome.config
+            if not outcome.applicable or plan is None:
+                failed = outcome.errors or (plan is not None and not plan.accepted)
+                (log.error if failed else log.info)("%s", outcome.message)
+                return outcome
+            try:  # build first: a missing password_env must not leave things half-applied
+                fresh = [c for c in build_collectors(new) if c.name in plan.sources_to_start]
+            except ValueError as err:
+                log.error("reload of %s failed; the running config stays in force: %s",
+                          path, err)
+                return ReloadOutcome(config=self.cfg, plan=plan, message=str(err))
+            # Synchronous from here to the checkpoint: no sample meets a half-swapped engine,
+            # and the checkpoint is in the new plant's shape should the agent crash next.
+            if plan.engine_changed:
+                self.engine = rebuild_engine(self.engine, engine_spec(new), plan)
+            self.cfg = new
+            self._checkpoint(EngineOutput([], []))
+            stopped = [self.collector_tasks.pop(name) for name in plan.sources_to_stop
+                       if name in self.collector_tasks]
+            for task in stopped:
+                task.cancel()
+            await asyncio.gather(*stopped, return_exceptions=True)
+            gone = set(plan.sources_to_stop)
+            self.collectors = [c for c in self.collectors if c.name not in gone]
+            for collector in fresh:
+                self.collectors.append(collector)
+                self._start_collector(collector)
+            install_redaction(config_secrets(new))
+            log.info("%s", outcome.message)
+            return outcome
 
     async def _drain(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

@@ -62,6 +62,8 @@ class DeviceHealth:
 
     ``failing_since_ms`` is set at the first failure of an episode and cleared on
     recovery, so an operator sees how long a device has been down, not only that it is.
+    ``clock_skew`` counts samples with a skewed source timestamp and ``clock_offset_ms``
+    is the last offset measured when skew was seen or cleared (source minus receive).
     """
 
     device: str
@@ -72,6 +74,8 @@ class DeviceHealth:
     samples: int = 0
     errors: int = 0
     overflows: int = 0
+    clock_skew: int = 0
+    clock_offset_ms: int | None = None
 
     def copy(self) -> DeviceHealth:
         """A snapshot that later updates do not change."""
@@ -85,7 +89,8 @@ class CollectorStats:
     ``overflows`` counts notifications dropped because a bounded queue was full;
     ``stale_dropped`` counts notifications older than one already delivered (delivering
     them would move a counter backwards); ``reconnects`` counts successful connects after
-    the first.
+    the first; ``clock_skew`` counts samples whose source timestamp was further from the
+    receive time than the source's threshold (the device clock is off).
     """
 
     name: str
@@ -94,6 +99,7 @@ class CollectorStats:
     reconnects: int = 0
     overflows: int = 0
     stale_dropped: int = 0
+    clock_skew: int = 0
     devices: dict[str, DeviceHealth] = field(default_factory=dict)
 
     def copy(self) -> CollectorStats:

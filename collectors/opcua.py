@@ -10,6 +10,25 @@ namespace URIs are resolved to indexes again (a restarted server may number them
 differently), every node is read once more, and monitored items are created exactly
 once per session (no duplicates piling up on a server that survived the loss).
 
+Monitored items take their sampling interval, queue size and deadband (absolute, or
+percent of the node's EURange) from the tag, falling back to the source's settings. A
+server that refuses a deadband filter for a node gets that node without the filter
+(logged once): more notifications are better than none.
+
+Security (policy, mode, client certificate, server trust) is set up per connect by
+:mod:`collectors.opcua_security`; an untrusted server certificate is refused before
+the session is created, so credentials are never sent to it.
+
+Clock skew: a SourceTimestamp more than ``max_clock_skew_s`` ahead of the receive time,
+or behind it in a live notification (not the first one of an item, which repeats an
+old value), means the device clock is off. It is counted (``CollectorStats.clock_skew``
+and per device) and logged once per episode. By default the sample keeps its quality
+and source timestamp (``clock_skew_action="flag"``): the data is fine, only its time is
+doubtful, and a KPI engine that sees the count can flag the window. With
+``clock_skew_action="receive"`` such samples are stamped with the receive time instead
+(``ts_source="receive"``), which keeps windows aligned when a controller's clock is
+known to drift.
+
 Notifications pass through a bounded queue. When it is full the newest sample is
 dropped and counted per device; once the queue has drained, every node is read again
 so the latest state is delivered anyway. A notification older than one already
@@ -21,11 +40,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, Literal, cast
 
 from asyncua import ua
 from asyncua.client.client import Client
@@ -40,11 +61,12 @@ from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaError
 
+from collectors import opcua_security as sec
 from collectors.base import Backoff, CollectorStats, DeviceHealth, SampleSink, now_ms
 from rules.errors import ConfigError, DeviceError
 from rules.types import Sample
 
-__all__ = ["OpcUaCollector", "OpcUaSourceSpec", "OpcUaTag", "parse_browse_path"]
+__all__ = ["Deadband", "OpcUaCollector", "OpcUaSourceSpec", "OpcUaTag", "parse_browse_path"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +82,29 @@ _UNKNOWN_NODE = frozenset(
 )
 
 
+_FILTER_REFUSED = frozenset(
+    {
+        StatusCodes.BadFilterNotAllowed,
+        StatusCodes.BadMonitoredItemFilterUnsupported,
+        StatusCodes.BadMonitoredItemFilterInvalid,
+        StatusCodes.BadDeadbandFilterInvalid,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Deadband:
+    """A data-change deadband: ``absolute`` in engineering units, or ``percent`` of the
+    node's EURange (0..100; the server needs an EURange property for it).
+
+    It is applied by the server, so it saves both network and CPU: a power reading that
+    jitters by a few watts does not produce a notification per publish.
+    """
+
+    kind: Literal["absolute", "percent"]
+    value: float
+
+
 @dataclass(frozen=True, slots=True)
 class OpcUaTag:
     """One signal of one device, addressed by NodeId string or by browse path.
@@ -70,6 +115,9 @@ class OpcUaTag:
     :attr:`OpcUaSourceSpec.namespaces` (names without alias are namespace 0).
     ``value_map`` translates raw values (``str(raw)``) into emitted ones, e.g. machine
     state codes into state names; an unmapped raw value gives a ``bad`` sample.
+    ``sampling_interval_ms``, ``queue_size`` and ``deadband`` override the source's
+    settings for this node (None: use the source's); ``Deadband("absolute", 0)`` opts a
+    tag out of a source-wide deadband.
     """
 
     device: str
@@ -77,6 +125,9 @@ class OpcUaTag:
     node: str | None = None
     browse_path: str | None = None
     value_map: Mapping[str, str] | None = None
+    sampling_interval_ms: int | None = None
+    queue_size: int | None = None
+    deadband: Deadband | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +138,14 @@ class OpcUaSourceSpec:
     publishes are not lost), ``sampling_interval_ms`` 0 asks for the fastest sampling
     (event-driven on most servers). ``watchdog_s`` is the interval of the liveness probe;
     keep it at several seconds since a probe on a busy server can time out spuriously.
+    ``deadband`` is the default of tags without their own (mapped tags, i.e. states,
+    never get a source-wide deadband).
+
+    Security: ``security_policy``/``security_mode`` other than ``"None"`` need a client
+    certificate (``certificate``/``private_key``, else created in ``pki_dir``) and trust
+    in the server (``trust_dir``, default ``pki_dir/trusted``, and/or
+    ``server_thumbprints``). ``application_uri`` must match the certificate's (None:
+    take it from the certificate).
     """
 
     id: str
@@ -103,6 +162,40 @@ class OpcUaSourceSpec:
     password: str | None = None
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 30.0
+    deadband: Deadband | None = None
+    security_policy: str = "None"
+    security_mode: str = "None"
+    pki_dir: Path | None = None
+    certificate: Path | None = None
+    private_key: Path | None = None
+    application_uri: str | None = None
+    trust_dir: Path | None = None
+    server_thumbprints: tuple[str, ...] = ()
+    max_clock_skew_s: float = 5.0
+    clock_skew_action: Literal["flag", "receive"] = "flag"
+
+    @property
+    def secure(self) -> bool:
+        """True when the connection signs (and maybe encrypts) its messages."""
+        return self.security_mode != "None"
+
+    @property
+    def effective_trust_dir(self) -> Path | None:
+        """The trust directory, defaulting to ``pki_dir/trusted``."""
+        if self.trust_dir is not None:
+            return self.trust_dir
+        return self.pki_dir / "trusted" if self.pki_dir is not None else None
+
+
+def _check_deadband(deadband: Deadband | None) -> str | None:
+    if deadband is None:
+        return None
+    if deadband.kind not in ("absolute", "percent"):
+        return f"deadband kind {deadband.kind!r} is not absolute or percent"
+    if deadband.value < 0 or (deadband.kind == "percent" and deadband.value > 100):
+        allowed = "0..100" if deadband.kind == "percent" else ">= 0"
+        return f"deadband {deadband.value} is outside {allowed}"
+    return None
 
 
 def parse_browse_path(path: str, namespaces: Mapping[str, str]) -> list[tuple[str | None, str]]:
@@ -150,6 +243,17 @@ def _validate(spec: OpcUaSourceSpec) -> None:
                 parse_browse_path(tag.browse_path, spec.namespaces)
             except ValueError as err:
                 errors.append((tplace, str(err)))
+        problem = _check_deadband(tag.deadband)
+        if problem:
+            errors.append((tplace, problem))
+        if (tag.sampling_interval_ms or 0) < 0 or (tag.queue_size or 0) < 0:
+            errors.append((tplace, "sampling_interval_ms and queue_size must be >= 0"))
+    problem = _check_deadband(spec.deadband)
+    if problem:
+        errors.append((place, problem))
+    errors.extend(_check_security(spec, place))
+    if spec.max_clock_skew_s < 0:
+        errors.append((place, "max_clock_skew_s must be >= 0 (0 turns the check off)"))
     if spec.publishing_interval_ms <= 0 or spec.sampling_interval_ms < 0:
         errors.append((place, "publishing_interval_ms must be > 0, sampling_interval_ms >= 0"))
     if spec.queue_size < 0:
@@ -160,6 +264,29 @@ def _validate(spec: OpcUaSourceSpec) -> None:
         errors.append((place, "need 0 < reconnect_min_s <= reconnect_max_s"))
     if errors:
         raise ConfigError(errors)
+
+
+def _check_security(spec: OpcUaSourceSpec, place: str) -> list[tuple[str, str]]:
+    errors: list[tuple[str, str]] = []
+    if spec.security_policy != "None" and spec.security_policy not in sec.POLICIES:
+        errors.append((place, f"unknown security_policy {spec.security_policy!r}"))
+    if spec.security_mode not in ("None", "Sign", "SignAndEncrypt"):
+        errors.append((place, f"unknown security_mode {spec.security_mode!r}"))
+    if (spec.security_policy == "None") != (spec.security_mode == "None"):
+        errors.append((place, "security_policy and security_mode must both be None or both "
+                       "be set (e.g. Basic256Sha256 with SignAndEncrypt)"))
+    if spec.secure:
+        if spec.pki_dir is None and (spec.certificate is None or spec.private_key is None):
+            errors.append((place, "a secure connection needs pki_dir or certificate and "
+                           "private_key"))
+        if spec.effective_trust_dir is None and not spec.server_thumbprints:
+            errors.append((place, "a secure connection needs trust_dir or server_thumbprints"))
+    for thumb in spec.server_thumbprints:
+        try:
+            sec.normalize_thumbprint(thumb)
+        except ValueError as err:
+            errors.append((place, str(err)))
+    return errors
 
 
 def _parse_node(text: str, ns_array: list[str] | None) -> ua.NodeId:
@@ -226,8 +353,51 @@ def _plain_value(raw: Any) -> str | int | float | None:
     return str(raw)
 
 
+_SIMPLE = frozenset({float, int, str})
+"""Value types a Sample carries as they are (bool is not one: it becomes 0/1)."""
+
 _LIBRARY_QUEUE = 2 * 10_000
 """Two publish responses at asyncua's default MaxNotificationsPerPublish (10 000)."""
+
+
+class _SampleQueue:
+    """The collector's bounded queue between pump and forwarder.
+
+    A deque and one waiter future instead of ``asyncio.Queue``: it sits on the
+    per-notification path, and only one consumer ever waits, so the general queue's
+    bookkeeping is pure cost here. The pump checks :meth:`full` and counts the drop.
+    """
+
+    __slots__ = ("_items", "_maxsize", "_waiter")
+
+    def __init__(self, maxsize: int) -> None:
+        self._items: deque[Sample] = deque()
+        self._maxsize = maxsize
+        self._waiter: asyncio.Future[None] | None = None
+
+    def full(self) -> bool:
+        return len(self._items) >= self._maxsize
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def put_nowait(self, sample: Sample) -> None:
+        self._items.append(sample)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def get_nowait(self) -> Sample:
+        return self._items.popleft()
+
+    async def get(self) -> Sample:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.popleft()
 
 
 class _ConnectionLost(Exception):
@@ -240,6 +410,7 @@ class _Session:
     sub: Subscription
     by_node: dict[ua.NodeId, list[OpcUaTag]] = field(default_factory=dict)
     pending: list[OpcUaTag] = field(default_factory=list)
+    notified: set[ua.NodeId] = field(default_factory=set)
 
 
 class OpcUaCollector:
@@ -265,6 +436,16 @@ class OpcUaCollector:
         self._unmapped: set[tuple[str, str]] = set()
         self._down_since_ms: int | None = None
         self._down_logged = False
+        self._cert: sec.CertInfo | None = None
+        self._trust = sec.ServerTrust(
+            trust_dir=spec.effective_trust_dir,
+            thumbprints=frozenset(sec.normalize_thumbprint(t) for t in spec.server_thumbprints),
+            rejected_dir=(spec.effective_trust_dir.parent / "rejected"
+                          if spec.effective_trust_dir is not None else None),
+        )
+        self._skew_ms = int(spec.max_clock_skew_s * 1000)
+        self._skewed: set[str] = set()
+        self._filter_refused: set[tuple[str, str]] = set()
         asyncua_log = logging.getLogger("asyncua")
         if asyncua_log.level == logging.NOTSET:
             # Its INFO level dumps every publish result.
@@ -296,6 +477,8 @@ class OpcUaCollector:
         client = Client(self.spec.url, timeout=self.spec.timeout_s,
                         watchdog_intervall=self.spec.watchdog_s)
         client.session_timeout = int(self.spec.session_timeout_s * 1000)
+        if self.spec.secure:
+            await self._secure(client)
         if self.spec.username:
             client.set_user(self.spec.username)
         if self.spec.password:
@@ -326,9 +509,9 @@ class OpcUaCollector:
                 await self._emit(sink, sample)
             try:
                 async with asyncio.TaskGroup() as tg:
-                    queue: asyncio.Queue[Sample] = asyncio.Queue(self._queue_maxsize)
+                    queue = _SampleQueue(self._queue_maxsize)
                     resync = asyncio.Event()
-                    tg.create_task(self._pump(session, queue, resync))
+                    tg.create_task(self._pump(session, queue, resync, sink))
                     tg.create_task(self._forward(session, queue, resync, sink))
                     tg.create_task(self._watch(lost))
                     if session.pending:
@@ -341,6 +524,49 @@ class OpcUaCollector:
                 raise DeviceError(f"{self.spec.url}: {first}") from first
         finally:
             await self._close(client, connected)
+
+    async def _secure(self, client: Client) -> None:
+        """Set up the client certificate and the trusted server certificate.
+
+        The endpoints are fetched over an unsecured channel (that is what GetEndpoints
+        is for); the server certificate found there is checked against the trust list
+        and then pinned for the secure channel, so asyncua refuses a session whose
+        certificate differs from the one checked.
+        """
+        spec = self.spec
+        if self._cert is None:
+            try:
+                self._cert = await asyncio.to_thread(
+                    sec.ensure_client_certificate, spec.pki_dir or Path("."),
+                    spec.application_uri, cert_path=spec.certificate,
+                    key_path=spec.private_key)
+            except ConfigError as err:
+                raise DeviceError(f"client certificate: {err}") from err
+        cert = self._cert
+        client.application_uri = cert.application_uri
+        policy = sec.policy_class(spec.security_policy)
+        mode = sec.message_security_mode(spec.security_mode)
+        try:
+            async with asyncio.timeout(self.spec.timeout_s * 2 + 1):
+                endpoints = await client.connect_and_get_server_endpoints()
+        except (OSError, TimeoutError, UaError) as err:
+            raise DeviceError(f"get endpoints of {spec.url}: {err!r}") from err
+        matching = [ep for ep in endpoints
+                    if ep.SecurityPolicyUri == policy.URI and ep.SecurityMode == mode]
+        if not matching:
+            offered = sorted({f"{ep.SecurityPolicyUri.rsplit('#', 1)[-1]}/{ep.SecurityMode.name}"
+                              for ep in endpoints})
+            raise DeviceError(f"{spec.url} offers no endpoint with {spec.security_policy}/"
+                              f"{spec.security_mode}; it offers {', '.join(offered)}")
+        server_der = sec.first_certificate(matching[0].ServerCertificate or b"")
+        if not server_der:
+            raise DeviceError(f"{spec.url}: the secure endpoint has no server certificate")
+        sec.check_server_certificate(server_der, self._trust, spec.url)
+        try:
+            await client.set_security(policy, str(cert.cert_path), str(cert.key_path),
+                                      server_certificate=server_der, mode=mode)
+        except (OSError, ValueError, UaError) as err:
+            raise DeviceError(f"security set-up for {spec.url}: {err!r}") from err
 
     async def _open(self, client: Client) -> tuple[_Session, list[Sample]]:
         ns_array = await client.get_namespace_array()
@@ -490,22 +716,84 @@ class OpcUaCollector:
             samples.extend(self._to_sample(tag, dv, received) for tag in resolved[nodeid])
         if not readable:
             return samples
-        handles = await session.sub.subscribe_data_change(
-            [session.client.get_node(n) for n in readable],
-            queuesize=self.spec.queue_size,
-            sampling_interval=ua.Double(self.spec.sampling_interval_ms),
+        groups: dict[tuple[int, int, Deadband | None], list[ua.NodeId]] = {}
+        for nodeid in readable:
+            groups.setdefault(self._item_settings(resolved[nodeid][0]), []).append(nodeid)
+        for (sampling, queue_size, deadband), nodeids in groups.items():
+            handles = await self._monitor(session, nodeids, sampling, queue_size, deadband)
+            retry: list[ua.NodeId] = []
+            for nodeid, handle in zip(nodeids, handles, strict=True):
+                if (isinstance(handle, ua.StatusCode) and deadband is not None
+                        and handle.value in _FILTER_REFUSED):
+                    self._report_filter_refused(resolved[nodeid][0], handle)
+                    retry.append(nodeid)
+                    continue
+                self._record_item(session, resolved, nodeid, handle)
+            if retry:
+                handles = await self._monitor(session, retry, sampling, queue_size, None)
+                for nodeid, handle in zip(retry, handles, strict=True):
+                    self._record_item(session, resolved, nodeid, handle)
+        return samples
+
+    def _item_settings(self, tag: OpcUaTag) -> tuple[int, int, Deadband | None]:
+        """Sampling interval, queue size and deadband of a tag's monitored item."""
+        spec = self.spec
+        deadband = tag.deadband
+        if deadband is None and tag.value_map is None:
+            deadband = spec.deadband
+        if deadband is not None and deadband.value == 0 and deadband.kind == "absolute":
+            deadband = None  # "any change": the default trigger, no filter needed
+        sampling = (tag.sampling_interval_ms if tag.sampling_interval_ms is not None
+                    else spec.sampling_interval_ms)
+        queue_size = tag.queue_size if tag.queue_size is not None else spec.queue_size
+        return sampling, queue_size, deadband
+
+    async def _monitor(
+        self,
+        session: _Session,
+        nodeids: list[ua.NodeId],
+        sampling_ms: int,
+        queue_size: int,
+        deadband: Deadband | None,
+    ) -> list[int | ua.StatusCode]:
+        mfilter: ua.DataChangeFilter | None = None
+        if deadband is not None:
+            mfilter = ua.DataChangeFilter()
+            mfilter.Trigger = ua.DataChangeTrigger.StatusValue
+            mfilter.DeadbandType = ua.UInt32(ua.DeadbandType.Absolute
+                                             if deadband.kind == "absolute"
+                                             else ua.DeadbandType.Percent)
+            mfilter.DeadbandValue = ua.Double(deadband.value)
+        # The public subscribe_data_change takes no filter and deadband_monitor no
+        # sampling interval; _subscribe is the one call that takes both.
+        handles = await session.sub._subscribe(
+            [session.client.get_node(n) for n in nodeids],
+            AttributeIds.Value,
+            mfilter,
+            queue_size,
+            ua.MonitoringMode.Reporting,
+            ua.Double(sampling_ms),
         )
         assert isinstance(handles, list)
-        for nodeid, handle in zip(readable, handles, strict=True):
-            if isinstance(handle, ua.StatusCode):
-                for tag in resolved[nodeid]:
-                    self._report_missing(tag, f"node {nodeid.to_string()}: {handle.name}")
-                    session.pending.append(tag)
-                continue
-            session.by_node[nodeid] = resolved[nodeid]
+        return handles
+
+    def _record_item(self, session: _Session, resolved: dict[ua.NodeId, list[OpcUaTag]],
+                     nodeid: ua.NodeId, handle: int | ua.StatusCode) -> None:
+        if isinstance(handle, ua.StatusCode):
             for tag in resolved[nodeid]:
-                self._report_found(tag)
-        return samples
+                self._report_missing(tag, f"node {nodeid.to_string()}: {handle.name}")
+                session.pending.append(tag)
+            return
+        session.by_node[nodeid] = resolved[nodeid]
+        for tag in resolved[nodeid]:
+            self._report_found(tag)
+
+    def _report_filter_refused(self, tag: OpcUaTag, status: ua.StatusCode) -> None:
+        key = (tag.device, tag.signal)
+        if key not in self._filter_refused:
+            self._filter_refused.add(key)
+            log.warning("opcua %s: server refused the deadband of %s.%s (%s); monitoring "
+                        "it without a deadband", self.name, tag.device, tag.signal, status.name)
 
     async def _read(self, client: Client, nodeids: list[ua.NodeId]) -> list[ua.DataValue]:
         params = ua.ReadParameters()
@@ -551,35 +839,56 @@ class OpcUaCollector:
         raise _ConnectionLost("connection lost")
 
     async def _pump(
-        self, session: _Session, queue: asyncio.Queue[Sample], resync: asyncio.Event
+        self, session: _Session, queue: _SampleQueue, resync: asyncio.Event, sink: SampleSink
     ) -> None:
         """Drain the library's queue into ours without ever awaiting the consumer."""
+        # This loop runs once per notification: attribute look-ups are hoisted.
+        by_node, notified = session.by_node, session.notified
+        to_sample, put = self._to_sample, queue.put_nowait
+        # A sink that takes samples without waiting (asyncio.Queue: put_nowait and full)
+        # gets them straight from here while nothing is queued in front of them, which
+        # saves the hop through our queue and the forwarder; order is kept because
+        # this path is only taken while our queue is empty.
+        direct = getattr(sink, "put_nowait", None)
+        sink_full = getattr(sink, "full", None)
+        if not (callable(direct) and callable(sink_full)):
+            direct = sink_full = None
+        accept = self._accept
         async for event in session.sub:
-            if isinstance(event, StatusChangeEvent):
-                status = event.notification.Status
-                if status is not None and not status.is_good():
-                    raise _ConnectionLost(f"subscription status {status.name}")
-                continue
             if not isinstance(event, DataChangeEvent):
+                if isinstance(event, StatusChangeEvent):
+                    status = event.notification.Status
+                    if status is not None and not status.is_good():
+                        raise _ConnectionLost(f"subscription status {status.name}")
                 continue
-            tags = session.by_node.get(event.node.nodeid)
+            nodeid = event.node.nodeid
+            tags = by_node.get(nodeid)
             if not tags:
                 continue
             received = now_ms()
             dv = event.data.monitored_item.Value
+            # The first notification of an item repeats the current value, whose source
+            # timestamp may be old; only later ones are live enough to show a skew.
+            live = nodeid in notified
+            if not live:
+                notified.add(nodeid)
             for tag in tags:
-                sample = self._to_sample(tag, dv, received)
-                try:
-                    queue.put_nowait(sample)
-                except asyncio.QueueFull:
+                sample = to_sample(tag, dv, received, live)
+                if (direct is not None and sink_full is not None and queue.empty()
+                        and not resync.is_set() and not sink_full()):
+                    if accept(sample):
+                        direct(sample)
+                elif queue.full():
                     self._count_overflow(tag.device)
                     resync.set()
+                else:
+                    put(sample)
         raise _ConnectionLost("subscription closed")
 
     async def _forward(
         self,
         session: _Session,
-        queue: asyncio.Queue[Sample],
+        queue: _SampleQueue,
         resync: asyncio.Event,
         sink: SampleSink,
     ) -> None:
@@ -596,8 +905,28 @@ class OpcUaCollector:
                     for tag in session.by_node[nodeid]:
                         await self._emit(sink, self._to_sample(tag, dv, received))
                 continue
-            sample = await queue.get()
+            sample = queue.get_nowait() if not queue.empty() else await queue.get()
             await self._emit(sink, sample)
+
+    def _count_skew(self, tag: OpcUaTag, offset_ms: int) -> None:
+        self._stats.clock_skew += 1
+        health = self._stats.device(tag.device)
+        health.clock_skew += 1
+        health.clock_offset_ms = offset_ms
+        if tag.device not in self._skewed:
+            self._skewed.add(tag.device)
+            log.warning("opcua %s: %s clock is off by %+.1f s (source timestamp minus receive "
+                        "time, threshold %.1f s); %s", self.name, tag.device, offset_ms / 1000,
+                        self.spec.max_clock_skew_s,
+                        "stamping its samples with the receive time"
+                        if self.spec.clock_skew_action == "receive"
+                        else "keeping its timestamps, counting each skewed sample")
+
+    def _skew_cleared(self, device: str, offset_ms: int) -> None:
+        self._skewed.discard(device)
+        self._stats.device(device).clock_offset_ms = offset_ms
+        log.info("opcua %s: %s clock is within %.1f s again", self.name, device,
+                 self.spec.max_clock_skew_s)
 
     def _library_overflow(self) -> None:
         self._stats.overflows += 1
@@ -611,27 +940,55 @@ class OpcUaCollector:
         health.overflows += 1
 
     async def _emit(self, sink: SampleSink, sample: Sample) -> None:
+        if self._accept(sample):
+            await sink.put(sample)
+
+    def _accept(self, sample: Sample) -> bool:
+        """Drop stale and repeated samples, count the rest; True if it is to be delivered."""
         key = (sample.device, sample.signal)
         last = self._last.get(key)
         if last is not None:
             if sample.ts_ms < last[0]:
                 self._stats.stale_dropped += 1
-                return
+                return False
             if (sample.ts_ms, sample.value, sample.quality) == last:
-                return  # the same value seen twice (initial read and first notification)
+                return False  # the same value seen twice (initial read and first notification)
         self._last[key] = (sample.ts_ms, sample.value, sample.quality)
-        health = self._stats.device(sample.device)
+        health = self._stats.devices.get(sample.device) or self._stats.device(sample.device)
         health.samples += 1
         health.last_sample_ms = sample.ts_ms
-        await sink.put(sample)
+        return True
 
-    def _to_sample(self, tag: OpcUaTag, dv: ua.DataValue, received_ms: int) -> Sample:
+    def _to_sample(self, tag: OpcUaTag, dv: ua.DataValue, received_ms: int,
+                   live: bool = False) -> Sample:
+        status = dv.StatusCode
+        variant = dv.Value
+        source = cast(datetime | None, dv.SourceTimestamp)
+        if (tag.value_map is None and variant is not None and source is not None
+                and source.tzinfo is UTC and (status is None or status.value == 0)):
+            # Fast path, the common case: good status, aware source timestamp, unmapped.
+            src_ms: int = (source - _EPOCH) // _MS
+            if src_ms > 0:
+                offset = src_ms - received_ms
+                if not self._skew_ms or (-self._skew_ms <= offset <= self._skew_ms
+                                         and not self._skewed):
+                    raw = variant.Value
+                    value = raw if type(raw) in _SIMPLE else _plain_value(raw)
+                    return Sample(src_ms, tag.device, tag.signal, value, "good", "source")
         ts_source = "source"
         ts = _ms(dv.SourceTimestamp)
         if ts is None:
             ts, ts_source = _ms(dv.ServerTimestamp), "server"
         if ts is None:
             ts, ts_source = received_ms, "receive"
+        elif self._skew_ms:
+            offset = ts - received_ms
+            if offset > self._skew_ms or (live and -offset > self._skew_ms):
+                self._count_skew(tag, offset)
+                if self.spec.clock_skew_action == "receive":
+                    ts, ts_source = received_ms, "receive"
+            elif self._skewed and tag.device in self._skewed and (live or offset > 0):
+                self._skew_cleared(tag.device, offset)
         quality = _quality(dv.StatusCode)
         raw = dv.Value.Value if dv.Value is not None else None
         value = _plain_value(raw)

@@ -5,6 +5,10 @@ energy in kWh, and ``power_kw``, total active power in kW, converted via ``scale
 plus a few diagnostic signals. Addresses are 0-based protocol addresses taken from the
 vendors' published Modbus protocol documents; check them against the manual of the
 firmware you deploy, since vendors occasionally move registers between revisions.
+
+``sdm630`` and ``scaled32`` are also the two layouts the bundled simulator serves
+(``simulators/registers.py``), and the tests read both from it; ``em24`` follows the
+vendor document only (no simulator layout matches it).
 """
 
 from __future__ import annotations
@@ -60,16 +64,63 @@ def _em24(device: str) -> tuple[RegisterPoint, ...]:
     )
 
 
-PRESETS: dict[str, Callable[[str], tuple[RegisterPoint, ...]]] = {
-    "sdm630": _sdm630,
-    "em24": _em24,
+def _scaled32(device: str, resolution_kwh: float = 0.01) -> tuple[RegisterPoint, ...]:
+    """Generic scaled-integer meter: holding registers (function 03), 32-bit integers with
+    the low word first, each word big-endian.
+
+    The energy register counts resolution steps (``resolution_kwh`` per step, the meter's
+    resolution from the config; the meter also reports it in mWh at 0x0014). Power is
+    signed 0.1 W, voltages 0.1 V, currents mA, power factor 0.001, frequency 0.01 Hz.
+    """
+
+    def u32(signal: str, address: int, scale: float) -> RegisterPoint:
+        return RegisterPoint(device, signal, "holding", address, "u32", "little", "big", scale)
+
+    def i32(signal: str, address: int, scale: float) -> RegisterPoint:
+        return RegisterPoint(device, signal, "holding", address, "i32", "little", "big", scale)
+
+    return (
+        u32("energy_kwh", 0x0000, resolution_kwh),
+        i32("power_kw", 0x0002, 0.1 * 0.001),  # 0.1 W -> kW
+        u32("voltage_l1", 0x0004, 0.1),
+        u32("voltage_l2", 0x0006, 0.1),
+        u32("voltage_l3", 0x0008, 0.1),
+        u32("current_l1", 0x000A, 0.001),
+        u32("current_l2", 0x000C, 0.001),
+        u32("current_l3", 0x000E, 0.001),
+        i32("power_factor", 0x0010, 0.001),
+        u32("frequency_hz", 0x0012, 0.01),
+    )
+
+
+def _fixed(builder: Callable[[str], tuple[RegisterPoint, ...]]) -> _Builder:
+    def build(device: str, resolution_kwh: float | None) -> tuple[RegisterPoint, ...]:
+        return builder(device)
+
+    return build
+
+
+def _with_resolution(device: str, resolution_kwh: float | None) -> tuple[RegisterPoint, ...]:
+    return _scaled32(device, resolution_kwh if resolution_kwh is not None else 0.01)
+
+
+_Builder = Callable[[str, "float | None"], tuple[RegisterPoint, ...]]
+
+PRESETS: dict[str, _Builder] = {
+    "sdm630": _fixed(_sdm630),
+    "em24": _fixed(_em24),
+    "scaled32": _with_resolution,
 }
-"""Preset name -> builder of that meter's points for a given device id."""
+"""Preset name -> builder of that meter's points for a device id and its resolution."""
 
 
-def preset_points(preset: str, device: str) -> tuple[RegisterPoint, ...]:
+def preset_points(
+    preset: str, device: str, *, resolution_kwh: float | None = None
+) -> tuple[RegisterPoint, ...]:
     """The register points of meter model ``preset`` for ``device``.
 
+    ``resolution_kwh`` is the meter's energy resolution, needed by presets whose energy
+    register counts steps (``scaled32``; default 0.01 kWh) and ignored by the others.
     Raises :class:`ConfigError` naming the known presets, so config validation can
     report it beside the other problems of the file.
     """
@@ -79,4 +130,4 @@ def preset_points(preset: str, device: str) -> tuple[RegisterPoint, ...]:
         known = ", ".join(sorted(PRESETS))
         msg = f"unknown meter preset {preset!r}; known: {known}"
         raise ConfigError([("preset", msg)]) from None
-    return builder(device)
+    return builder(device, resolution_kwh)

@@ -17,7 +17,7 @@ from agent.config.model import (
     SignalSection,
 )
 from collectors.modbus import ModbusDeviceSpec, ModbusSourceSpec, RegisterPoint
-from collectors.opcua import OpcUaSourceSpec, OpcUaTag
+from collectors.opcua import Deadband, OpcUaSourceSpec, OpcUaTag
 from collectors.presets import preset_points
 from rules.spec import (
     AlarmSpec,
@@ -89,18 +89,34 @@ def _signals(cfg: AgentConfig) -> list[tuple[str, str, SignalSection]]:
     return out
 
 
+def _deadband(value: float | None, kind: str) -> Deadband | None:
+    if value is None:
+        return None
+    return Deadband("percent" if kind == "percent" else "absolute", value)
+
+
 def opcua_specs(cfg: AgentConfig) -> list[OpcUaSourceSpec]:
-    """One spec per OPC UA source with every tag that reads from it."""
+    """One spec per OPC UA source with every tag that reads from it.
+
+    A secure source without ``pki_dir`` keeps its certificate under the agent's state
+    directory (``pki/<source id>``), so it survives restarts and upgrades.
+    """
     tags: dict[str, list[OpcUaTag]] = defaultdict(list)
     for device, role, sig in _signals(cfg):
         if sig.is_opcua:
             tags[sig.source].append(
                 OpcUaTag(device=device, signal=role, node=sig.node, browse_path=sig.browse_path,
-                         value_map=dict(sig.map) if sig.map else None)
+                         value_map=dict(sig.map) if sig.map else None,
+                         sampling_interval_ms=sig.sampling_interval_ms,
+                         queue_size=sig.queue_size,
+                         deadband=_deadband(sig.deadband, sig.deadband_type))
             )
     specs = []
     for src in cfg.sources:
         if isinstance(src, OpcUaSourceSection) and tags.get(src.id):
+            pki_dir = src.pki_dir
+            if pki_dir is None and src.security_mode != "None":
+                pki_dir = cfg.agent.state_dir / "pki" / src.id
             specs.append(OpcUaSourceSpec(
                 id=src.id, url=src.url, tags=tuple(tags[src.id]),
                 namespaces=dict(src.namespaces),
@@ -109,6 +125,12 @@ def opcua_specs(cfg: AgentConfig) -> list[OpcUaSourceSpec]:
                 timeout_s=src.timeout_s, session_timeout_s=src.session_timeout_s,
                 watchdog_s=src.watchdog_s, username=src.username,
                 password=resolve_secret(None, src.password_env, f"sources {src.id} password_env"),
+                deadband=_deadband(src.deadband, src.deadband_type),
+                security_policy=src.security_policy, security_mode=src.security_mode,
+                pki_dir=pki_dir, certificate=src.certificate, private_key=src.private_key,
+                application_uri=src.application_uri, trust_dir=src.trust_dir,
+                server_thumbprints=tuple(src.server_thumbprints),
+                max_clock_skew_s=src.max_clock_skew_s, clock_skew_action=src.clock_skew_action,
             ))
     return specs
 
@@ -130,7 +152,8 @@ def modbus_specs(cfg: AgentConfig) -> list[ModbusSourceSpec]:
             names[(sig.source, sig.unit)].append(device)
     for mt in cfg.meters:
         if mt.preset is not None and mt.source is not None and mt.unit is not None:
-            units[mt.source][mt.unit].extend(preset_points(mt.preset, mt.id))
+            units[mt.source][mt.unit].extend(
+                preset_points(mt.preset, mt.id, resolution_kwh=mt.resolution_kwh))
             if mt.id not in names[(mt.source, mt.unit)]:
                 names[(mt.source, mt.unit)].append(mt.id)
     specs = []

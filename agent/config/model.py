@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, field_validator, model_validator
 
 from agent.config.common import MqttSettings, StrictModel
+from agent.health import HealthSettings
 from rules.spec import window_length_ms
 from rules.types import MACHINE_STATES
 
@@ -130,7 +131,17 @@ class OutboxSection(StrictModel):
 
 
 class OpcUaSourceSection(StrictModel):
-    """An OPC UA server. Namespaces are given by URI and resolved at connect time."""
+    """An OPC UA server. Namespaces are given by URI and resolved at connect time.
+
+    ``deadband`` is the default for every unmapped signal of the source (a signal's own
+    ``deadband`` wins; 0 turns it off for that signal). Security: ``security_policy`` and
+    ``security_mode`` (``Sign`` or ``SignAndEncrypt``); the client certificate is
+    ``certificate``/``private_key`` or is created in ``pki_dir`` (default
+    ``<agent.state_dir>/pki/<source id>``); servers are trusted by ``trust_dir``
+    (default ``pki_dir/trusted``) and/or pinned ``server_thumbprints`` (SHA-1 or SHA-256).
+    ``max_clock_skew_s`` (0: off) flags source timestamps that far from the receive time;
+    ``clock_skew_action`` keeps them (``flag``) or uses the receive time (``receive``).
+    """
 
     id: Id
     type: Literal["opcua"]
@@ -144,8 +155,42 @@ class OpcUaSourceSection(StrictModel):
     watchdog_s: float = Field(10.0, gt=0)
     username: str | None = None
     password_env: str | None = None
+    deadband: float | None = Field(None, ge=0)
+    deadband_type: Literal["absolute", "percent"] = "absolute"
+    security_policy: Literal["None", "Basic256Sha256", "Aes128_Sha256_RsaOaep",
+                             "Aes256_Sha256_RsaPss"] = "None"
+    security_mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
+    application_uri: str | None = Field(None, pattern=r"^[A-Za-z][A-Za-z0-9+.\-]*:\S+$")
+    pki_dir: Path | None = None
+    certificate: Path | None = None
+    private_key: Path | None = None
+    trust_dir: Path | None = None
+    server_thumbprints: list[str] = Field(default_factory=list)
+    max_clock_skew_s: float = Field(5.0, ge=0, le=86_400)
+    clock_skew_action: Literal["flag", "receive"] = "flag"
 
     _id = field_validator("id")(_check_id)
+
+    @field_validator("server_thumbprints")
+    @classmethod
+    def _thumbprints(cls, value: list[str]) -> list[str]:
+        from collectors.opcua_security import normalize_thumbprint
+
+        for thumb in value:
+            normalize_thumbprint(thumb)
+        return value
+
+    @model_validator(mode="after")
+    def _security(self) -> Self:
+        if (self.security_policy == "None") != (self.security_mode == "None"):
+            raise ValueError("security_policy and security_mode must both be 'None' or both "
+                             "be set (e.g. 'Basic256Sha256' with 'SignAndEncrypt')")
+        if (self.certificate is None) != (self.private_key is None):
+            raise ValueError("give both certificate and private_key, or neither (then one is "
+                             "created in pki_dir)")
+        if self.deadband_type == "percent" and self.deadband is not None and self.deadband > 100:
+            raise ValueError("a percent deadband must be within 0..100")
+        return self
 
 
 class ModbusSourceSection(StrictModel):
@@ -183,7 +228,9 @@ DataType = Literal["u16", "i16", "u32", "i32", "u64", "i64", "f32", "f64", "stri
 class SignalSection(StrictModel):
     """Where one role of a machine or meter comes from: an OPC UA node or a Modbus register.
 
-    OPC UA: ``node`` (NodeId, ``nsu=URI;...`` preferred) or ``browse_path``.
+    OPC UA: ``node`` (NodeId, ``nsu=URI;...`` preferred) or ``browse_path``, with optional
+    per-node ``deadband`` (``deadband_type`` absolute or percent of EURange),
+    ``sampling_interval_ms`` and ``queue_size`` overriding the source's.
     Modbus: ``unit``, ``table``, ``address`` (0-based), ``type``, word/byte order, scale.
     ``map`` turns raw values into state names (keys are the raw values as text).
     """
@@ -200,6 +247,10 @@ class SignalSection(StrictModel):
     scale: float = 1.0
     offset: float = 0.0
     map: dict[str, str] | None = None
+    deadband: float | None = Field(None, ge=0)
+    deadband_type: Literal["absolute", "percent"] = "absolute"
+    sampling_interval_ms: int | None = Field(None, ge=0, le=600_000)
+    queue_size: int | None = Field(None, ge=1, le=100_000)
 
     @model_validator(mode="after")
     def _address(self) -> Self:
@@ -213,6 +264,12 @@ class SignalSection(StrictModel):
             raise ValueError("give node or browse_path, not both")
         if modbus and (self.table is None or self.address is None):
             raise ValueError("a Modbus signal needs both table and address")
+        if modbus and (self.deadband is not None or self.sampling_interval_ms is not None
+                       or self.queue_size is not None):
+            raise ValueError("deadband, sampling_interval_ms and queue_size are OPC UA "
+                             "settings; a Modbus signal is polled at its source's interval")
+        if self.deadband_type == "percent" and self.deadband is not None and self.deadband > 100:
+            raise ValueError("a percent deadband must be within 0..100")
         if self.map is not None:
             bad = sorted(set(self.map.values()) - MACHINE_STATES)
             if bad:
@@ -335,6 +392,7 @@ class AgentConfig(StrictModel):
     calendar: CalendarSection = CalendarSection()
     mqtt: MqttSettings = MqttSettings()
     outbox: OutboxSection = OutboxSection()
+    health: HealthSettings = HealthSettings()
     sources: list[Source] = Field(default_factory=list)
     lines: list[LineSection] = Field(default_factory=list)
     machines: list[MachineSection] = Field(default_factory=list)

@@ -93,6 +93,9 @@ def _check_signal(
             return [(where, f'source "{sig.source}" is Modbus: give unit, table and address')]
         if sig.unit is None:
             return [(where + ".unit", "a Modbus signal needs the unit (device) id")]
+    if isinstance(src, OpcUaSourceSection) and sig.map is not None and sig.deadband:
+        return [(where + ".deadband", "a mapped (state) signal takes no deadband: a state "
+                 "code that changes by less than the deadband would be missed")]
     if isinstance(src, OpcUaSourceSection) and sig.browse_path:
         for element in sig.browse_path.strip("/").split("/"):
             alias, sep, _ = element.partition(":")

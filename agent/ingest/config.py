@@ -29,6 +29,7 @@ from pydantic import Field, model_validator
 
 from agent.config.common import InfluxSettings, MqttSettings, StrictModel
 from agent.config.load import load_model
+from agent.health import HealthSettings
 
 __all__ = ["IngestConfig", "IngestSettings", "load_ingest_config"]
 
@@ -86,6 +87,8 @@ class IngestConfig(StrictModel):
     mqtt: MqttSettings = Field(default_factory=lambda: MqttSettings.model_validate({}))
     influxdb: InfluxSettings = Field(default_factory=lambda: InfluxSettings.model_validate({}))
     ingest: IngestSettings = Field(default_factory=lambda: IngestSettings.model_validate({}))
+    health: HealthSettings = HealthSettings(port=9465)
+    """Health and metrics endpoint (port 9465, so an agent on the same host keeps 9464)."""
 
     @model_validator(mode="after")
     def _check(self) -> Self:

@@ -305,3 +305,15 @@ def test_kpi_night_shift_across_midnight_with_breaks(tmp_path: Path) -> None:
     morning = [x for x in records if x["machine"] == "m"
                and x["window_start"] == "2026-11-27T00:00:00.000Z"]
     assert len(morning) == 1 and "incomplete" in morning[0]["flags"]
+
+
+def test_certs_creates_then_shows_the_client_certificate(tmp_path: Path) -> None:
+    pki = tmp_path / "pki"
+    created = edge_agent("certs", "--pki-dir", str(pki), "--application-uri", "urn:t:agent")
+    assert created.returncode == 0, created.stderr
+    assert "(created now)" in created.stdout and "urn:t:agent" in created.stdout
+    shown = edge_agent("certs", "--pki-dir", str(pki), "--show")
+    assert shown.returncode == 0, shown.stderr
+    assert "created now" not in shown.stdout
+    sha256 = [line for line in created.stdout.splitlines() if line.startswith("SHA-256:")]
+    assert sha256 and sha256[0] in shown.stdout

@@ -16,17 +16,20 @@ pytestmark = pytest.mark.integration
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
-def test_demo_shows_kpis_and_a_summary() -> None:
+@pytest.mark.parametrize("broker", ["auto", "embedded"])
+def test_demo_shows_kpis_and_a_summary(broker: str) -> None:
     if IN_CI:
         assert find_mosquitto() and find_influxd(), "CI must have mosquitto and influxd"
     res = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "demo", "--duration", "25", "--window", "5s"],
+        [sys.executable, "-m", "agent.cli", "demo", "--duration", "25", "--window", "5s",
+         "--broker", broker],
         capture_output=True, text=True, timeout=120,
     )
     assert res.returncode == 0, res.stdout + res.stderr
     out = res.stdout
     assert "Simulators: OPC UA opc.tcp://127.0.0.1:" in out
     assert "Summary" in out
+    assert ("embedded broker" in out) == (broker == "embedded"), out
     for machine in ("cnc-01", "cnc-02"):
         assert re.search(rf"^  {machine}: OEE [0-9.]+, defect rate", out, re.M), out
     broker = int(re.search(r"reached the broker: (\d+)", out).group(1))  # type: ignore[union-attr]

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import defaultdict
 from decimal import Decimal
 from pathlib import Path
@@ -18,9 +19,10 @@ from typing import Any
 
 import pytest
 import tomli_w
+from prometheus_client.parser import text_string_to_metric_families
 
 from agent.demo import simulator_config
-from agent.services import ManagedInfluxd, ManagedMosquitto
+from agent.services import ManagedInfluxd, ManagedMosquitto, free_port
 from rules.types import rfc3339_to_ms
 from simulators.plant import Plant
 from simulators.scenario import default_scenario
@@ -86,6 +88,18 @@ def _max_power_kw(events: list[dict[str, Any]], meter: str) -> Decimal:
     return best
 
 
+def _check_health(port: int) -> None:
+    base = f"http://127.0.0.1:{port}"
+    with urllib.request.urlopen(f"{base}/readyz", timeout=5) as resp:
+        assert resp.status == 200, resp.read()
+    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    samples = {s.name: s.value for f in families.values() for s in f.samples}
+    assert any(n.endswith("samples_total") for n in samples), sorted(samples)
+    assert any("outbox" in n for n in samples), sorted(samples)
+
+
 def _comparable(row: dict[str, Any], started_ms: int) -> bool:
     start_ms = int(row["time"]) - WINDOW_S * 1000  # type: ignore[call-overload]
     return start_ms >= started_ms + 3000 and "incomplete" not in str(row.get("flags") or "")
@@ -102,8 +116,10 @@ async def test_kpis_reach_influxdb_and_match_the_ledger(
 ) -> None:
     async with Plant(default_scenario(machines=2, seed=7, fast=True),
                      ledger_dir=tmp_path / "ledger") as plant:
+        health_port = free_port()
         raw = simulator_config(plant, mqtt_port=mosquitto.port, window=f"{WINDOW_S}s",
-                               state_dir=tmp_path / "state", lateness_s=3.0)
+                               state_dir=tmp_path / "state", lateness_s=3.0,
+                               health_port=health_port)
         agent_toml = tmp_path / "agent.toml"
         agent_toml.write_text(tomli_w.dumps(raw))
         ingest_toml = tmp_path / "ingest.toml"
@@ -112,6 +128,7 @@ async def test_kpis_reach_influxdb_and_match_the_ledger(
             "influxdb": {"url": influxdb.url, "org": influxdb.org, "bucket": influxdb.bucket,
                          "token": influxdb.token},
             "ingest": {"dead_letter_path": str(tmp_path / "dead.jsonl")},
+            "health": {"enabled": False},
         }))
         ingest_log, agent_log = tmp_path / "ingest.log", tmp_path / "agent.log"
         ingest = _spawn(["ingest", "-c", str(ingest_toml)], ingest_log)
@@ -125,6 +142,7 @@ async def test_kpis_reach_influxdb_and_match_the_ledger(
                 await asyncio.sleep(2)
                 if _complete_windows(influxdb, plant.machines, started_ms) >= MIN_WINDOWS:
                     break
+            _check_health(health_port)
             _stop(agent, agent_log)
             deadline = time.monotonic() + 20
             expected_rows = None

@@ -66,6 +66,7 @@ def test_secret_is_never_echoed(tmp_path: Path) -> None:
                          ids=lambda p: p.name)
 def test_example_configs_are_valid(example: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EDGE_AGENT_MQTT_PASSWORD", "x")
+    monkeypatch.setenv("EDGE_AGENT_OPCUA_PASSWORD", "x")
     if example.name.startswith("ingest"):
         from agent.ingest.config import load_ingest_config
 

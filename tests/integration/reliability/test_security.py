@@ -1,0 +1,220 @@
+"""Issue #6, test 7: TLS with password auth works end to end, a wrong password is refused
+with a clear log line, and a factory's credentials cannot publish into another factory's
+topics. Also: the shipped deploy/mosquitto config starts a real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+import tomli_w
+from paho.mqtt.enums import CallbackAPIVersion
+
+from agent.demo import simulator_config
+from agent.services import ManagedMosquitto, free_port, wait_for_port
+from rules.errors import ServiceError
+from simulators.plant import Plant
+from simulators.scenario import default_scenario
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[3]
+DEPLOY = REPO / "deploy" / "mosquitto"
+USERS = {"ingest": "ingest-secret", "site-a": "secret-a", "site-b": "secret-b"}
+
+
+@pytest.fixture
+def secure_broker(tmp_path: Path, security: Any) -> Iterator[tuple[ManagedMosquitto, int, Path]]:
+    """Mosquitto with a TLS listener, a password file and the shipped ACL."""
+    tls = security.make_tls_material(tmp_path / "certs")
+    passwd = security.make_password_file(tmp_path / "passwd", USERS)
+    acl = tmp_path / "acl"
+    acl.write_text((DEPLOY / "acl.example").read_text())
+    tls_port = free_port()
+    broker = ManagedMosquitto(options=None)
+    broker.options.extra_lines = [
+        "allow_anonymous false",
+        f"password_file {passwd}",
+        f"acl_file {acl}",
+        f"listener {tls_port} 127.0.0.1",
+        f"cafile {tls['ca']}",
+        f"certfile {tls['cert']}",
+        f"keyfile {tls['key']}",
+    ]
+    try:
+        broker.start()
+    except ServiceError as err:
+        broker.close()
+        pytest.skip(f"mosquitto unavailable: {err}")
+    try:
+        yield broker, tls_port, tls["ca"]
+    finally:
+        broker.close()
+
+
+def _client(port: int, ca: Path, user: str, password: str, client_id: str,
+            received: list[tuple[str, bytes]] | None = None) -> tuple[mqtt.Client, Any]:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    client.tls_set(ca_certs=str(ca))
+    client.username_pw_set(user, password)
+    result: dict[str, Any] = {}
+    connected = threading.Event()
+
+    def on_connect(c: mqtt.Client, u: Any, flags: Any, rc: Any, props: Any) -> None:
+        result["rc"] = rc
+        connected.set()
+
+    def on_message(c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
+        if received is not None:
+            received.append((msg.topic, bytes(msg.payload)))
+
+    client.on_connect = on_connect
+    client.on_message = on_message
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    assert connected.wait(20), f"{user}: no CONNACK"
+    return client, result["rc"]
+
+
+async def test_tls_password_auth_and_site_acl(
+    secure_broker: tuple[ManagedMosquitto, int, Path], tmp_path: Path
+) -> None:
+    _, tls_port, ca = secure_broker
+    received: list[tuple[str, bytes]] = []
+    watcher, rc = _client(tls_port, ca, "ingest", USERS["ingest"], "watcher", received)
+    assert not rc.is_failure, rc
+    watcher.subscribe("factory/#", qos=1)
+    site_a, rc = _client(tls_port, ca, "site-a", USERS["site-a"], "site-a")
+    assert not rc.is_failure, rc
+    await asyncio.sleep(1)
+    own = site_a.publish("factory/site-a/line-a/m1/kpi", b'{"own": true}', qos=1)
+    forged = site_a.publish("factory/site-b/line-a/m1/kpi", b'{"forged": true}', qos=1)
+    own.wait_for_publish(10)
+    forged.wait_for_publish(10)
+    deadline = time.monotonic() + 20
+    while not received and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(2)  # time for a forged message to arrive, if it ever would
+    topics = [t for t, _ in received]
+    assert "factory/site-a/line-a/m1/kpi" in topics
+    assert not any(t.startswith("factory/site-b/") for t in topics), topics
+    # Wrong password and no password are refused at CONNACK.
+    bad, rc = _client(tls_port, ca, "site-a", "wrong", "bad")
+    assert rc.is_failure, rc
+    assert "Bad user name or password" in str(rc) or "Not authorized" in str(rc), rc
+    for c in (watcher, site_a, bad):
+        c.disconnect()
+        c.loop_stop()
+    # Plain TCP without TLS to the TLS port fails; TLS without trusting the CA fails.
+    untrusting = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="untrusting",
+                             protocol=mqtt.MQTTv5)
+    untrusting.tls_set(ca_certs=None)
+    untrusting.username_pw_set("site-a", USERS["site-a"])
+    with pytest.raises(ssl.SSLError):
+        untrusting.connect("127.0.0.1", tls_port)
+
+
+async def test_agent_over_tls_logs_a_clear_line_on_a_wrong_password(
+    secure_broker: tuple[ManagedMosquitto, int, Path], tmp_path: Path, chain: Any
+) -> None:
+    """The real agent over TLS: with the right password its status reaches the broker;
+    with a wrong one its log names the refusal ('Bad user name or password')."""
+    _, tls_port, ca = secure_broker
+    received: list[tuple[str, bytes]] = []
+    watcher, _ = _client(tls_port, ca, "ingest", USERS["ingest"], "watcher", received)
+    watcher.subscribe("factory/#", qos=1)
+    async with Plant(default_scenario(machines=1, seed=5, fast=True),
+                     ledger_dir=tmp_path / "ledger") as plant:
+        for name, password in (("good", USERS["site-a"]), ("bad", "not-the-password")):
+            raw = simulator_config(plant, mqtt_port=tls_port, window="5s",
+                                   state_dir=tmp_path / f"state-{name}", lateness_s=1.0)
+            raw["site"]["id"] = "site-a"
+            raw["mqtt"].update({"username": "site-a", "password": password,
+                                "tls": {"ca_file": str(ca)}})
+            path = tmp_path / f"agent-{name}.toml"
+            path.write_text(tomli_w.dumps(raw))
+            agent = chain.run_agent(path, f"agent-{name}")
+            if name == "good":
+                deadline = time.monotonic() + 40
+                while time.monotonic() < deadline and not any(  # noqa: ASYNC110
+                        t.endswith("/kpi") for t, _ in received):
+                    await asyncio.sleep(0.5)
+                agent.stop()
+                kpis = [json.loads(p) for t, p in received if t.endswith("/kpi")]
+                assert kpis, f"no KPI record over TLS:\n{agent.text()[-3000:]}"
+                assert all(k["site"] == "site-a" for k in kpis)
+            else:
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline and not re.search(  # noqa: ASYNC110
+                        "Bad user name or password|Not authorized", agent.text()):
+                    await asyncio.sleep(0.5)
+                agent.stop()
+                text = agent.text()
+                line = next((ln for ln in text.splitlines()
+                             if "Bad user name or password" in ln or "Not authorized" in ln),
+                            None)
+                assert line is not None, text[-3000:]
+                assert "not-the-password" not in text  # secrets are never logged
+    watcher.disconnect()
+    watcher.loop_stop()
+
+
+def test_deploy_mosquitto_conf_starts_a_real_broker(tmp_path: Path, security: Any) -> None:
+    """The shipped platform config, with its paths moved into a temporary directory."""
+    import getpass
+    import subprocess
+
+    from agent.services import find_mosquitto
+
+    binary = find_mosquitto()
+    if binary is None:
+        pytest.skip("mosquitto is not installed")
+    tls = security.make_tls_material(tmp_path / "certs")
+    passwd = security.make_password_file(tmp_path / "passwd", USERS)
+    acl = tmp_path / "acl"
+    acl.write_text((DEPLOY / "acl.example").read_text())
+    plain, secure = free_port(), free_port()
+    replace = {
+        "user mosquitto": f"user {getpass.getuser()}",
+        "pid_file /run/mosquitto/mosquitto.pid": f"pid_file {tmp_path / 'mosquitto.pid'}",
+        "persistence_location /var/lib/mosquitto/": f"persistence_location {tmp_path}/",
+        "listener 1883 127.0.0.1": f"listener {plain} 127.0.0.1",
+        "listener 8883": f"listener {secure} 127.0.0.1",
+        "cafile /etc/mosquitto/certs/ca.pem": f"cafile {tls['ca']}",
+        "certfile /etc/mosquitto/certs/server.pem": f"certfile {tls['cert']}",
+        "keyfile /etc/mosquitto/certs/server.key": f"keyfile {tls['key']}",
+        "password_file /etc/mosquitto/passwd": f"password_file {passwd}",
+        "acl_file /etc/mosquitto/acl": f"acl_file {acl}",
+        "log_dest syslog": f"log_dest file {tmp_path / 'mosquitto.log'}",
+    }
+    text = (DEPLOY / "mosquitto.conf").read_text()
+    for old, new in replace.items():
+        assert old in text, f"deploy/mosquitto/mosquitto.conf no longer has {old!r}"
+        text = text.replace(old, new)
+    assert "max_queued_messages 1000000" in text and "allow_anonymous false" in text
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(text)
+    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    try:
+        wait_for_port("127.0.0.1", secure, 15, proc)  # type: ignore[arg-type]
+        client, rc = _client(secure, tls["ca"], "site-a", USERS["site-a"], "deploy-check")
+        assert not rc.is_failure, rc
+        client.disconnect()
+        client.loop_stop()
+        bad, rc = _client(secure, tls["ca"], "site-a", "wrong", "deploy-bad")
+        assert rc.is_failure
+        bad.loop_stop()
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=15)
+    assert b"Error" not in out, out.decode(errors="replace")

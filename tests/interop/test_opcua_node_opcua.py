@@ -1,0 +1,221 @@
+"""The OPC UA collector against a server that is not asyncua: node-opcua.
+
+node-opcua comes from the npm registry through ``scripts/provide-node-opcua`` (cached
+under ``~/.cache/edge-agent``). Where it cannot be provided the tests are skipped, except
+under CI (``CI=true``), where that is a failure: an interop suite that silently skips
+proves nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from queue import Empty, Queue
+from typing import Any
+
+import pytest
+
+from collectors.opcua import Deadband, OpcUaCollector, OpcUaSourceSpec, OpcUaTag
+from collectors.opcua_security import thumbprints
+from rules.types import Sample
+
+pytestmark = pytest.mark.integration
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+NS = "urn:edge-agent:interop"
+MACHINE = "Objects/i:Machines/i:cnc-01"
+STATE_MAP = {"0": "off", "1": "idle", "2": "producing", "3": "setup"}
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"node-opcua interop test cannot run under CI: {reason}")
+    pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def node_path() -> str:
+    """NODE_PATH with node-opcua in it, installed once into the cache."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        _unavailable("node and npm are not installed")
+    try:
+        done = subprocess.run(["bash", str(REPO / "scripts" / "provide-node-opcua")],
+                              capture_output=True, text=True, timeout=900, check=False)
+    except subprocess.TimeoutExpired:
+        _unavailable("installing node-opcua took longer than 15 minutes")
+        raise AssertionError("unreachable") from None
+    if done.returncode != 0:
+        _unavailable(f"scripts/provide-node-opcua failed: {done.stderr.strip()[-500:]}")
+    return done.stdout.strip().splitlines()[-1]
+
+
+@dataclass
+class NodeServer:
+    """The running node-opcua process, its URL and certificate."""
+
+    proc: subprocess.Popen[str]
+    url: str
+    certificate: bytes
+    lines: Queue[str]
+
+    def set(self, **values: Any) -> None:
+        """Apply values on the server and wait until it says so."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(values) + "\n")
+        self.proc.stdin.flush()
+        while True:
+            reply = json.loads(self.lines.get(timeout=10))
+            if "applied" in reply:
+                return
+
+
+@pytest.fixture(scope="module")
+def node_server(node_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeServer]:
+    port = _free_port()
+    pki = tmp_path_factory.mktemp("node-opcua")
+    proc = subprocess.Popen(
+        ["node", str(HERE / "opcua_server.js"), str(port), str(pki)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env={**os.environ, "NODE_PATH": node_path})
+    lines: Queue[str] = Queue()
+
+    def reader() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("{"):
+                lines.put(line)
+
+    threading.Thread(target=reader, daemon=True).start()
+    try:
+        try:
+            ready = json.loads(lines.get(timeout=120))
+        except Empty:
+            pytest.fail("node-opcua server did not start within 120 s")
+        yield NodeServer(proc, f"opc.tcp://127.0.0.1:{port}",
+                         base64.b64decode(ready["certificate"]), lines)
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+def _spec(url: str, tags: tuple[OpcUaTag, ...], **kw: Any) -> OpcUaSourceSpec:
+    params: dict[str, Any] = {
+        "id": "node-opcua", "url": url, "tags": tags, "namespaces": {"i": NS},
+        "publishing_interval_ms": 100, "timeout_s": 5.0, "watchdog_s": 10.0,
+        "reconnect_min_s": 0.5, "reconnect_max_s": 1.0}
+    params.update(kw)
+    return OpcUaSourceSpec(**params)
+
+
+@asynccontextmanager
+async def _running(collector: OpcUaCollector,
+                   sink: asyncio.Queue[Sample]) -> AsyncIterator[None]:
+    task = asyncio.create_task(collector.run(sink))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _wait(sink: asyncio.Queue[Sample], pred: Callable[[Sample], bool],
+                within: float = 20) -> Sample:
+    async with asyncio.timeout(within):
+        while True:
+            sample = await sink.get()
+            if pred(sample):
+                return sample
+
+
+TAGS = (
+    OpcUaTag("cnc-01", "parts_total", node=f"nsu={NS};s=cnc-01.Parts"),
+    OpcUaTag("cnc-01", "state", browse_path=f"{MACHINE}/i:MachineState", value_map=STATE_MAP),
+    OpcUaTag("cnc-01", "power_kw", browse_path=f"{MACHINE}/i:Power",
+             deadband=Deadband("percent", 10.0)),  # 10 % of EURange 0..1000 = 100 kW
+)
+
+
+async def test_subscribe_by_nsu_and_browse_path_with_percent_deadband(
+    node_server: NodeServer,
+) -> None:
+    node_server.set(parts=41, state=1, power=100.0)
+    sink: asyncio.Queue[Sample] = asyncio.Queue(1000)
+    collector = OpcUaCollector(_spec(node_server.url, TAGS))
+    async with _running(collector, sink):
+        first = await _wait(sink, lambda s: s.signal == "parts_total")
+        assert (first.value, first.quality, first.ts_source) == (41, "good", "source")
+        assert (await _wait(sink, lambda s: s.signal == "state")).value == "idle"
+        await _wait(sink, lambda s: s.signal == "power_kw" and s.value == 100.0)
+        for power in (150.0, 180.0, 260.0):  # +50, +80: inside the deadband; +160: out
+            node_server.set(power=power)
+            await asyncio.sleep(0.3)
+        node_server.set(parts=42, state=2)
+        got: list[Sample] = []
+        async with asyncio.timeout(20):
+            while not any(s.signal == "power_kw" and s.value == 260.0 for s in got) or \
+                    not any(s.signal == "state" and s.value == "producing" for s in got):
+                got.append(await sink.get())
+        assert [s.value for s in got if s.signal == "power_kw"] == [260.0]
+        assert 42 in [s.value for s in got if s.signal == "parts_total"]
+    assert collector.stats.connected is False and collector.health["cnc-01"].errors == 0
+
+
+@pytest.mark.parametrize("policy", ["Basic256Sha256", "Aes256_Sha256_RsaPss"])
+async def test_sign_and_encrypt_with_trust_dir_and_user(node_server: NodeServer, policy: str,
+                                                        tmp_path: Path) -> None:
+    trusted = tmp_path / "pki" / "trusted"
+    trusted.mkdir(parents=True)
+    (trusted / "node-opcua.der").write_bytes(node_server.certificate)
+    spec = _spec(node_server.url, TAGS[:2], security_policy=policy,
+                 security_mode="SignAndEncrypt", pki_dir=tmp_path / "pki",
+                 application_uri="urn:interop-test:factory-edge-agent",
+                 username="edge", password="s3cret")
+    node_server.set(parts=77)
+    sink: asyncio.Queue[Sample] = asyncio.Queue(1000)
+    collector = OpcUaCollector(spec)
+    async with _running(collector, sink):
+        sample = await _wait(sink, lambda s: s.signal == "parts_total" and s.value == 77)
+        assert sample.quality == "good"
+        node_server.set(parts=78)
+        await _wait(sink, lambda s: s.signal == "parts_total" and s.value == 78)
+    assert collector.stats.connects == 1
+
+
+async def test_untrusted_node_opcua_server_is_refused(node_server: NodeServer,
+                                                      tmp_path: Path) -> None:
+    spec = _spec(node_server.url, TAGS[:1], security_policy="Basic256Sha256",
+                 security_mode="SignAndEncrypt", pki_dir=tmp_path / "pki")
+    collector = OpcUaCollector(spec)
+    sink: asyncio.Queue[Sample] = asyncio.Queue(10)
+    async with _running(collector, sink):
+        async with asyncio.timeout(20):
+            while collector.health["cnc-01"].last_error is None:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+    error = collector.health["cnc-01"].last_error or ""
+    assert "not trusted" in error
+    assert thumbprints(node_server.certificate)[1] in error
+    assert sink.empty()
