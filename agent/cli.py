@@ -155,6 +155,16 @@ def _cmd_kpi(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from agent.demo import run_demo
+    from rules.spec import window_length_ms
+
+    try:
+        window_length_ms(args.window)
+    except ValueError as err:
+        raise InputError(f"--window: {err}") from None
+    if args.machines < 1 or args.machines > 200:
+        raise InputError("--machines: give 1 to 200 simulated machines")
+    if args.duration is not None and args.duration <= 0:
+        raise InputError("--duration: give a positive number of seconds")
 
     return run_demo(duration_s=args.duration, machines=args.machines, window=args.window,
                     state_dir=args.state_dir, broker=args.broker)

@@ -317,3 +317,22 @@ def test_certs_creates_then_shows_the_client_certificate(tmp_path: Path) -> None
     assert "created now" not in shown.stdout
     sha256 = [line for line in created.stdout.splitlines() if line.startswith("SHA-256:")]
     assert sha256 and sha256[0] in shown.stdout
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--window", "5x"], "--window: window '5x' is not a duration"),
+    (["--machines", "0"], "--machines: give 1 to 200"),
+    (["--duration", "-1"], "--duration: give a positive number"),
+    (["--broker", "carrier-pigeon"], "invalid choice"),
+])
+def test_demo_bad_arguments_exit_2(args: list[str], message: str) -> None:
+    res = edge_agent("demo", *args)
+    assert res.returncode == 2
+    assert message in res.stderr and "Traceback" not in res.stderr
+
+
+def test_sim_bad_scenario_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "scenario.toml"
+    bad.write_text("[[machines]]\nid = 'm'\ncolour = 'red'\n")
+    res = edge_agent("sim", "plant", "--scenario", str(bad), "--duration", "1")
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
