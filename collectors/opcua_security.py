@@ -372,10 +372,22 @@ def check_server_certificate(der: bytes, trust: ServerTrust, url: str) -> CertIn
     sha1, sha256 = thumbprints(der)
     info = _info(cert, Path("<server>"), None, created=False)
     if sha1 in trust.thumbprints or sha256 in trust.thumbprints:
+        # A pin is the operator's explicit word for this very certificate: honoured even
+        # outside its validity period (common with machine builders' self-signed certs).
+        if expired(info):
+            log.warning("%s: pinned server certificate is outside its validity period "
+                        "(%s .. %s); accepted because it is pinned", url,
+                        f"{info.not_before:%Y-%m-%d}", f"{info.not_after:%Y-%m-%d}")
         return info
     if trust.trust_dir is not None:
         for known in _trusted_certs(trust.trust_dir):
             if known.public_bytes(serialization.Encoding.DER) == der or _issued_by(cert, known):
+                if expired(info):
+                    raise UntrustedServerError(
+                        f"{url}: server certificate is outside its validity period "
+                        f"({info.not_before:%Y-%m-%d} .. {info.not_after:%Y-%m-%d}; subject "
+                        f"{cert.subject.rfc4514_string()}); renew it on the server, or pin "
+                        f'it with server_thumbprints = ["sha256:{sha256}"] to accept it anyway')
                 return info
     saved = ""
     if trust.rejected_dir is not None:

@@ -30,15 +30,15 @@ REPO = Path(__file__).resolve().parents[3]
 
 
 def _cert(subject: str, key: rsa.RSAPrivateKey, issuer: tuple[str, rsa.RSAPrivateKey] | None = None,
-          ca: bool = False) -> bytes:
+          ca: bool = False, valid_days: int = 30) -> bytes:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
     issuer_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer[0])]) if issuer \
         else name
     now = dt.datetime.now(dt.UTC)
     builder = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer_name)
                .public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - dt.timedelta(days=1))
-               .not_valid_after(now + dt.timedelta(days=30))
+               .not_valid_before(now - dt.timedelta(days=1 + max(0, -valid_days)))
+               .not_valid_after(now + dt.timedelta(days=valid_days))
                .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
     cert = builder.sign(issuer[1] if issuer else key, hashes.SHA256())
     return cert.public_bytes(serialization.Encoding.DER)
@@ -153,3 +153,16 @@ def test_certs_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert "created now" not in capsys.readouterr().out
     assert run_certs(pki_dir=tmp_path / "none", show_only=True) == 2
     assert run_certs() == 2
+
+
+def test_expired_server_certificate_refused_from_trust_dir_but_pin_wins(tmp_path: Path) -> None:
+    key = _key()
+    old = _cert("cnc-09", key, valid_days=-2)  # expired two days ago
+    trusted = tmp_path / "trusted"
+    trusted.mkdir()
+    (trusted / "cnc-09.der").write_bytes(old)
+    with pytest.raises(UntrustedServerError, match="outside its validity period"):
+        check_server_certificate(old, ServerTrust(trust_dir=trusted), "opc.tcp://cnc-09:4840")
+    pinned = ServerTrust(thumbprints=frozenset({thumbprints(old)[1]}))
+    assert check_server_certificate(old, pinned, "opc.tcp://cnc-09:4840").not_after < \
+        dt.datetime.now(dt.UTC)
