@@ -217,8 +217,14 @@ class ModbusCollector:
         backoff = Backoff(self.spec.backoff_min_s, self.spec.backoff_max_s)
         health = self._stats.devices[dev.id]
         loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
         next_due = loop.time()
         while True:
+            # pymodbus awaits replies with asyncio.wait_for, which on Python 3.11 can swallow
+            # a cancellation that races with the reply (fixed in 3.12); without this check
+            # a swallowed cancel would leave the poll loop running and stall shutdown.
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError
             delay = next_due - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)

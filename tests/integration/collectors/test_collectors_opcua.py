@@ -42,7 +42,9 @@ def _ms(dt: datetime) -> int:
 async def test_initial_read_then_changes_with_source_timestamps() -> None:
     srv = await start_cnc_server(free_port())
     try:
-        t0 = datetime(2026, 11, 26, 8, 0, 0, 123000, tzinfo=UTC)
+        # Later than the server's start-up values (stamped 'now'), or the collector would
+        # rightly drop the changes below as older than what it already delivered.
+        t0 = datetime.now(UTC).replace(microsecond=123000) + timedelta(seconds=2)
         await srv.set("cnc-01.parts", 41, ua.VariantType.UInt32, t0)
         tags = (
             OpcUaTag("cnc-01", "parts_total", node=PARTS),
