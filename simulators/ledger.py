@@ -36,14 +36,16 @@ All timestamps are RFC 3339 UTC with milliseconds, in the simulator's clock.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
+from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
 
-from rules.types import ms_to_rfc3339
+from rules.types import ms_to_rfc3339, rfc3339_to_ms
 from simulators.machine import CounterEvent, MachineEvent, PartDone, ProgramChange, StateChange
 from simulators.meter import EnergyStep, MeterCounterEvent, MeterEvent
 
-__all__ = ["Ledger", "event_to_entry", "read_ledger"]
+__all__ = ["Ledger", "energy_in", "event_to_entry", "max_power_kw", "parts_in", "read_ledger"]
 
 
 def event_to_entry(event: MachineEvent | MeterEvent) -> dict[str, Any] | None:
@@ -115,3 +117,42 @@ def read_ledger(path: Path) -> list[dict[str, Any]]:
                 break
             out.append(json.loads(line))
     return out
+
+
+# Ground truth for a window [start_ms, end_ms), computed from the ledger alone, the way a
+# test compares it with the agent's KPI records.
+
+Entry = dict[str, Any]
+
+
+def parts_in(entries: Iterable[Entry], machine: str, start_ms: int, end_ms: int
+             ) -> tuple[int, int]:
+    """Parts completed and parts scrapped by ``machine`` in the window."""
+    parts = [e for e in entries if e["kind"] == "part" and e["device"] == machine
+             and start_ms <= rfc3339_to_ms(e["ts"]) < end_ms]
+    return len(parts), sum(1 for e in parts if not e["good"])
+
+
+def energy_in(entries: Iterable[Entry], meter: str, start_ms: int, end_ms: int) -> Decimal:
+    """The meter's energy in the window, each register step spread uniformly over the time
+    it covers (the agent spreads readings the same way, KPI.md "Energy")."""
+    total = Decimal(0)
+    for e in entries:
+        if e["kind"] != "energy" or e["device"] != meter:
+            continue
+        a, b = rfc3339_to_ms(e["ts_start"]), rfc3339_to_ms(e["ts_end"])
+        overlap = min(b, end_ms) - max(a, start_ms)
+        if overlap > 0 and b > a:
+            total += Decimal(e["kwh"]) * overlap / (b - a)
+    return total
+
+
+def max_power_kw(entries: Iterable[Entry], meter: str) -> Decimal:
+    """The highest mean power of any one register step: bounds what one poll can miss."""
+    best = Decimal(0)
+    for e in entries:
+        if e["kind"] == "energy" and e["device"] == meter:
+            dt_ms = rfc3339_to_ms(e["ts_end"]) - rfc3339_to_ms(e["ts_start"])
+            if dt_ms > 0:
+                best = max(best, Decimal(e["kwh"]) * 3_600_000 / dt_ms)
+    return best

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import sqlite3
@@ -24,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent.demo import simulator_config
 from agent.services import ManagedInfluxd, ManagedMosquitto, free_port
-from rules.types import rfc3339_to_ms
+from simulators.ledger import energy_in, max_power_kw, parts_in, read_ledger
 from simulators.plant import Plant
 from simulators.scenario import default_scenario
 
@@ -54,39 +53,7 @@ def _stop(proc: subprocess.Popen[bytes], log: Path) -> None:
 
 
 def _ledger(plant: Plant) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    for path in plant.ledger_paths().values():
-        events += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return events
-
-
-def _true_parts(events: list[dict[str, Any]], machine: str, start: int, end: int
-                ) -> tuple[int, int]:
-    parts = [e for e in events if e["kind"] == "part" and e["device"] == machine
-             and start <= rfc3339_to_ms(e["ts"]) < end]
-    return len(parts), sum(1 for e in parts if not e["good"])
-
-
-def _true_energy(events: list[dict[str, Any]], meter: str, start: int, end: int) -> Decimal:
-    total = Decimal(0)
-    for e in events:
-        if e["kind"] != "energy" or e["device"] != meter:
-            continue
-        a, b = rfc3339_to_ms(e["ts_start"]), rfc3339_to_ms(e["ts_end"])
-        overlap = min(b, end) - max(a, start)
-        if overlap > 0 and b > a:
-            total += Decimal(e["kwh"]) * overlap / (b - a)
-    return total
-
-
-def _max_power_kw(events: list[dict[str, Any]], meter: str) -> Decimal:
-    best = Decimal(0)
-    for e in events:
-        if e["kind"] == "energy" and e["device"] == meter:
-            dt_ms = rfc3339_to_ms(e["ts_end"]) - rfc3339_to_ms(e["ts_start"])
-            if dt_ms > 0:
-                best = max(best, Decimal(e["kwh"]) * 3_600_000 / dt_ms)
-    return best
+    return [e for path in plant.ledger_paths().values() for e in read_ledger(path)]
 
 
 def _check_health(port: int) -> None:
@@ -171,7 +138,7 @@ async def test_kpis_reach_influxdb_and_match_the_ledger(
     compared = 0
     for i, machine in enumerate(plant.machines):
         meter, _ = plant.meters[i]
-        tolerance = _max_power_kw(events, meter) * Decimal(POLL_S) / 3600 + Decimal("0.02")
+        tolerance = max_power_kw(events, meter) * Decimal(POLL_S) / 3600 + Decimal("0.02")
         for end_ms, row in sorted(by_machine[machine].items()):
             start_ms = end_ms - WINDOW_S * 1000
             assert row["window"] == f"{WINDOW_S}s"
@@ -179,11 +146,11 @@ async def test_kpis_reach_influxdb_and_match_the_ledger(
             # Only windows the agent saw from the start can match the ledger exactly.
             if not _comparable(row, started_ms):
                 continue
-            produced, scrap = _true_parts(events, machine, start_ms, end_ms)
+            produced, scrap = parts_in(events, machine, start_ms, end_ms)
             assert (row["parts_produced"], row["parts_scrap"]) == (produced, scrap), (
                 machine, end_ms)
             assert row["parts_good"] == produced - scrap
-            energy = _true_energy(events, meter, start_ms, end_ms)
+            energy = energy_in(events, meter, start_ms, end_ms)
             assert abs(Decimal(str(row["energy_kwh"])) - energy) <= tolerance, (
                 machine, end_ms, row["energy_kwh"], energy, tolerance)
             compared += 1

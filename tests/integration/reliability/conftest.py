@@ -34,7 +34,8 @@ from paho.mqtt.properties import Properties
 
 from agent.demo import simulator_config
 from agent.services import ManagedInfluxd, ManagedMosquitto
-from rules.types import KpiRecord, rfc3339_to_ms
+from rules.types import KpiRecord
+from simulators.ledger import energy_in, max_power_kw, parts_in, read_ledger
 from simulators.plant import Plant
 
 WINDOW_S = 5
@@ -122,39 +123,7 @@ class Monitor:
 
 
 def ledger(plant: Plant) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    for path in plant.ledger_paths().values():
-        events += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return events
-
-
-def true_parts(events: list[dict[str, Any]], machine: str, start: int, end: int
-               ) -> tuple[int, int]:
-    parts = [e for e in events if e["kind"] == "part" and e["device"] == machine
-             and start <= rfc3339_to_ms(e["ts"]) < end]
-    return len(parts), sum(1 for e in parts if not e["good"])
-
-
-def true_energy(events: list[dict[str, Any]], meter: str, start: int, end: int) -> Decimal:
-    total = Decimal(0)
-    for e in events:
-        if e["kind"] != "energy" or e["device"] != meter:
-            continue
-        a, b = rfc3339_to_ms(e["ts_start"]), rfc3339_to_ms(e["ts_end"])
-        overlap = min(b, end) - max(a, start)
-        if overlap > 0 and b > a:
-            total += Decimal(e["kwh"]) * overlap / (b - a)
-    return total
-
-
-def max_power_kw(events: list[dict[str, Any]], meter: str) -> Decimal:
-    best = Decimal(0)
-    for e in events:
-        if e["kind"] == "energy" and e["device"] == meter:
-            dt_ms = rfc3339_to_ms(e["ts_end"]) - rfc3339_to_ms(e["ts_start"])
-            if dt_ms > 0:
-                best = max(best, Decimal(e["kwh"]) * 3_600_000 / dt_ms)
-    return best
+    return [e for path in plant.ledger_paths().values() for e in read_ledger(path)]
 
 
 async def eventually(check: Callable[[], bool], *, timeout_s: float, what: str,
@@ -321,7 +290,7 @@ class Chain:
                     a, b = run[0] - WINDOW_MS, run[-1]
                     got = sum(int(by_series[machine][e]["parts_produced"]) for e in run)
                     scrap = sum(int(by_series[machine][e]["parts_scrap"]) for e in run)
-                    assert (got, scrap) == true_parts(events, machine, a, b), (
+                    assert (got, scrap) == parts_in(events, machine, a, b), (
                         machine, run, got, scrap)
                     run = []
                 if end is None:
@@ -329,11 +298,11 @@ class Chain:
                 row = by_series[machine][end]
                 if "incomplete" in str(row.get("flags") or ""):
                     continue
-                produced, scrap = true_parts(events, machine, end - WINDOW_MS, end)
+                produced, scrap = parts_in(events, machine, end - WINDOW_MS, end)
                 assert (row["parts_produced"], row["parts_scrap"]) == (produced, scrap), (
                     machine, end, row)
                 assert row["parts_good"] == produced - scrap
-                energy = true_energy(events, meter, end - WINDOW_MS, end)
+                energy = energy_in(events, meter, end - WINDOW_MS, end)
                 assert abs(Decimal(str(row["energy_kwh"])) - energy) <= tolerance, (
                     machine, end, row["energy_kwh"], energy, tolerance)
                 compared += 1
