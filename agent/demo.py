@@ -29,7 +29,7 @@ from agent.runtime import Agent
 from agent.services import ManagedInfluxd, ManagedMosquitto, find_influxd, find_mosquitto
 from rules.engine import EngineOutput
 from rules.errors import ServiceError
-from rules.types import KpiRecord
+from rules.types import KpiRecord, Sample
 from simulators.plant import Plant
 from simulators.scenario import default_scenario
 
@@ -116,7 +116,14 @@ class LiveView:
 
     out: TextIO = sys.stdout
     latest: dict[str, KpiRecord] = field(default_factory=dict)
+    states: dict[str, str] = field(default_factory=dict)
     records: int = 0
+
+    def samples(self, batch: list[Sample]) -> None:
+        """Called by the agent with every batch of samples: keeps each machine's state."""
+        for s in batch:
+            if s.signal == "state" and s.quality == "good" and isinstance(s.value, str):
+                self.states[s.device] = s.value
 
     def update(self, output: EngineOutput) -> None:
         """Called by the agent with every engine output (records are in window order)."""
@@ -133,15 +140,16 @@ class LiveView:
 
     def print_table(self) -> None:
         """One row per machine (and line, and site) with the latest closed window."""
-        rows = [("", "window end", "OEE", "avail", "perf", "quality", "defect%", "cycle s",
-                 "kWh/unit", "kWh/good", "CO2 kg", "parts", "flags")]
+        rows = [("", "state now", "window end", "OEE", "avail", "perf", "quality", "defect%",
+                 "cycle s", "kWh/good", "kgce/good", "kgCO2/good", "parts/scrap", "flags")]
         for key, r in self.latest.items():
             rows.append((
-                key, time.strftime("%H:%M:%S", time.gmtime(r.window_end_ms / 1000)),
+                key, self.states.get(key, "") if r.machine else "",
+                time.strftime("%H:%M:%S", time.gmtime(r.window_end_ms / 1000)),
                 _fmt(r.oee, ".3f"), _fmt(r.availability, ".3f"), _fmt(r.performance, ".3f"),
                 _fmt(r.quality_ratio, ".3f"), _fmt(r.defect_rate, ".1f", 100),
-                _fmt(r.cycle_time_mean_s, ".2f"), _fmt(r.energy_per_unit_kwh, ".4f"),
-                _fmt(r.energy_per_good_unit_kwh, ".4f"), _fmt(r.co2_kg, ".4f"),
+                _fmt(r.cycle_time_mean_s, ".2f"), _fmt(r.energy_per_good_unit_kwh, ".4f"),
+                _fmt(r.kgce_per_good_unit, ".5f"), _fmt(r.co2_per_good_unit_kg, ".4f"),
                 f"{r.parts_produced}/{r.parts_scrap}", ",".join(r.flags),
             ))
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -233,7 +241,7 @@ async def _demo(stop: asyncio.Event, duration_s: float | None, machines: int, wi
         (state_dir / "agent.toml").write_text(tomli_w.dumps(raw))
         print(f"Agent config: {state_dir / 'agent.toml'}; windows of {window}; Ctrl-C stops")
         view = LiveView()
-        agent = Agent(cfg, on_output=view.update)
+        agent = Agent(cfg, on_output=view.update, on_samples=view.samples)
         counter = BrokerCounter(host, port, protocol)
         stack.callback(counter.close)
         async with asyncio.TaskGroup() as tg:

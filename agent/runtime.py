@@ -114,6 +114,7 @@ class Agent:
         *,
         record_path: Path | None = None,
         on_output: Callable[[EngineOutput], None] | None = None,
+        on_samples: Callable[[list[Sample]], None] | None = None,
         clock: Callable[[], float] = time.time,
         config_path: Path | None = None,
     ) -> None:
@@ -121,6 +122,7 @@ class Agent:
         self.config_path = config_path
         self.clock = clock
         self.on_output = on_output
+        self.on_samples = on_samples
         self.record_path = record_path
         cfg.agent.state_dir.mkdir(parents=True, exist_ok=True)
         self.outbox = SqliteOutbox(
@@ -289,6 +291,8 @@ class Agent:
                     if watermark is not None:
                         pending_wm = watermark
                 self.samples_in += len(batch)
+                if self.on_samples is not None and batch:
+                    self.on_samples(batch)
                 if recorder is not None:
                     recorder.write(batch)
                 due = (now - last_checkpoint >= CHECKPOINT_EVERY_S
