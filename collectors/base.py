@@ -115,6 +115,23 @@ class CollectorStats:
         return health
 
 
+class StatsView:
+    """What every collector shows the agent's health endpoint: copies, safe to read from
+    anywhere while the collector keeps counting."""
+
+    _stats: CollectorStats
+
+    @property
+    def health(self) -> dict[str, DeviceHealth]:
+        """Snapshot of each device's health, keyed by device id."""
+        return {k: v.copy() for k, v in self._stats.devices.items()}
+
+    @property
+    def stats(self) -> CollectorStats:
+        """Snapshot of the collector's counters and device health."""
+        return self._stats.copy()
+
+
 class Backoff:
     """Exponential backoff with jitter, so many agents or devices do not retry in step.
 

@@ -21,7 +21,14 @@ from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
-from collectors.base import Backoff, CollectorStats, DeviceHealth, SampleSink, now_ms
+from collectors.base import (
+    Backoff,
+    CollectorStats,
+    DeviceHealth,
+    SampleSink,
+    StatsView,
+    now_ms,
+)
 from collectors.decode import (
     BIT_TABLES,
     DTYPES,
@@ -140,7 +147,7 @@ def _validate(spec: ModbusSourceSpec) -> dict[str, list[ReadBlock[RegisterPoint]
     return plans
 
 
-class ModbusCollector:
+class ModbusCollector(StatsView):
     """Polls every device of one Modbus source and turns registers into samples.
 
     Failure handling, per device: an exception response, a timeout or a lost link marks
@@ -163,16 +170,6 @@ class ModbusCollector:
         self._link_retry_at = 0.0
         self._link_failing = False
         self._undecodable: set[tuple[str, str]] = set()
-
-    @property
-    def health(self) -> dict[str, DeviceHealth]:
-        """Snapshot of each device's health, keyed by device id."""
-        return {k: v.copy() for k, v in self._stats.devices.items()}
-
-    @property
-    def stats(self) -> CollectorStats:
-        """Snapshot of the collector's counters and device health."""
-        return self._stats.copy()
 
     def _make_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
         spec = self.spec

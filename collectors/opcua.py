@@ -62,7 +62,13 @@ from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaError
 
 from collectors import opcua_security as sec
-from collectors.base import Backoff, CollectorStats, DeviceHealth, SampleSink, now_ms
+from collectors.base import (
+    Backoff,
+    CollectorStats,
+    SampleSink,
+    StatsView,
+    now_ms,
+)
 from rules.errors import ConfigError, DeviceError
 from rules.types import Sample
 
@@ -413,7 +419,7 @@ class _Session:
     notified: set[ua.NodeId] = field(default_factory=set)
 
 
-class OpcUaCollector:
+class OpcUaCollector(StatsView):
     """Collects every tag of one OPC UA server through one subscription.
 
     Device health: all devices of the source share the connection state; a tag whose
@@ -450,16 +456,6 @@ class OpcUaCollector:
         if asyncua_log.level == logging.NOTSET:
             # Its INFO level dumps every publish result.
             asyncua_log.setLevel(logging.WARNING)
-
-    @property
-    def health(self) -> dict[str, DeviceHealth]:
-        """Snapshot of each device's health, keyed by device id."""
-        return {k: v.copy() for k, v in self._stats.devices.items()}
-
-    @property
-    def stats(self) -> CollectorStats:
-        """Snapshot of the collector's counters and device health."""
-        return self._stats.copy()
 
     # -- lifecycle ---------------------------------------------------------------
 
