@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -65,6 +66,7 @@ from collectors import opcua_security as sec
 from collectors.base import (
     Backoff,
     CollectorStats,
+    DeviceHealth,
     SampleSink,
     StatsView,
     now_ms,
@@ -374,40 +376,57 @@ class _SampleQueue:
     bookkeeping is pure cost here. The pump checks :meth:`full` and counts the drop.
     """
 
-    __slots__ = ("_items", "_maxsize", "_waiter")
+    __slots__ = ("_waiter", "items", "maxsize")
 
     def __init__(self, maxsize: int) -> None:
-        self._items: deque[Sample] = deque()
-        self._maxsize = maxsize
+        self.items: deque[Sample] = deque()
+        self.maxsize = maxsize
         self._waiter: asyncio.Future[None] | None = None
 
     def full(self) -> bool:
-        return len(self._items) >= self._maxsize
+        return len(self.items) >= self.maxsize
 
     def empty(self) -> bool:
-        return not self._items
+        return not self.items
 
     def put_nowait(self, sample: Sample) -> None:
-        self._items.append(sample)
+        self.items.append(sample)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
     def get_nowait(self) -> Sample:
-        return self._items.popleft()
+        return self.items.popleft()
 
     async def get(self) -> Sample:
-        while not self._items:
+        while not self.items:
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter
             finally:
                 self._waiter = None
-        return self._items.popleft()
+        return self.items.popleft()
 
 
 class _ConnectionLost(Exception):
     """Raised inside a session's TaskGroup to end the session."""
+
+
+_NEVER = -(1 << 62)
+
+
+@dataclass(slots=True)
+class _Seen:
+    """The duplicate filter's memory of one signal, and the health record it counts into.
+
+    One object per signal, looked up once per monitored item rather than once per
+    notification: the filter sits on the per-notification path.
+    """
+
+    health: DeviceHealth
+    ts_ms: int = _NEVER
+    value: object = None
+    quality: str = ""
 
 
 @dataclass(slots=True)
@@ -416,7 +435,6 @@ class _Session:
     sub: Subscription
     by_node: dict[ua.NodeId, list[OpcUaTag]] = field(default_factory=dict)
     pending: list[OpcUaTag] = field(default_factory=list)
-    notified: set[ua.NodeId] = field(default_factory=set)
 
 
 class OpcUaCollector(StatsView):
@@ -437,7 +455,7 @@ class OpcUaCollector(StatsView):
         self._stats = CollectorStats(name=spec.id)
         for tag in spec.tags:
             self._stats.device(tag.device)
-        self._last: dict[tuple[str, str], tuple[int, object, str]] = {}
+        self._seen: dict[tuple[str, str], _Seen] = {}
         self._missing: set[tuple[str, str]] = set()
         self._unmapped: set[tuple[str, str]] = set()
         self._down_since_ms: int | None = None
@@ -838,9 +856,14 @@ class OpcUaCollector(StatsView):
         self, session: _Session, queue: _SampleQueue, resync: asyncio.Event, sink: SampleSink
     ) -> None:
         """Drain the library's queue into ours without ever awaiting the consumer."""
-        # This loop runs once per notification: attribute look-ups are hoisted.
-        by_node, notified = session.by_node, session.notified
-        to_sample, put = self._to_sample, queue.put_nowait
+        # This loop runs once per notification: look-ups are hoisted out of it, and each
+        # monitored item's tags are found once, keyed by the library's per-item record
+        # (hashed by identity; a NodeId hashes and compares in Python code).
+        by_node = session.by_node
+        items: dict[object, list[tuple[OpcUaTag, _Seen]]] = {}
+        to_sample, admit, seen_of = self._to_sample, self._admit, self._seen_of
+        put, pending, resync_set = queue.put_nowait, queue.items, resync.is_set
+        time_ns = time.time_ns
         # A sink that takes samples without waiting (asyncio.Queue: put_nowait and full)
         # gets them straight from here while nothing is queued in front of them, which
         # saves the hop through our queue and the forwarder; order is kept because
@@ -849,7 +872,6 @@ class OpcUaCollector(StatsView):
         sink_full = getattr(sink, "full", None)
         if not (callable(direct) and callable(sink_full)):
             direct = sink_full = None
-        accept = self._accept
         async for event in session.sub:
             if not isinstance(event, DataChangeEvent):
                 if isinstance(event, StatusChangeEvent):
@@ -857,24 +879,28 @@ class OpcUaCollector(StatsView):
                     if status is not None and not status.is_good():
                         raise _ConnectionLost(f"subscription status {status.name}")
                 continue
-            nodeid = event.node.nodeid
-            tags = by_node.get(nodeid)
-            if not tags:
-                continue
-            received = now_ms()
-            dv = event.data.monitored_item.Value
+            data = event.data
+            entries = items.get(data.subscription_data)
             # The first notification of an item repeats the current value, whose source
             # timestamp may be old; only later ones are live enough to show a skew.
-            live = nodeid in notified
-            if not live:
-                notified.add(nodeid)
-            for tag in tags:
+            live = entries is not None
+            if entries is None:
+                tags = by_node.get(event.node.nodeid)
+                if not tags:
+                    continue  # not recorded yet (an item being attached): do not cache
+                entries = [(tag, seen_of(tag.device, tag.signal)) for tag in tags]
+                items[data.subscription_data] = entries
+            received = time_ns() // 1_000_000
+            dv = data.monitored_item.Value
+            for tag, seen in entries:
                 sample = to_sample(tag, dv, received, live)
-                if (direct is not None and sink_full is not None and queue.empty()
-                        and not resync.is_set() and not sink_full()):
-                    if accept(sample):
-                        direct(sample)
-                elif queue.full():
+                if direct is not None and not pending and not resync_set():
+                    assert sink_full is not None
+                    if not sink_full():
+                        if admit(seen, sample):
+                            direct(sample)
+                        continue
+                if len(pending) >= queue.maxsize:
                     self._count_overflow(tag.device)
                     resync.set()
                 else:
@@ -941,18 +967,27 @@ class OpcUaCollector(StatsView):
 
     def _accept(self, sample: Sample) -> bool:
         """Drop stale and repeated samples, count the rest; True if it is to be delivered."""
-        key = (sample.device, sample.signal)
-        last = self._last.get(key)
-        if last is not None:
-            if sample.ts_ms < last[0]:
+        return self._admit(self._seen_of(sample.device, sample.signal), sample)
+
+    def _seen_of(self, device: str, signal: str) -> _Seen:
+        key = (device, signal)
+        seen = self._seen.get(key)
+        if seen is None:
+            seen = self._seen[key] = _Seen(self._stats.device(device))
+        return seen
+
+    def _admit(self, seen: _Seen, sample: Sample) -> bool:
+        ts = sample.ts_ms
+        if ts <= seen.ts_ms:
+            if ts < seen.ts_ms:
                 self._stats.stale_dropped += 1
                 return False
-            if (sample.ts_ms, sample.value, sample.quality) == last:
+            if sample.value == seen.value and sample.quality == seen.quality:
                 return False  # the same value seen twice (initial read and first notification)
-        self._last[key] = (sample.ts_ms, sample.value, sample.quality)
-        health = self._stats.devices.get(sample.device) or self._stats.device(sample.device)
+        seen.ts_ms, seen.value, seen.quality = ts, sample.value, sample.quality
+        health = seen.health
         health.samples += 1
-        health.last_sample_ms = sample.ts_ms
+        health.last_sample_ms = ts
         return True
 
     def _to_sample(self, tag: OpcUaTag, dv: ua.DataValue, received_ms: int,

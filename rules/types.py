@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 Quality = Literal["good", "uncertain", "bad"]
 QUALITIES: frozenset[str] = frozenset({"good", "uncertain", "bad"})
@@ -49,13 +49,15 @@ def rfc3339_to_ms(text: str) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
 
-@dataclass(frozen=True, slots=True)
-class Sample:
+class Sample(NamedTuple):
     """One observation of one semantic signal of one device.
 
     ``device`` is a machine or meter id from the config, ``signal`` its role. ``ts_source``
     records where the timestamp came from (``source``, ``server`` or ``receive``), because
     a receive-time stamp on a late notification can move a part into the wrong window.
+
+    A named tuple rather than a frozen dataclass: equally immutable, and about three
+    times cheaper to build, which counts at one sample per notification or poll.
     """
 
     ts_ms: int
