@@ -6,9 +6,9 @@ plus a few diagnostic signals. Addresses are 0-based protocol addresses taken fr
 vendors' published Modbus protocol documents; check them against the manual of the
 firmware you deploy, since vendors occasionally move registers between revisions.
 
-``sdm630`` and ``scaled32`` are also the two layouts the bundled simulator serves
-(``simulators/registers.py``), and the tests read both from it; ``em24`` follows the
-vendor document only (no simulator layout matches it).
+The bundled simulator serves the same three layouts (``simulators/registers.py``), and
+the tests read every preset from it. The ``em24`` addresses were also checked against
+two independent open-source EM24 drivers.
 """
 
 from __future__ import annotations
@@ -43,9 +43,9 @@ def _sdm630(device: str) -> tuple[RegisterPoint, ...]:
 
 
 def _em24(device: str) -> tuple[RegisterPoint, ...]:
-    """Carlo Gavazzi EM24/EM340 family: scaled INT32, low word first, function 03.
+    """Carlo Gavazzi EM24 (DIN and Ethernet): INT32 low word first and INT16, function 03.
 
-    Weights per the vendor's protocol: V x10, A x1000, W x10, kWh x10, Hz x10.
+    Weights per the vendor's protocol: V x10, A x1000, W x10, PF x1000, Hz x10, kWh x10.
     """
 
     def i32(signal: str, address: int, scale: float) -> RegisterPoint:
@@ -59,8 +59,10 @@ def _em24(device: str) -> tuple[RegisterPoint, ...]:
         i32("current_l2", 0x000E, 0.001),
         i32("current_l3", 0x0010, 0.001),
         i32("power_kw", 0x0028, 0.1 * 0.001),  # W sys x10 -> kW
+        RegisterPoint(device, "power_factor", "holding", 0x0031, "i16", scale=0.001),
         RegisterPoint(device, "frequency_hz", "holding", 0x0033, "i16", scale=0.1),
-        i32("energy_kwh", 0x0034, 0.1),  # kWh (+) total x10
+        i32("energy_kwh", 0x0034, 0.1),  # kWh (+) TOT x10
+        i32("export_energy_kwh", 0x004E, 0.1),  # kWh (-) TOT x10
     )
 
 

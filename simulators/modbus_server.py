@@ -43,14 +43,7 @@ from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from simulators.meter import MeterImage
-from simulators.registers import (
-    SCALED32_BLOCK,
-    SCALED32_SEGMENTS,
-    SDM630_BLOCK,
-    SDM630_SEGMENTS,
-    scaled32_registers,
-    sdm630_registers,
-)
+from simulators.registers import LAYOUTS
 from simulators.scenario import MeterSpec
 
 __all__ = ["FaultMode", "ModbusMeterServer", "ModbusTransport"]
@@ -161,11 +154,8 @@ class ModbusMeterServer:
         if server is None:
             return
         spec, unit = self._meters[meter_id]
-        if spec.layout == "sdm630":
-            regs, block, segments = sdm630_registers(image), SDM630_BLOCK, SDM630_SEGMENTS
-        else:
-            regs, block, segments = (scaled32_registers(image), SCALED32_BLOCK,
-                                     SCALED32_SEGMENTS)
+        layout = LAYOUTS[spec.layout]
+        regs, block, segments = layout.registers(image), layout.block, layout.segments
         # Only the ranges that can hold values, and only those that changed: the
         # datastore checks every written word, which dominates a fast-running plant.
         last = self._served.get(unit)
@@ -213,14 +203,10 @@ class ModbusMeterServer:
                 return ExcCodes.ILLEGAL_ADDRESS
             return None
 
-        if spec.layout == "sdm630":
-            holding = [SimData(0, count=1, datatype=DataType.REGISTERS)]
-            inputs = [SimData(SDM630_BLOCK.start, count=SDM630_BLOCK.count,
-                              datatype=DataType.REGISTERS)]
-        else:
-            holding = [SimData(SCALED32_BLOCK.start, count=SCALED32_BLOCK.count,
-                               datatype=DataType.REGISTERS)]
-            inputs = [SimData(0, count=1, datatype=DataType.REGISTERS)]
+        block = LAYOUTS[spec.layout].block
+        served = [SimData(block.start, count=block.count, datatype=DataType.REGISTERS)]
+        unused = [SimData(0, count=1, datatype=DataType.REGISTERS)]
+        holding, inputs = (served, unused) if block.function_code == 3 else (unused, served)
         return SimDevice(unit, simdata=(_bits(), _bits(), holding, inputs), action=action)
 
     async def _unknown_unit(

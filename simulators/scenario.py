@@ -47,8 +47,9 @@ MAX_UNIT_ID = 247
 """Highest Modbus unit id a serial line or gateway may address."""
 
 FLOAT32_LAYOUTS: frozenset[str] = frozenset({"sdm630"})
-INT32_LAYOUTS: frozenset[str] = frozenset({"scaled32"})
-LAYOUTS: frozenset[str] = FLOAT32_LAYOUTS | INT32_LAYOUTS
+"""Layouts whose energy register is a float32 in kWh (precision bounds the modulus)."""
+EM24_ENERGY_STEP_KWH = Decimal("0.1")
+"""The ``em24`` energy register counts tenths of a kWh, whatever the meter's resolution."""
 
 FaultKind = Literal[
     "opcua_restart",
@@ -183,21 +184,30 @@ class MeterSpec(_Model):
     """One energy meter, coupled to one machine (its power follows that machine's state).
 
     ``layout`` picks the register map: ``sdm630`` (float32 input registers, high word
-    first) or ``scaled32`` (unsigned 32-bit integers in holding registers, low word
-    first). The energy register counts in steps of ``resolution_kwh`` and rolls over at
-    ``modulus_kwh``.
+    first), ``scaled32`` (unsigned 32-bit integers in holding registers, low word
+    first) or ``em24`` (signed 32-bit integers in holding registers, low word first,
+    energy in 0.1 kWh). The energy register moves in steps of ``resolution_kwh``
+    (default 0.01 kWh, 0.1 kWh for ``em24``) and rolls over at ``modulus_kwh``.
     """
 
     id: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
     machine: Annotated[str, Field(min_length=1)]
     unit_id: Annotated[int, Field(ge=1, le=MAX_UNIT_ID)] | None = None
-    layout: Literal["sdm630", "scaled32"] = "sdm630"
+    layout: Literal["sdm630", "scaled32", "em24"] = "sdm630"
     resolution_kwh: Decimal = Decimal("0.01")
     modulus_kwh: Decimal | None = None
     initial_kwh: Decimal = Decimal("0")
     update_interval_s: Annotated[float, Field(ge=0.05, le=60.0)] = 1.0
     voltage_v: Annotated[float, Field(gt=0.0)] = 230.0
     frequency_hz: Annotated[float, Field(gt=0.0)] = 50.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _layout_resolution(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("layout") == "em24" \
+                and "resolution_kwh" not in data:
+            return {**data, "resolution_kwh": EM24_ENERGY_STEP_KWH}
+        return data
 
     @field_validator("resolution_kwh", "modulus_kwh", "initial_kwh", mode="before")
     @classmethod
@@ -228,7 +238,11 @@ class MeterSpec(_Model):
         """The rollover point: configured, or the layout's default."""
         if self.modulus_kwh is not None:
             return self.modulus_kwh
-        return Decimal("10000") if self.layout in FLOAT32_LAYOUTS else Decimal("10000000")
+        if self.layout in FLOAT32_LAYOUTS:
+            return Decimal("10000")
+        if self.layout == "em24":
+            return Decimal("100000000")  # the meter's 8-digit kWh display
+        return Decimal("10000000")
 
 
 class ShiftSpec(_Model):
@@ -447,6 +461,15 @@ def _cross_check(scenario: Scenario) -> list[tuple[str, str]]:
                 errors.append((f"{place}: modulus_kwh",
                                f"float32 cannot carry {res} kWh steps up to {modulus} kWh "
                                f"(spacing {spacing:g}); lower modulus_kwh"))
+        elif meter.layout == "em24":
+            if res % EM24_ENERGY_STEP_KWH != 0:
+                errors.append((f"{place}: resolution_kwh",
+                               f"em24 counts energy in {EM24_ENERGY_STEP_KWH} kWh; "
+                               f"{res} kWh is not a whole number of them"))
+            elif modulus / EM24_ENERGY_STEP_KWH > 2**31 - 1:
+                errors.append((f"{place}: modulus_kwh",
+                               f"{modulus / EM24_ENERGY_STEP_KWH} tenths of a kWh do not fit "
+                               "a signed 32-bit register"))
         elif modulus / res > 2**32:
             errors.append((f"{place}: modulus_kwh",
                            f"{modulus / res} steps do not fit an unsigned 32-bit register"))

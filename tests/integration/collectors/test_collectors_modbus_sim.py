@@ -27,12 +27,14 @@ pytestmark = pytest.mark.integration
 BAUD = 115200
 
 
-def _two_layouts() -> Scenario:
-    """meter-01 sdm630 (unit 1), meter-02 scaled32 (unit 2), meter-03 sdm630 (unit 3)."""
+def _three_layouts() -> Scenario:
+    """meter-01 sdm630 (unit 1), meter-02 scaled32 (unit 2), meter-03 em24 (unit 3)."""
     raw = default_scenario(machines=3, seed=21, fast=True).model_dump(mode="python",
                                                                       exclude_none=True)
     raw["meters"][1].update({"layout": "scaled32", "initial_kwh": Decimal("123456.78"),
                              "modulus_kwh": Decimal("1000000")})
+    raw["meters"][2].update({"layout": "em24", "initial_kwh": Decimal("98765.4"),
+                             "resolution_kwh": Decimal("0.1")})
     return scenario_from_dict(raw)
 
 
@@ -72,20 +74,30 @@ async def _compare_with_model(plant: Plant, sink: asyncio.Queue[Sample],
         steps = [e for e in ledger if e.get("device") == meter and e["kind"] == "energy"]
         served = Decimal(steps[-1]["register_kwh"]) if steps else image.energy_kwh
         assert served == image.energy_kwh
-        energy = got[(meter, "energy_kwh")]
-        assert energy.quality == "good" and energy.ts_source == "receive"
-        assert energy.value == pytest.approx(float(served), abs=0.01)
-        assert got[(meter, "power_kw")].value == pytest.approx(image.power_w / 1000, abs=0.001)
-        assert got[(meter, "voltage_l1")].value == pytest.approx(image.voltages_v[0], abs=0.1)
-        assert got[(meter, "current_l3")].value == pytest.approx(image.currents_a[2], abs=0.01)
-        assert got[(meter, "frequency_hz")].value == pytest.approx(image.frequency_hz, abs=0.01)
+        # Each value within its register's resolution (the preset's scale) of the model.
+        (device,) = (d for d in devices if d.id == meter)
+        step = {p.signal: abs(p.scale) for p in device.points}
+
+        def near(signal: str, want: float, floor: float, got: dict[tuple[str, str], Sample]
+                 = got, step: dict[str, float] = step, meter: str = meter) -> None:
+            sample = got[(meter, signal)]
+            assert sample.quality == "good" and sample.ts_source == "receive"
+            assert sample.value == pytest.approx(want, abs=max(floor, step[signal])), signal
+
+        near("energy_kwh", float(served), 0.01)
+        near("power_kw", image.power_w / 1000, 0.001)
+        near("voltage_l1", image.voltages_v[0], 0.1)
+        near("current_l3", image.currents_a[2], 0.01)
+        near("frequency_hz", image.frequency_hz, 0.01)
+        near("power_factor", image.power_factor, 0.001)
 
 
 async def test_each_preset_reads_what_the_simulator_serves(tmp_path: Path) -> None:
-    scenario = _two_layouts()
+    scenario = _three_layouts()
     async with Plant(scenario, ledger_dir=tmp_path) as plant:
         devices = _devices(plant, scenario)
         assert {d.points[0].table for d in devices} == {"input", "holding"}
+        assert {m.layout for m in scenario.effective_meters} == {"sdm630", "scaled32", "em24"}
         collector = ModbusCollector(_spec(devices, port=plant.modbus_port))
         sink: asyncio.Queue[Sample] = asyncio.Queue(10_000)
         async with running(collector, sink):
@@ -139,7 +151,7 @@ def rtu_bridge(tmp_path: Path) -> Iterator[tuple[str, int]]:
 async def test_rtu_over_serial_reads_both_presets(tmp_path: Path,
                                                   pty_pair: tuple[str, str]) -> None:
     server_tty, client_tty = pty_pair
-    scenario = _two_layouts()
+    scenario = _three_layouts()
     async with Plant(scenario, ledger_dir=tmp_path, rtu_port=server_tty,
                      rtu_baudrate=BAUD) as plant:
         devices = _devices(plant, scenario)
@@ -152,7 +164,7 @@ async def test_rtu_over_serial_reads_both_presets(tmp_path: Path,
 async def test_rtu_over_tcp_through_a_bridge(tmp_path: Path,
                                              rtu_bridge: tuple[str, int]) -> None:
     tty, port = rtu_bridge
-    scenario = _two_layouts()
+    scenario = _three_layouts()
     async with Plant(scenario, ledger_dir=tmp_path, rtu_port=tty, rtu_baudrate=BAUD) as plant:
         devices = _devices(plant, scenario)
         collector = ModbusCollector(_spec(devices, transport="rtu-over-tcp", port=port))

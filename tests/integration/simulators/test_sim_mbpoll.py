@@ -46,6 +46,9 @@ def _scenario() -> Scenario:
     raw["meters"][0].update({"layout": "sdm630", "initial_kwh": Decimal("4821.37")})
     raw["meters"][1].update({"layout": "scaled32", "initial_kwh": Decimal("123456.78"),
                              "modulus_kwh": Decimal("1000000")})
+    raw["meters"].append({**raw["meters"][0], "id": "meter-03", "unit_id": 7,
+                          "layout": "em24", "initial_kwh": Decimal("98765.4"),
+                          "resolution_kwh": Decimal("0.1")})
     return scenario_from_dict(raw)
 
 
@@ -58,9 +61,10 @@ def _parse_map(text: str) -> dict[str, Any]:
                      "resolution": Decimal(m.group(4))}
         for m in re.finditer(r"unit (\d+): (\S+) \((\w+), ([\d.]+) kWh steps", text)
     }
-    sdm, scaled = text.split("``scaled32``", 1)
+    sdm, rest = text.split("``scaled32``", 1)
+    scaled, em24 = rest.split("``em24``", 1)
     sections: dict[str, dict[str, int]] = {}
-    for name, section in (("sdm630", sdm), ("scaled32", scaled)):
+    for name, section in (("sdm630", sdm), ("scaled32", scaled), ("em24", em24)):
         rows = re.findall(r"^\s*(0x[0-9A-F]{4}) (.+)$", section, re.M)
         sections[name] = {desc: int(addr, 16) for addr, desc in rows}
     return {"host": endpoint.group(1), "port": int(endpoint.group(2)), "units": units,
@@ -101,7 +105,7 @@ def _ledger_registers(path: Path) -> dict[str, Decimal]:
     return value
 
 
-async def test_mbpoll_reads_both_layouts_from_the_printed_map(tmp_path: Path,
+async def test_mbpoll_reads_every_layout_from_the_printed_map(tmp_path: Path,
                                                               mbpoll: str) -> None:
     clock = SimClock(manual=True, start_ms=START_MS)
     async with Plant(_scenario(), ledger_dir=tmp_path, clock=clock) as plant:
@@ -131,6 +135,25 @@ async def test_mbpoll_reads_both_layouts_from_the_printed_map(tmp_path: Path,
                     "power": float(block[_address(regs, "total system power W")]),
                     "pf": float(block[_address(regs, "total system power factor")]),
                 }
+            elif info["layout"] == "em24":
+                block, err = await _mbpoll(mbpoll, host, port, unit, "4:int", 0x0000, 23,
+                                           big_endian=False)
+                assert block, err
+                energy_at = _address(regs, "kWh (+) TOT")
+                energy, err = await _mbpoll(mbpoll, host, port, unit, "4:int", energy_at, 1,
+                                            big_endian=False)
+                assert energy, err
+                words, err = await _mbpoll(mbpoll, host, port, unit, "4", 0x002E, 6,
+                                           big_endian=False)
+                assert words, err
+                reads[meter] = {
+                    "energy": int(energy[energy_at]),
+                    "power": int(block[_address(regs, "system active power,")]),
+                    "volts": int(block[_address(regs, "phase 1/2/3 to neutral voltage")]),
+                    "amps": int(block[_address(regs, "line 1/2/3 current")]),
+                    "pf": int(words[_address(regs, "system power factor")]),
+                    "hz": int(words[_address(regs, "frequency")]),
+                }
             else:
                 block, err = await _mbpoll(mbpoll, host, port, unit, "4:int", 0x0000, 11,
                                            big_endian=False)
@@ -146,7 +169,7 @@ async def test_mbpoll_reads_both_layouts_from_the_printed_map(tmp_path: Path,
         _, missing = await _mbpoll(mbpoll, host, port, 99, "3:float", 0x0048, 1,
                                    big_endian=True)
 
-    assert set(reads) == {"meter-01", "meter-02"}
+    assert set(reads) == {"meter-01", "meter-02", "meter-03"}
     sdm, image = reads["meter-01"], images["meter-01"]
     assert Decimal(round(sdm["energy"] * 100)) / 100 == truth["meter-01"] == image.energy_kwh
     assert truth["meter-01"] != Decimal("4821.37"), "energy should have moved in 10 minutes"
@@ -163,4 +186,13 @@ async def test_mbpoll_reads_both_layouts_from_the_printed_map(tmp_path: Path,
     assert scaled["amps"] == round(image.currents_a[0] * 1000)
     assert scaled["pf"] == round(image.power_factor * 1000)
     assert scaled["step_mwh"] == 10_000
+
+    em24, image = reads["meter-03"], images["meter-03"]
+    assert em24["energy"] * Decimal("0.1") == truth["meter-03"] == image.energy_kwh
+    assert truth["meter-03"] != Decimal("98765.4")
+    assert em24["power"] == round(image.power_w * 10)
+    assert em24["volts"] == round(image.voltages_v[0] * 10)
+    assert em24["amps"] == round(image.currents_a[0] * 1000)
+    assert em24["pf"] == round(image.power_factor * 1000)
+    assert em24["hz"] == round(image.frequency_hz * 10)
     assert "Gateway path unavailable" in missing

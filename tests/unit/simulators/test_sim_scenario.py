@@ -43,6 +43,16 @@ def test_minimal_file_gets_one_meter_per_machine(tmp_path: Path) -> None:
     assert scenario.machines[0].programs[0].cycle_time_s.mean == 30.0
 
 
+def test_em24_meter_defaults_to_tenths_and_an_eight_digit_register(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text(MINIMAL + "[[meters]]\nid = 'm1'\nmachine = 'cnc-01'\nlayout = 'em24'\n"
+                    "[[meters]]\nid = 'm2'\nmachine = 'cnc-01'\nlayout = 'em24'\n"
+                    "resolution_kwh = 1\n")
+    m1, m2 = load_scenario(path).effective_meters
+    assert (m1.resolution_kwh, m1.effective_modulus_kwh) == (Decimal("0.1"), Decimal("1e8"))
+    assert m2.resolution_kwh == Decimal("1")
+
+
 @pytest.mark.parametrize("machines", [1, 2, 50])
 @pytest.mark.parametrize("fast", [True, False])
 def test_default_scenario_generator(machines: int, fast: bool) -> None:
@@ -72,6 +82,12 @@ def test_default_scenario_generator(machines: int, fast: bool) -> None:
          'meters[0] "m1": modulus_kwh', "float32"),
         (MINIMAL + "[[meters]]\nid = 'm1'\nmachine = 'cnc-01'\nresolution_kwh = 0\n",
          'meters[0] "m1": resolution_kwh', "greater than 0"),
+        (MINIMAL + "[[meters]]\nid = 'm1'\nmachine = 'cnc-01'\nlayout = 'em24'\n"
+         "resolution_kwh = 0.01\n", 'meters[0] "m1": resolution_kwh', "0.1 kWh"),
+        (MINIMAL + "[[meters]]\nid = 'm1'\nmachine = 'cnc-01'\nlayout = 'em24'\n"
+         "modulus_kwh = 1000000000\n", 'meters[0] "m1": modulus_kwh', "signed 32-bit"),
+        (MINIMAL + "[[meters]]\nid = 'm1'\nmachine = 'cnc-01'\nlayout = 'em42'\n",
+         'meters[0] "m1": layout', "em24"),
         (MINIMAL + "[[machines]]\nid = 'cnc-01'\n[[machines.programs]]\nname = 'x'\n"
          "cycle_time_s = 1\n", 'machines[1] "cnc-01": id', "duplicate"),
         (MINIMAL + "[[faults]]\nat_s = 1\nkind = 'meter_reset'\ntarget = 'cnc-01'\n",
