@@ -117,6 +117,8 @@ async def wait_until(cond: Callable[[], bool], within: float = 10.0) -> None:
 
 # -- Modbus ------------------------------------------------------------------------
 
+FC_COILS = 1
+FC_DISCRETE = 2
 FC_HOLDING = 3
 FC_INPUT = 4
 
@@ -146,6 +148,12 @@ class MeterGateway:
 
     async def set_holding(self, unit: int, address: int, regs: list[int]) -> None:
         await self.server.async_setValues(unit, FC_HOLDING, address, regs)
+
+    async def set_coils(self, unit: int, address: int, bits: list[bool]) -> None:
+        await self.server.async_setValues(unit, FC_COILS, address, bits)
+
+    async def set_discrete(self, unit: int, address: int, bits: list[bool]) -> None:
+        await self.server.async_setValues(unit, FC_DISCRETE, address, bits)
 
 
 async def start_gateway(port: int, units: tuple[int, ...] = (1, 2, 3),

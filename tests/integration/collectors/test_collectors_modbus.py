@@ -7,7 +7,14 @@ import logging
 import time
 
 import pytest
-from opcua_modbus_servers import f32_regs, free_port, running, start_gateway, wait_until
+from opcua_modbus_servers import (
+    f32_regs,
+    free_port,
+    running,
+    start_gateway,
+    wait_for_sample,
+    wait_until,
+)
 
 from collectors.modbus import ModbusCollector, ModbusDeviceSpec, ModbusSourceSpec, RegisterPoint
 from collectors.presets import preset_points
@@ -82,6 +89,34 @@ async def test_word_and_byte_order_variants_and_types() -> None:
             "f32_abcd": 1.5, "f32_cdab": 1.5, "u32_cdab": 0x00020001, "i16": 0.0,
             "u16_swapped": 0x1234, "name": "ABC", "u64": pytest.approx(1000.0),
         }
+    finally:
+        await gw.stop()
+
+
+async def test_coils_and_discrete_inputs_read_as_zero_or_one() -> None:
+    gw = await start_gateway(free_port(), units=(1,))
+    try:
+        await gw.set_coils(1, 0, [True, False, True])
+        await gw.set_discrete(1, 4, [False, True])
+        await gw.set_holding(1, 0, [7])
+        points = (
+            RegisterPoint("m", "running", "coil", 0, "u16"),
+            RegisterPoint("m", "alarm", "coil", 1, "u16"),
+            RegisterPoint("m", "door_closed", "coil", 2, "u16"),
+            RegisterPoint("m", "estop", "discrete", 4, "u16"),
+            RegisterPoint("m", "interlock", "discrete", 5, "u16"),
+            RegisterPoint("m", "mode", "holding", 0, "u16"),
+        )
+        spec = _source(gw.port, (ModbusDeviceSpec("m", 1, points),))
+        sink: asyncio.Queue[Sample] = asyncio.Queue(1000)
+        async with running(ModbusCollector(spec), sink):
+            got = {s.signal: s for s in await _collect(sink, len(points))}
+            await gw.set_coils(1, 1, [True])
+            changed = await wait_for_sample(sink, lambda s: s.signal == "alarm" and s.value == 1)
+        assert {k: s.value for k, s in got.items()} == {
+            "running": 1, "alarm": 0, "door_closed": 1, "estop": 0, "interlock": 1, "mode": 7}
+        assert all(s.quality == "good" for s in got.values())
+        assert changed.ts_ms >= got["alarm"].ts_ms
     finally:
         await gw.stop()
 
