@@ -52,6 +52,30 @@ def _parser() -> argparse.ArgumentParser:
     kpi.add_argument("--input", type=Path, required=True, help="sample log (JSON Lines), - = stdin")
     kpi.add_argument("-c", "--config", type=Path, required=True)
 
+    rep = sub.add_parser(
+        "report", help="a period's KPIs against a baseline period",
+        description="Sum a period's KPI records and compare them with a baseline period: "
+                    "reduction = (baseline - current) / baseline. Periods are START/END, "
+                    "END exclusive: dates (local midnight in --timezone) or timestamps.")
+    src = rep.add_mutually_exclusive_group(required=True)
+    src.add_argument("--records", type=Path, action="append", metavar="FILE",
+                     help="KPI records, JSON Lines as `edge-agent kpi` writes them "
+                          "(- = stdin); may be repeated")
+    src.add_argument("--influx", type=Path, metavar="INGEST_TOML",
+                     help="read the records from the InfluxDB of this ingest config")
+    rep.add_argument("--period", required=True, help="the period to report, e.g. "
+                                                     "2026-10-01/2026-11-01")
+    rep.add_argument("--baseline", required=True, help="the period to compare it with")
+    rep.add_argument("--window", default="1h",
+                     help="which records to sum: a KPI window size or 'shift' (default 1h)")
+    rep.add_argument("--site", help="site id (default: the only site in the records)")
+    who = rep.add_mutually_exclusive_group()
+    who.add_argument("--line", help="report this line (default: the whole site)")
+    who.add_argument("--machine", help="report this machine")
+    rep.add_argument("--timezone", default="UTC",
+                     help="zone of dates and of timestamps without an offset (default UTC)")
+    rep.add_argument("--format", choices=["text", "json"], default="text")
+
     demo = sub.add_parser("demo", help="simulators + broker + agent (+ InfluxDB), live view")
     demo.add_argument("--duration", type=float, default=None,
                       help="stop after this many seconds and print a summary")
@@ -153,6 +177,39 @@ def _cmd_kpi(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from agent import report
+
+    tz = report.parse_timezone(args.timezone)
+    request = report.ReportRequest(
+        window=args.window,
+        current=report.parse_period(args.period, tz, "--period"),
+        baseline=report.parse_period(args.baseline, tz, "--baseline"),
+        site=args.site, line=args.line, machine=args.machine)
+    report.check_window(args.window)
+    if args.influx is not None:
+        from agent.ingest.config import load_ingest_config
+
+        settings = load_ingest_config(args.influx).influxdb
+        install_redaction(config_secrets(settings))
+        records = report.read_influx_records(settings, request)
+    else:
+        records = []
+        for path in args.records:
+            if str(path) == "-":
+                records += report.read_jsonl_records([("<stdin>", sys.stdin)])
+                continue
+            try:
+                with path.open(encoding="utf-8") as fh:
+                    records += report.read_jsonl_records([(str(path), fh)])
+            except FileNotFoundError:
+                raise InputError(f"{path}: file not found") from None
+            except UnicodeDecodeError as err:
+                raise InputError(f"{path}: not UTF-8 text ({err.reason})") from None
+    report.write_report(report.build_report(records, request), request, args.format)
+    return EXIT_OK
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from agent.demo import run_demo
     from rules.spec import window_length_ms
@@ -187,6 +244,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "check-config": _cmd_check,
     "ingest": _cmd_ingest,
     "kpi": _cmd_kpi,
+    "report": _cmd_report,
     "demo": _cmd_demo,
     "sim": _cmd_sim,
     "certs": _cmd_certs,

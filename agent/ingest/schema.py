@@ -52,15 +52,15 @@ _ALARM_STATES: Final[frozenset[str]] = frozenset({"raised", "cleared"})
 
 
 class _Reader:
-    """Typed access to one decoded JSON object; every error names the topic and the key."""
+    """Typed access to one decoded JSON object; every error names the place and the key."""
 
-    def __init__(self, obj: dict[str, Any], topic: str, kind: str) -> None:
+    def __init__(self, obj: dict[str, Any], place: str, kind: str) -> None:
         self.obj = obj
-        self.topic = topic
+        self.place = place
         self.kind = kind
 
     def error(self, key: str, message: str) -> InputError:
-        return InputError(f"{self.kind} payload on topic {self.topic!r}: key {key!r}: {message}")
+        return InputError(f"{self.kind} {self.place}: key {key!r}: {message}")
 
     def require(self, key: str) -> Any:
         if key not in self.obj:
@@ -148,33 +148,33 @@ def _type_name(value: object) -> str:
     return type(value).__name__
 
 
-def _decode(payload: bytes, topic: str, kind: str, schema: str) -> _Reader:
+def _decode(payload: bytes, place: str, kind: str, schema: str) -> _Reader:
     try:
         # NaN/Infinity are decoded (json's default) so the error can name the key they sit in.
         obj = json.loads(payload.decode("utf-8"))
     except UnicodeDecodeError as err:
-        raise InputError(f"{kind} payload on topic {topic!r}: not UTF-8: {err}") from err
+        raise InputError(f"{kind} {place}: not UTF-8: {err}") from err
     except ValueError as err:
-        raise InputError(f"{kind} payload on topic {topic!r}: not valid JSON: {err}") from err
+        raise InputError(f"{kind} {place}: not valid JSON: {err}") from err
     if not isinstance(obj, dict):
-        raise InputError(
-            f"{kind} payload on topic {topic!r}: expected a JSON object, got {_type_name(obj)}"
-        )
-    reader = _Reader(obj, topic, kind)
+        raise InputError(f"{kind} {place}: expected a JSON object, got {_type_name(obj)}")
+    reader = _Reader(obj, place, kind)
     got = reader.require("schema")
     if got != schema:
         raise reader.error("schema", f"expected {schema!r}, got {got!r}")
     return reader
 
 
-def parse_kpi_payload(payload: bytes, topic: str) -> KpiRecord:
+def parse_kpi_payload(payload: bytes, topic: str, *, where: str | None = None) -> KpiRecord:
     """Decode and validate one KPI message (schema ``factory-kpi/1``).
 
-    Raises :class:`InputError` naming ``topic`` and the first bad key: a missing or
-    unknown key, a wrong type, a non-finite number, a null where DESIGN.md requires a
-    value, or ``window_end`` not after ``window_start``.
+    Raises :class:`InputError` naming ``topic`` (or ``where``, e.g. ``records.jsonl:3``
+    for a record read from a file) and the first bad key: a missing or unknown key, a
+    wrong type, a non-finite number, a null where DESIGN.md requires a value, or
+    ``window_end`` not after ``window_start``.
     """
-    r = _decode(payload, topic, "KPI", KPI_SCHEMA)
+    place = f"record at {where}" if where is not None else f"payload on topic {topic!r}"
+    r = _decode(payload, place, "KPI", KPI_SCHEMA)
     r.reject_unknown(_KPI_KEYS)
     site = r.ident("site")
     line = r.ident("line", nullable=True)
@@ -209,7 +209,7 @@ def parse_kpi_payload(payload: bytes, topic: str) -> KpiRecord:
             flags=tuple(flags_raw), **values,
         )
     except (TypeError, ValueError) as err:  # pragma: no cover - checked above
-        raise InputError(f"KPI payload on topic {topic!r}: {err}") from err
+        raise InputError(f"KPI {place}: {err}") from err
 
 
 def parse_alarm_payload(payload: bytes, topic: str) -> AlarmEvent:
@@ -217,7 +217,7 @@ def parse_alarm_payload(payload: bytes, topic: str) -> AlarmEvent:
 
     The accepted form is ``AlarmEvent.to_json_dict()``; errors name ``topic`` and the key.
     """
-    r = _decode(payload, topic, "alarm", ALARM_SCHEMA)
+    r = _decode(payload, f"payload on topic {topic!r}", "alarm", ALARM_SCHEMA)
     r.reject_unknown(_ALARM_KEYS)
     ts_ms = r.timestamp("ts")
     site = r.ident("site")

@@ -1,0 +1,224 @@
+"""A period's KPIs from its window records, and their change against a baseline period.
+
+KPI.md, "Against a baseline": relative change = (baseline - current) / baseline, applied
+to the rate itself (a defect rate going from 2.0 % to 1.5 % is a 25 % reduction, not
+0.5 points). Positive means the figure went down: good for defect rate, energy and CO2
+per unit, bad for OEE and its factors.
+
+A period's rates are never averages of the windows' rates. They are recomputed from the
+summed quantities, exactly as a window's are (KPI.md, "Aggregates"): availability is
+sum(APT) / sum(PBT); performance sum(ideal cycle x PQ) / sum(APT) and oee
+sum(ideal cycle x GQ) / sum(PBT), with each window's own ideal cycle time (a config
+change mid-period is weighted correctly); energy intensities divide the energy of the
+windows that have energy data by the parts of those same windows, so a meter outage
+does not make a period look efficient.
+
+A record replayed with the same key (site, line, machine, window, end) replaces the
+earlier one, as it does in InfluxDB: a period is never counted twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from rules.spec import KGCE_PER_KWH, window_length_ms
+from rules.types import KpiRecord
+
+__all__ = [
+    "PERIOD_FIELDS",
+    "RATE_FIELDS",
+    "Comparison",
+    "PeriodTotals",
+    "Scope",
+    "compare",
+    "relative_change",
+    "summarize",
+]
+
+RATE_FIELDS: tuple[str, ...] = (
+    "availability",
+    "performance",
+    "quality_ratio",
+    "oee",
+    "defect_rate",
+    "cycle_time_mean_s",
+    "energy_per_unit_kwh",
+    "energy_per_good_unit_kwh",
+    "kgce_per_good_unit",
+    "co2_per_good_unit_kg",
+)
+"""The rates a period reports, recomputed from its sums."""
+
+PERIOD_FIELDS: tuple[str, ...] = (
+    "planned_busy_time_s",
+    "producing_time_s",
+    "setup_time_s",
+    "unplanned_down_time_s",
+    "idle_time_s",
+    "parts_produced",
+    "parts_good",
+    "parts_scrap",
+    "energy_kwh",
+    "co2_kg",
+    *RATE_FIELDS,
+)
+"""Every figure of a period, sums first, in report order."""
+
+ScopeKind = Literal["site", "line", "machine"]
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Whose records a report reads: the site, one line, or one machine."""
+
+    site: str
+    kind: ScopeKind = "site"
+    id: str | None = None
+
+    def matches(self, record: KpiRecord) -> bool:
+        """Is ``record`` this scope's own record (not one of its parts')?"""
+        if record.site != self.site:
+            return False
+        if self.kind == "site":
+            return record.line is None and record.machine is None
+        if self.kind == "line":
+            return record.line == self.id and record.machine is None
+        return record.machine == self.id
+
+    def __str__(self) -> str:
+        return f"site {self.site}" if self.kind == "site" else f"{self.kind} {self.id}"
+
+
+@dataclass(slots=True)
+class PeriodTotals:
+    """One scope's sums and rates over ``[start_ms, end_ms)`` at one window size.
+
+    ``windows`` counts the records found, ``windows_expected`` how many a complete
+    period has (None for ``shift`` windows, which follow the calendar); fewer found
+    than expected means the agent was not running or records were lost, and the
+    report says so. ``energy_windows`` counts the records with energy data: the
+    energy intensities cover only those. ``flags`` counts each record flag seen.
+    """
+
+    scope: Scope
+    window: str
+    start_ms: int
+    end_ms: int
+    windows: int = 0
+    windows_expected: int | None = None
+    energy_windows: int = 0
+    flags: dict[str, int] = field(default_factory=dict)
+    values: dict[str, float | int | None] = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        """Every expected window is there and every one had energy data."""
+        expected = self.windows_expected
+        return ((expected is None or self.windows == expected)
+                and self.energy_windows == self.windows > 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """A period next to its baseline, and the relative change of every figure."""
+
+    current: PeriodTotals
+    baseline: PeriodTotals
+    change: dict[str, float | None]
+
+
+def relative_change(baseline: float | int | None, current: float | int | None) -> float | None:
+    """(baseline - current) / baseline; None when either is undefined or baseline is 0."""
+    if baseline is None or current is None or baseline == 0:
+        return None
+    return (baseline - current) / baseline
+
+
+def _div(num: float, den: float) -> float | None:
+    return None if den == 0 else num / den
+
+
+def summarize(records: Iterable[KpiRecord], scope: Scope, window: str, start_ms: int,
+              end_ms: int) -> PeriodTotals:
+    """The totals of ``scope`` over the ``window`` records lying inside [start, end).
+
+    Raises ``ValueError`` for an empty period or an unknown window size.
+    """
+    if end_ms <= start_ms:
+        raise ValueError("the period must end after it starts")
+    expected: int | None = None
+    if window != "shift":
+        length = window_length_ms(window)
+        expected = len(range(-(-start_ms // length) * length, end_ms - length + 1, length))
+    latest: dict[tuple[str, str | None, str | None, str, int], KpiRecord] = {}
+    for record in records:
+        if (record.window == window and scope.matches(record)
+                and start_ms <= record.window_start_ms and record.window_end_ms <= end_ms):
+            latest[record.key] = record
+    out = PeriodTotals(scope, window, start_ms, end_ms, windows=len(latest),
+                       windows_expected=expected)
+    pbt = apt = setup = down = idle = 0.0
+    pq = gq = sq = 0
+    ict_pq = ict_gq = 0.0
+    schedule = False  # some window had planned time and an ideal cycle time
+    energy = co2 = 0.0
+    e_pq = e_gq = 0
+    for record in latest.values():
+        pbt += record.planned_busy_time_s
+        apt += record.producing_time_s
+        setup += record.setup_time_s
+        down += record.unplanned_down_time_s
+        idle += record.idle_time_s
+        pq += record.parts_produced
+        gq += record.parts_good
+        sq += record.parts_scrap
+        # Site records carry no schedule KPIs (KPI.md); a window's oee is null exactly
+        # when it had no planned time or no ideal cycle time.
+        if record.ideal_cycle_time_s is not None and record.oee is not None:
+            schedule = True
+            ict_pq += record.ideal_cycle_time_s * record.parts_produced
+            ict_gq += record.ideal_cycle_time_s * record.parts_good
+        if record.energy_kwh is not None:
+            out.energy_windows += 1
+            energy += record.energy_kwh
+            co2 += record.co2_kg or 0.0
+            e_pq += record.parts_produced
+            e_gq += record.parts_good
+        for flag in record.flags:
+            out.flags[flag] = out.flags.get(flag, 0) + 1
+    has_energy = out.energy_windows > 0
+    values: dict[str, float | int | None] = {
+        "planned_busy_time_s": pbt,
+        "producing_time_s": apt,
+        "setup_time_s": setup,
+        "unplanned_down_time_s": down,
+        "idle_time_s": idle,
+        "parts_produced": pq,
+        "parts_good": gq,
+        "parts_scrap": sq,
+        "energy_kwh": energy if has_energy else None,
+        "co2_kg": co2 if has_energy else None,
+    }
+    sched = schedule and pbt > 0
+    values["availability"] = _div(apt, pbt) if sched else None
+    values["performance"] = _div(ict_pq, apt) if sched else None
+    values["quality_ratio"] = _div(gq, pq) if sched else None
+    values["oee"] = _div(ict_gq, pbt) if sched else None
+    values["defect_rate"] = _div(sq, pq) if sched else None
+    values["cycle_time_mean_s"] = _div(apt, pq) if sched else None
+    per_good = _div(energy, e_gq) if has_energy else None
+    values["energy_per_unit_kwh"] = _div(energy, e_pq) if has_energy else None
+    values["energy_per_good_unit_kwh"] = per_good
+    values["kgce_per_good_unit"] = None if per_good is None else KGCE_PER_KWH * per_good
+    values["co2_per_good_unit_kg"] = _div(co2, e_gq) if has_energy else None
+    out.values = values
+    return out
+
+
+def compare(current: PeriodTotals, baseline: PeriodTotals) -> Comparison:
+    """Every figure's relative change from ``baseline`` to ``current``."""
+    change = {name: relative_change(baseline.values.get(name), current.values.get(name))
+              for name in PERIOD_FIELDS}
+    return Comparison(current, baseline, change)
