@@ -325,6 +325,8 @@ def outbox_metrics(registry: Registry, stats: Any) -> None:
     """Outbox depth, size and drops (``OutboxStats``)."""
     registry.gauge("edge_agent_outbox_depth", "Messages waiting for delivery.").set(stats.depth)
     registry.gauge("edge_agent_outbox_bytes", "Topic and payload bytes stored.").set(stats.bytes)
+    registry.gauge("edge_agent_outbox_file_bytes",
+                   "Disk space of the outbox file and its WAL.").set(stats.file_bytes)
     registry.counter("edge_agent_outbox_enqueued_total", "Messages stored.").set(stats.enqueued)
     dropped = registry.counter("edge_agent_outbox_dropped_total",
                                "Messages dropped undelivered by the outbox bounds, by bound.",

@@ -14,6 +14,11 @@ messages (durable against power loss); ``"normal"`` survives a process crash but
 the last commits on power loss. Deletions (acks) are committed without an fsync of their
 own: losing one to a power cut only means a message is published twice.
 
+Deleted rows leave free pages behind; without more, a file grown during a long outage
+would keep its size after the backlog drained. The file uses SQLite's incremental
+auto-vacuum: once more than :data:`_RECLAIM_PAGES` pages are free, acks hand them back to
+the file system a step at a time, and the WAL file is capped after each checkpoint.
+
 The same file holds the KPI engine's *sample journal* (:meth:`SqliteOutbox.journal_append`):
 every batch of samples the engine consumes is appended (and committed) before the engine
 sees it, and a checkpoint written with :meth:`SqliteOutbox.put_many` records the journal
@@ -31,7 +36,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -51,6 +56,15 @@ __all__ = [
 
 # Rows per DELETE statement: well below SQLite's limit on bound parameters.
 _ACK_CHUNK = 500
+
+# Free pages (4 KiB each by default) tolerated before acks start giving them back, and
+# the most one ack gives back: a drained backlog shrinks the file in bounded steps.
+_RECLAIM_PAGES = 1024
+_RECLAIM_STEP = 4096
+
+# The WAL file is truncated to this after a checkpoint (it keeps its largest size
+# otherwise).
+_WAL_LIMIT_BYTES = 16 * 2**20
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -107,7 +121,7 @@ class OutboxStats:
     """Counters since the outbox was opened, plus its current size.
 
     ``bytes`` counts topic and payload bytes of the stored rows (what ``max_bytes``
-    bounds), not the size of the SQLite file.
+    bounds); ``file_bytes`` is what the SQLite file and its WAL take on disk.
     """
 
     enqueued: int
@@ -118,6 +132,7 @@ class OutboxStats:
     bytes: int
     journal_rows: int = 0
     journal_items: int = 0
+    file_bytes: int = 0
 
 
 class Outbox(Protocol):
@@ -208,10 +223,17 @@ class SqliteOutbox:
                 self.path, isolation_level=None, check_same_thread=False, timeout=30.0
             )
             db = self._db
+            # Must precede the first write of a new file (WAL mode is one) to take effect.
+            db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise OutboxError(f"outbox {self.path}: cannot switch to WAL mode (got {mode})")
             db.execute(f"PRAGMA synchronous={self._sync}")
+            db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
+            if db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
+                # A file made by an earlier version: a one-time VACUUM switches it.
+                log.info("outbox %s: enabling incremental vacuum (one-time rewrite)", self.path)
+                db.execute("VACUUM")
             db.executescript(_SCHEMA)
             count, total = db.execute(
                 "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox"
@@ -432,6 +454,19 @@ class SqliteOutbox:
                         size += int(row_size)
             self._forget(removed, size)
             self._acked += removed
+            self._reclaim()
+
+    def _reclaim(self) -> None:
+        """Give free pages back to the file system once there are many; caller holds the
+        lock. A failure only leaves the file larger, so it is logged, not raised."""
+        db = self._conn()
+        try:
+            (free,) = db.execute("PRAGMA freelist_count").fetchone()
+            if int(free) > _RECLAIM_PAGES:
+                # executescript steps the pragma to completion; execute() would free one page.
+                db.executescript(f"PRAGMA incremental_vacuum({_RECLAIM_STEP});")
+        except sqlite3.Error as err:
+            log.warning("outbox %s: reclaiming free pages failed: %s", self.path, err)
 
     def load_state(self, key: str) -> str | None:
         """The checkpoint stored under ``key``, or None when there is none."""
@@ -509,7 +544,15 @@ class SqliteOutbox:
             bytes=self._bytes,
             journal_rows=self._journal_rows,
             journal_items=self._journal_items,
+            file_bytes=self._file_bytes(),
         )
+
+    def _file_bytes(self) -> int:
+        total = 0
+        for path in (self.path, self.path.with_name(self.path.name + "-wal")):
+            with suppress(OSError):
+                total += path.stat().st_size
+        return total
 
     def close(self) -> None:
         """Checkpoint the WAL into the main file and close; later calls raise OutboxError."""

@@ -159,7 +159,7 @@ def fake_agent(now_s: float) -> Any:
         }),
         outbox=SimpleNamespace(
             stats=SimpleNamespace(enqueued=20, acked=10, dropped_full=5, dropped_age=1,
-                                  depth=4, bytes=2048),
+                                  depth=4, bytes=2048, file_bytes=90112),
             depth=lambda: 4,
         ),
         publisher=FakePublisher(),
@@ -193,6 +193,7 @@ def test_agent_metrics_cover_the_issue_list_and_parse() -> None:
     assert fams["edge_agent_windows_closed"].samples[0].value == 4
     assert fams["edge_agent_kpi_records"].samples[0].value == 9
     assert fams["edge_agent_outbox_depth"].samples[0].value == 4
+    assert fams["edge_agent_outbox_file_bytes"].samples[0].value == 90112
     assert values(fams["edge_agent_outbox_dropped"]) == {
         ("edge_agent_outbox_dropped_total", (("reason", "full"),)): 5,
         ("edge_agent_outbox_dropped_total", (("reason", "age"),)): 1,

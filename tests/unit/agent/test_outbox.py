@@ -207,3 +207,39 @@ def test_unusable_path_is_an_outbox_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("not a directory")
     with pytest.raises(OutboxError, match="cannot open outbox"):
         SqliteOutbox(tmp_path / "file" / "outbox.sqlite")
+
+
+def test_a_drained_backlog_gives_its_disk_space_back(path: Path) -> None:
+    box = SqliteOutbox(path, synchronous="normal")
+    payload = bytes(range(256)) * 16  # 4 KiB
+    ids: list[int] = []
+    for _ in range(20):
+        ids += box.put_many([("factory/s/l/m/kpi", payload)] * 250)
+    full = box.stats.file_bytes
+    assert full > 20 * 2**20
+    for start in range(0, len(ids), 500):
+        box.ack(ids[start:start + 500])
+    assert box.depth() == 0
+    box.close()
+    reopened = SqliteOutbox(path)
+    after = reopened.stats.file_bytes
+    assert after < 8 * 2**20, (full, after)  # at most the tolerated free pages remain
+    reopened.close()
+
+
+def test_an_outbox_file_from_before_incremental_vacuum_is_converted(path: Path) -> None:
+    path.parent.mkdir(parents=True)
+    old = sqlite3.connect(path, isolation_level=None)
+    old.execute("PRAGMA journal_mode=WAL")
+    old.execute("CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT "
+                "NULL, payload BLOB NOT NULL, created_ms INTEGER NOT NULL, size INTEGER NOT NULL)")
+    old.execute("INSERT INTO outbox (topic, payload, created_ms, size) VALUES "
+                "('t', x'01', 1800000000000, 2)")
+    assert old.execute("PRAGMA auto_vacuum").fetchone()[0] == 0
+    old.close()
+    box = SqliteOutbox(path, clock=FakeClock())
+    assert box.depth() == 1 and box.pending(5)[0].payload == b"\x01"
+    box.close()
+    check = sqlite3.connect(path)
+    assert check.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental
+    check.close()
