@@ -29,10 +29,10 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel
 
@@ -48,7 +48,7 @@ from agent.config.model import (
 )
 from rules.engine import KpiEngine
 from rules.errors import ConfigError
-from rules.spec import EngineSpec, MachineSpec, MeterSpec
+from rules.spec import EngineSpec, LineSpec, MachineSpec, MeterSpec
 from rules.totals import EnergyTotals, MachineTotals
 
 __all__ = [
@@ -288,27 +288,52 @@ def _plan_sources(old: AgentConfig, new: AgentConfig) -> tuple[list[Change], lis
     return changes, unchanged, moved
 
 
+_T = TypeVar("_T")
+
+
+def _plan_items(
+    before: Mapping[str, _T], after: Mapping[str, _T],
+    judge: Callable[[str, _T, _T], tuple[list[str], Carry]],
+) -> tuple[list[Change], list[str]]:
+    """Added, removed, changed and unchanged items of one kind (machines, meters, lines).
+
+    ``judge(id, old, new)`` says why an item that exists on both sides changed (no
+    reasons: unchanged) and how much of its engine state may be carried over.
+    """
+    changes: list[Change] = [Change(i, "removed") for i in before if i not in after]
+    unchanged: list[str] = []
+    for item_id, spec in after.items():
+        prev = before.get(item_id)
+        if prev is None:
+            changes.append(Change(item_id, "added", carry="none"))
+            continue
+        reasons, carry = judge(item_id, prev, spec)
+        if reasons:
+            changes.append(Change(item_id, "changed", tuple(reasons), carry))
+        else:
+            unchanged.append(item_id)
+    return changes, unchanged
+
+
+def _field_changes(prev: object, spec: object, names: Sequence[str]) -> list[str]:
+    reasons: list[str] = []
+    for name in names:
+        a, b = getattr(prev, name), getattr(spec, name)
+        if a != b:
+            reasons.append(f"{name} {_show(a)} -> {_show(b)}")
+    return reasons
+
+
 def _plan_machines(
     old: AgentConfig, new: AgentConfig, old_spec: EngineSpec, new_spec: EngineSpec,
     moved: set[str],
 ) -> tuple[list[Change], list[str]]:
     before_cfg = {m.id: m for m in old.machines}
     after_cfg: dict[str, MachineSection] = {m.id: m for m in new.machines}
-    before: dict[str, MachineSpec] = {m.id: m for m in old_spec.machines}
-    after = {m.id: m for m in new_spec.machines}
-    changes: list[Change] = [Change(mid, "removed") for mid in before if mid not in after]
-    unchanged: list[str] = []
-    for mid, spec in after.items():
-        prev = before.get(mid)
-        if prev is None:
-            changes.append(Change(mid, "added", carry="none"))
-            continue
-        reasons: list[str] = []
+
+    def judge(mid: str, prev: MachineSpec, spec: MachineSpec) -> tuple[list[str], Carry]:
+        reasons = _field_changes(prev, spec, ("ideal_cycle_time_s", "line"))
         carry: Carry = "all"
-        for name in ("ideal_cycle_time_s", "line"):
-            a, b = getattr(prev, name), getattr(spec, name)
-            if a != b:
-                reasons.append(f"{name} {_show(a)} -> {_show(b)}")
         if prev.counter_modulus != spec.counter_modulus:
             reasons.append(f"counter_modulus {prev.counter_modulus} -> {spec.counter_modulus}")
             carry = "totals"
@@ -326,11 +351,10 @@ def _plan_machines(
             # Scrap counted so far and good counted from now would not add up to a window.
             reasons.append("switched between parts_bad and parts_good")
             carry = "none"
-        if reasons:
-            changes.append(Change(mid, "changed", tuple(reasons), carry))
-        else:
-            unchanged.append(mid)
-    return changes, unchanged
+        return reasons, carry
+
+    return _plan_items({m.id: m for m in old_spec.machines},
+                       {m.id: m for m in new_spec.machines}, judge)
 
 
 def _plan_meters(
@@ -339,26 +363,14 @@ def _plan_meters(
 ) -> tuple[list[Change], list[str]]:
     before_cfg = {m.id: m for m in old.meters}
     after_cfg: dict[str, MeterSection] = {m.id: m for m in new.meters}
-    before: dict[str, MeterSpec] = {m.id: m for m in old_spec.meters}
-    after = {m.id: m for m in new_spec.meters}
-    changes: list[Change] = [Change(mid, "removed") for mid in before if mid not in after]
-    unchanged: list[str] = []
-    for mid, spec in after.items():
-        prev = before.get(mid)
-        if prev is None:
-            changes.append(Change(mid, "added", carry="none"))
-            continue
-        reasons: list[str] = []
+
+    def judge(mid: str, prev: MeterSpec, spec: MeterSpec) -> tuple[list[str], Carry]:
+        reasons = _field_changes(prev, spec, ("machine", "line", "max_power_kw"))
         carry: Carry = "all"
-        for name in ("machine", "line", "max_power_kw"):
-            a, b = getattr(prev, name), getattr(spec, name)
-            if a != b:
-                reasons.append(f"{name} {_show(a)} -> {_show(b)}")
-        for name in ("resolution_kwh", "modulus_kwh"):
-            a, b = getattr(prev, name), getattr(spec, name)
-            if a != b:
-                reasons.append(f"{name} {_show(a)} -> {_show(b)}")
-                carry = "totals"
+        counting = _field_changes(prev, spec, ("resolution_kwh", "modulus_kwh"))
+        if counting:
+            reasons += counting
+            carry = "totals"
         a_cfg, b_cfg = before_cfg[mid], after_cfg[mid]
         if _meaning(a_cfg.signals.energy_kwh) != _meaning(b_cfg.signals.energy_kwh):
             reasons.append("signals.energy_kwh changed")
@@ -372,28 +384,20 @@ def _plan_meters(
         if carry == "all" and sources & moved:
             reasons.append(f"source {sorted(sources & moved)[0]!r} re-pointed")
             carry = "totals"
-        if reasons:
-            changes.append(Change(mid, "changed", tuple(reasons), carry))
-        else:
-            unchanged.append(mid)
-    return changes, unchanged
+        return reasons, carry
+
+    return _plan_items({m.id: m for m in old_spec.meters},
+                       {m.id: m for m in new_spec.meters}, judge)
 
 
 def _plan_lines(old_spec: EngineSpec, new_spec: EngineSpec) -> tuple[list[Change], list[str]]:
-    before = {ln.id: ln for ln in old_spec.lines}
-    after = {ln.id: ln for ln in new_spec.lines}
-    changes: list[Change] = [Change(lid, "removed") for lid in before if lid not in after]
-    unchanged: list[str] = []
-    for lid, ln in after.items():
-        prev = before.get(lid)
-        if prev is None:
-            changes.append(Change(lid, "added", carry="none"))
-        elif prev != ln:
-            changes.append(Change(lid, "changed", (
-                f"output_machine {prev.output_machine!r} -> {ln.output_machine!r}",), "all"))
-        else:
-            unchanged.append(lid)
-    return changes, unchanged
+    def judge(lid: str, prev: LineSpec, ln: LineSpec) -> tuple[list[str], Carry]:
+        if prev == ln:
+            return [], "all"
+        return [f"output_machine {prev.output_machine!r} -> {ln.output_machine!r}"], "all"
+
+    return _plan_items({ln.id: ln for ln in old_spec.lines},
+                       {ln.id: ln for ln in new_spec.lines}, judge)
 
 
 def _plan_alarms(old_spec: EngineSpec, new_spec: EngineSpec) -> list[Change]:

@@ -24,11 +24,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from rules.spec import KGCE_PER_KWH, window_length_ms
-from rules.types import KpiRecord
+from rules.types import KPI_FIELDS, KpiRecord
 
 __all__ = [
     "PERIOD_FIELDS",
     "RATE_FIELDS",
+    "SUM_FIELDS",
     "Comparison",
     "PeriodTotals",
     "Scope",
@@ -51,20 +52,13 @@ RATE_FIELDS: tuple[str, ...] = (
 )
 """The rates a period reports, recomputed from its sums."""
 
-PERIOD_FIELDS: tuple[str, ...] = (
-    "planned_busy_time_s",
-    "producing_time_s",
-    "setup_time_s",
-    "unplanned_down_time_s",
-    "idle_time_s",
-    "parts_produced",
-    "parts_good",
-    "parts_scrap",
-    "energy_kwh",
-    "co2_kg",
-    *RATE_FIELDS,
-)
+SUM_FIELDS: tuple[str, ...] = tuple(
+    name for name in KPI_FIELDS if name not in RATE_FIELDS and name != "ideal_cycle_time_s")
+"""The quantities a period adds up: times, parts, energy, CO2."""
+
+PERIOD_FIELDS: tuple[str, ...] = SUM_FIELDS + RATE_FIELDS
 """Every figure of a period, sums first, in report order."""
+
 
 ScopeKind = Literal["site", "line", "machine"]
 
