@@ -5,10 +5,14 @@ change as a :class:`Sample`, stamped with the value's SourceTimestamp (else the 
 else the receive time; ``ts_source`` says which). Status codes become sample quality.
 
 Connection handling is the collector's own, not asyncua's ``auto_reconnect``: on any
-loss it tears the client down, backs off with jitter, and builds a fresh session, so
-namespace URIs are resolved to indexes again (a restarted server may number them
-differently), every node is read once more, and monitored items are created exactly
-once per session (no duplicates piling up on a server that survived the loss).
+loss (a dropped connection, a failed liveness probe, or a subscription that has sent
+neither a change nor a keep-alive for two keep-alive periods) it tears the client down,
+backs off with jitter, and builds a fresh session, so namespace URIs are resolved to
+indexes again (a restarted server may number them differently), every node is read
+once more, and monitored items are created exactly once per session (no duplicates
+piling up on a server that survived the loss). asyncua's own stale-subscription check
+only recreates the subscription, forever, when the server accepts the recreate and
+stays silent; the collector's check is what turns that into a reconnect.
 
 Monitored items take their sampling interval, queue size and deadband (absolute, or
 percent of the node's EURange) from the tag, falling back to the source's settings. A
@@ -40,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -57,6 +62,7 @@ from asyncua.common.subscription import (
     StatusChangeEvent,
     Subscription,
 )
+from asyncua.observer import Observer
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
@@ -144,8 +150,10 @@ class OpcUaSourceSpec:
 
     ``queue_size`` is the server-side monitored-item queue (so fast changes between
     publishes are not lost), ``sampling_interval_ms`` 0 asks for the fastest sampling
-    (event-driven on most servers). ``watchdog_s`` is the interval of the liveness probe;
-    keep it at several seconds since a probe on a busy server can time out spuriously.
+    (event-driven on most servers). ``watchdog_s`` is the interval of the liveness probe
+    and the keep-alive period asked of the server (a subscription silent for twice the
+    granted period plus ``timeout_s`` ends the session); keep it at several seconds since
+    a probe on a busy server can time out spuriously.
     ``deadband`` is the default of tags without their own (mapped tags, i.e. states,
     never get a source-wide deadband).
 
@@ -412,6 +420,21 @@ class _ConnectionLost(Exception):
     """Raised inside a session's TaskGroup to end the session."""
 
 
+class _Heard(Observer):  # type: ignore[misc]
+    """When the server last sent a publish response (notifications or a keep-alive).
+
+    The library's ``Subscription.last_publish_at`` is reset when the library recreates a
+    stale subscription, which would hide a server that accepts the new subscription
+    and stays silent; its observer hook fires only for real publish responses.
+    """
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+
+    def on_notification(self, subscription_id: int | None, event_count: int) -> None:
+        self.last = time.monotonic()
+
+
 _NEVER = -(1 << 62)
 
 
@@ -435,6 +458,8 @@ class _Session:
     sub: Subscription
     by_node: dict[ua.NodeId, list[OpcUaTag]] = field(default_factory=dict)
     pending: list[OpcUaTag] = field(default_factory=list)
+    keepalive_s: float = 0.0
+    """How long the server may stay silent (no change) before it sends a keep-alive."""
 
 
 class OpcUaCollector(StatsView):
@@ -504,6 +529,8 @@ class OpcUaCollector(StatsView):
             lost.set()
 
         client.connection_lost_callback = on_lost
+        heard = _Heard()
+        client.uaclient.observer = heard
         connected = False
         try:
             try:
@@ -528,6 +555,7 @@ class OpcUaCollector(StatsView):
                     tg.create_task(self._pump(session, queue, resync, sink))
                     tg.create_task(self._forward(session, queue, resync, sink))
                     tg.create_task(self._watch(lost))
+                    tg.create_task(self._watch_silence(session, heard))
                     if session.pending:
                         tg.create_task(self._retry_pending(session, sink))
             except* Exception as group:
@@ -584,20 +612,69 @@ class OpcUaCollector(StatsView):
 
     async def _open(self, client: Client) -> tuple[_Session, list[Sample]]:
         ns_array = await client.get_namespace_array()
-        sub = await client.create_subscription(
-            self.spec.publishing_interval_ms,
-            None,
-            queue_maxsize=_LIBRARY_QUEUE,
-            overflow=OverflowPolicy.DISCONNECT,
+        spec = self.spec
+        # A keep-alive after watchdog_s without changes (the library's default is 3/4 of
+        # the session timeout), so a silent server is told from a quiet one quickly.
+        keepalive_count = max(1, math.ceil(spec.watchdog_s * 1000 / spec.publishing_interval_ms))
+        params = ua.CreateSubscriptionParameters(
+            RequestedPublishingInterval=spec.publishing_interval_ms,
+            # Part 4 5.13.2: the lifetime must be at least three keep-alives.
+            RequestedLifetimeCount=max(10_000, 3 * keepalive_count),
+            RequestedMaxKeepAliveCount=keepalive_count,
+            MaxNotificationsPerPublish=10_000,
+            PublishingEnabled=True,
+            Priority=0,
         )
+        sub = await client.create_subscription(
+            params, None, queue_maxsize=_LIBRARY_QUEUE, overflow=OverflowPolicy.DISCONNECT)
         # The library's queue sits in front of ours. It receives a whole publish
         # response at once (up to MaxNotificationsPerPublish) before our pump runs, so
         # it is sized for two of them; the pump then moves each item into our bounded
         # queue without waiting. Should it still fill, count the drop (no reconnect).
         sub.set_overflow_disconnect_handler(self._library_overflow)
         session = _Session(client, sub)
+        session.keepalive_s = await self._revised_keepalive_s(sub, params)
         resolved, session.pending = await self._resolve(client, ns_array, self.spec.tags)
         return session, await self._attach(session, resolved)
+
+    async def _revised_keepalive_s(self, sub: Subscription,
+                                   params: ua.CreateSubscriptionParameters) -> float:
+        """The keep-alive period the server granted (servers revise both factors).
+
+        The library keeps only what it requested, so the same values are requested once
+        more with ModifySubscription, whose answer carries the revised ones.
+        """
+        requested = params.RequestedPublishingInterval * params.RequestedMaxKeepAliveCount
+        modify = ua.ModifySubscriptionParameters(
+            SubscriptionId=sub.subscription_id,
+            RequestedPublishingInterval=params.RequestedPublishingInterval,
+            RequestedLifetimeCount=params.RequestedLifetimeCount,
+            RequestedMaxKeepAliveCount=params.RequestedMaxKeepAliveCount,
+            MaxNotificationsPerPublish=params.MaxNotificationsPerPublish,
+            Priority=params.Priority,
+        )
+        try:
+            revised = await sub.update(modify)
+        except (UaError, TimeoutError) as err:
+            log.debug("opcua %s: ModifySubscription refused (%r); assuming the requested "
+                      "keep-alive", self.name, err)
+            return float(requested) / 1000
+        granted = revised.RevisedPublishingInterval * revised.RevisedMaxKeepAliveCount
+        return float(max(granted, requested)) / 1000
+
+    async def _watch_silence(self, session: _Session, heard: _Heard) -> None:
+        """End the session when the server has sent nothing, not even a keep-alive, for
+        two keep-alive periods plus a request timeout: connected but silent."""
+        spec = self.spec
+        limit = 2 * session.keepalive_s + max(spec.timeout_s, spec.publishing_interval_ms / 1000)
+        heard.last = time.monotonic()
+        while True:
+            await asyncio.sleep(min(spec.watchdog_s, limit / 4))
+            quiet = time.monotonic() - heard.last
+            if quiet > limit:
+                raise _ConnectionLost(
+                    f"subscription silent for {quiet:.1f} s: no notification and no keep-alive "
+                    f"(expected at least every {session.keepalive_s:.1f} s)")
 
     async def _close(self, client: Client, connected: bool) -> None:
         """Close the session (stopping the client's own tasks) or at least the socket."""

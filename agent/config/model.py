@@ -141,6 +141,9 @@ class OpcUaSourceSection(StrictModel):
     (default ``pki_dir/trusted``) and/or pinned ``server_thumbprints`` (SHA-1 or SHA-256).
     ``max_clock_skew_s`` (0: off) flags source timestamps that far from the receive time;
     ``clock_skew_action`` keeps them (``flag``) or uses the receive time (``receive``).
+    ``watchdog_s`` is the interval of the liveness probe and the keep-alive period asked
+    of the server: a subscription that sends neither a change nor a keep-alive for twice
+    the granted period plus ``timeout_s`` is connected but silent, and is reconnected.
     """
 
     id: Id

@@ -244,6 +244,43 @@ async def test_reconnect_to_a_surviving_server_keeps_one_set_of_items() -> None:
         await srv.server.stop()
 
 
+async def test_a_silent_subscription_forces_a_reconnect_but_a_quiet_one_does_not(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Quiet: nothing changes, the server sends keep-alives, the session stays. Silent:
+    the server still answers reads (the liveness probe passes) but publishes nothing,
+    not even keep-alives; the collector must notice and reconnect."""
+    from asyncua.server.internal_subscription import InternalSubscription
+
+    caplog.set_level(logging.INFO, logger="collectors.opcua")
+    srv = await start_cnc_server(free_port())
+    tags = (OpcUaTag("cnc-01", "parts_total", node=PARTS),)
+    sink: asyncio.Queue[Sample] = asyncio.Queue(1000)
+    collector = OpcUaCollector(_spec(srv.url, tags))  # keep-alive 1 s: silent after 4 s
+    try:
+        async with running(collector, sink):
+            await wait_for_sample(sink, lambda s: s.signal == "parts_total")
+            await asyncio.sleep(6.0)
+            assert collector.stats.connected and collector.stats.reconnects == 0
+            assert not any("silent" in r.getMessage() for r in caplog.records)
+
+            async def publish_nothing(self: object, requestdata: object = None) -> bool:
+                return False
+
+            monkeypatch.setattr(InternalSubscription, "publish_results", publish_nothing)
+            await wait_until(lambda: collector.stats.reconnects >= 1, within=20)
+            down = [r.getMessage() for r in caplog.records if "unavailable" in r.getMessage()]
+            assert down and "subscription silent for" in down[0], down
+            monkeypatch.undo()
+            await srv.set("cnc-01.parts", 42, ua.VariantType.UInt32, datetime.now(UTC))
+            await wait_for_sample(sink, lambda s: s.value == 42, within=20)
+            await wait_until(lambda: collector.stats.connected)
+            assert collector.health["cnc-01"].failing_since_ms is None
+    finally:
+        monkeypatch.undo()
+        await srv.server.stop()
+
+
 async def test_bounded_queue_overflow_is_counted_and_state_resynced() -> None:
     srv = await start_cnc_server(free_port())
     try:
