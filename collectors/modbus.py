@@ -76,11 +76,18 @@ class RegisterPoint:
 
 @dataclass(frozen=True, slots=True)
 class ModbusDeviceSpec:
-    """A device (unit id) behind the source and the points to poll from it."""
+    """A device (unit id) behind the source and the points to poll from it.
+
+    ``timeout_s`` and ``retries`` override the source's for this device only: a meter
+    known to answer slowly gets its time without every dead device on the link being
+    waited for that long.
+    """
 
     id: str
     unit: int
     points: tuple[RegisterPoint, ...]
+    timeout_s: float | None = None
+    retries: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +140,10 @@ def _validate(spec: ModbusSourceSpec) -> dict[str, list[ReadBlock[RegisterPoint]
         seen.add(dev.id)
         if not 0 <= dev.unit <= 255:
             errors.append((dplace, f"unit {dev.unit} is outside 0..255"))
+        if dev.timeout_s is not None and dev.timeout_s <= 0:
+            errors.append((dplace, "timeout_s must be > 0"))
+        if dev.retries is not None and dev.retries < 0:
+            errors.append((dplace, "retries must be >= 0"))
         for j, pt in enumerate(dev.points):
             if pt.table not in ("holding", "input", "coil", "discrete"):
                 errors.append((f"{dplace} points[{j}]", f"unknown table {pt.table!r}"))
@@ -263,7 +274,7 @@ class ModbusCollector(StatsView):
         health = self._stats.devices[dev.id]
         samples: list[Sample] = []
         for block in self._plans[dev.id]:
-            values, ts = await self._read_block(dev.unit, block)
+            values, ts = await self._read_block(dev, block)
             for point, off in block.points:
                 samples.append(self._decode_point(point, values, off, ts, health))
         return samples
@@ -303,10 +314,12 @@ class ModbusCollector(StatsView):
         return Sample(ts, point.device, point.signal, value, quality, "receive")
 
     async def _read_block(
-        self, unit: int, block: ReadBlock[RegisterPoint]
+        self, dev: ModbusDeviceSpec, block: ReadBlock[RegisterPoint]
     ) -> tuple[list[int] | list[bool], int]:
+        unit = dev.unit
         async with self._lock:
             client = await self._ensure_connected()
+            self._set_limits(client, dev)
             try:
                 if block.table == "holding":
                     rr = await client.read_holding_registers(
@@ -338,6 +351,19 @@ class ModbusCollector(StatsView):
                 f"{block.table} {block.address}+{block.count} unit {unit}: short reply "
                 f"({len(values)} values)")
         return values, ts
+
+    def _set_limits(self, client: AsyncModbusTcpClient | AsyncModbusSerialClient,
+                    dev: ModbusDeviceSpec) -> None:
+        """This device's reply timeout and retries for the next request (lock held).
+
+        pymodbus 3.16 reads both from its transaction manager at every request
+        (``comm_params.timeout_connect``, ``retries``); the lock makes the change private
+        to this device's request.
+        """
+        ctx = client.ctx
+        ctx.comm_params.timeout_connect = (dev.timeout_s if dev.timeout_s is not None
+                                           else self.spec.timeout_s)
+        ctx.retries = dev.retries if dev.retries is not None else self.spec.retries
 
     async def _ensure_connected(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
         """Connect the link if needed, honouring the link's own backoff (lock held)."""

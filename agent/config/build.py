@@ -161,8 +161,11 @@ def modbus_specs(cfg: AgentConfig) -> list[ModbusSourceSpec]:
         if isinstance(src, ModbusSourceSection) and units.get(src.id):
             devices = tuple(
                 ModbusDeviceSpec(id="+".join(names[(src.id, unit)]), unit=unit,
-                                 points=tuple(points))
+                                 points=tuple(points),
+                                 timeout_s=over.timeout_s if over else None,
+                                 retries=over.retries if over else None)
                 for unit, points in sorted(units[src.id].items())
+                for over in [src.units.get(unit)]
             )
             specs.append(ModbusSourceSpec(
                 id=src.id, transport=src.transport, host=src.host, port=src.port,

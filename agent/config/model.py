@@ -196,8 +196,21 @@ class OpcUaSourceSection(StrictModel):
         return self
 
 
+class ModbusUnitSection(StrictModel):
+    """Overrides for one unit id of a Modbus source (``[sources.units.<unit id>]``)."""
+
+    timeout_s: float | None = Field(None, gt=0, le=60)
+    """Reply timeout of this unit's requests (default: the source's)."""
+    retries: int | None = Field(None, ge=0, le=5)
+    """Retries of this unit's requests (default: the source's)."""
+
+
 class ModbusSourceSection(StrictModel):
-    """A Modbus TCP gateway or device, an RTU serial bus, or RTU over TCP."""
+    """A Modbus TCP gateway or device, an RTU serial bus, or RTU over TCP.
+
+    ``timeout_s`` and ``retries`` apply to every request; ``units`` overrides them for
+    single unit ids (a slow meter), so dead devices on the link still fail fast.
+    """
 
     id: Id
     type: Literal["modbus"]
@@ -213,8 +226,17 @@ class ModbusSourceSection(StrictModel):
     timeout_s: float = Field(0.3, gt=0, le=60)
     retries: int = Field(1, ge=0, le=5)
     max_gap: int = Field(8, ge=0, le=100)
+    units: dict[int, ModbusUnitSection] = Field(default_factory=dict)
 
     _id = field_validator("id")(_check_id)
+
+    @field_validator("units")
+    @classmethod
+    def _unit_ids(cls, units: dict[int, ModbusUnitSection]) -> dict[int, ModbusUnitSection]:
+        bad = sorted(u for u in units if not 0 <= u <= 255)
+        if bad:
+            raise ValueError(f"unit id {bad[0]} is outside 0..255")
+        return units
 
     @model_validator(mode="after")
     def _transport(self) -> Self:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 
+from pydantic import BaseModel
+
 from agent.config.model import (
     AgentConfig,
     MachineSection,
@@ -146,6 +148,43 @@ def _meter_roles(i: int, mt: MeterSection, sources: dict[str, OpcUaSourceSection
     return out
 
 
+def _units_read(cfg: AgentConfig, source: str) -> set[int]:
+    """Unit ids some machine signal or meter reads through ``source``."""
+    units: set[int] = set()
+    sections: list[BaseModel] = [m.signals for m in cfg.machines]
+    sections += [mt.signals for mt in cfg.meters]
+    for signals in sections:
+        for name in type(signals).model_fields:
+            sig: SignalSection | None = getattr(signals, name)
+            if sig is not None and sig.source == source and sig.unit is not None:
+                units.add(sig.unit)
+    for mt in cfg.meters:
+        if mt.source == source and mt.unit is not None:
+            units.add(mt.unit)
+    return units
+
+
+def _modbus_limits(where: str, src: ModbusSourceSection, read: set[int]) -> Problems:
+    """A request's worst case must fit the poll interval; overrides must name a unit read."""
+    out: Problems = []
+    worst = src.timeout_s * (src.retries + 1)
+    if worst >= src.poll_interval_s:
+        out.append((where + ": timeout_s",
+                    f"timeout_s x (retries + 1) = {worst:g} s "
+                    f"must be shorter than poll_interval_s = {src.poll_interval_s:g} s"))
+    for unit, over in sorted(src.units.items()):
+        place = f"{where}: units.{unit}"
+        if unit not in read:
+            out.append((place, f"no machine or meter reads unit {unit} through this source"))
+        timeout = over.timeout_s if over.timeout_s is not None else src.timeout_s
+        retries = over.retries if over.retries is not None else src.retries
+        if timeout * (retries + 1) >= src.poll_interval_s:
+            out.append((place, f"timeout_s x (retries + 1) = {timeout * (retries + 1):g} s "
+                               f"must be shorter than poll_interval_s = "
+                               f"{src.poll_interval_s:g} s"))
+    return out
+
+
 def check_sources(cfg: AgentConfig) -> Problems:
     """Sources: unique ids and endpoints, timeouts shorter than intervals, roles resolvable."""
     out: Problems = []
@@ -160,10 +199,7 @@ def check_sources(cfg: AgentConfig) -> Problems:
         else:
             key = (src.serial_port or "") if src.transport == "rtu" else f"{src.host}:{src.port}"
             endpoints[key] += 1
-            if src.timeout_s * (src.retries + 1) >= src.poll_interval_s:
-                out.append((where + ": timeout_s",
-                            f"timeout_s x (retries + 1) = {src.timeout_s * (src.retries + 1):g} s "
-                            f"must be shorter than poll_interval_s = {src.poll_interval_s:g} s"))
+            out += _modbus_limits(where, src, _units_read(cfg, src.id))
     out += [("sources", f"endpoint {ep} is configured {n} times")
             for ep, n in endpoints.items() if n > 1]
     by_id = {s.id: s for s in cfg.sources}

@@ -8,12 +8,13 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
-from opcua_modbus_servers import free_port, running
+from opcua_modbus_servers import free_port, running, wait_for_sample, wait_until
 
 from collectors.modbus import ModbusCollector, ModbusDeviceSpec, ModbusSourceSpec
 from collectors.presets import preset_points
@@ -103,6 +104,31 @@ async def test_each_preset_reads_what_the_simulator_serves(tmp_path: Path) -> No
         async with running(collector, sink):
             await _compare_with_model(plant, sink, devices)
         assert all(h.errors == 0 for h in collector.health.values())
+
+
+async def test_a_slow_unit_gets_its_own_timeout(tmp_path: Path) -> None:
+    """meter-02 answers 0.5 s late: the source's 0.2 s timeout fails it, its own 1.5 s
+    override reads it, and the others keep the short timeout."""
+    scenario = _three_layouts()
+    async with Plant(scenario, ledger_dir=tmp_path) as plant:
+        plant.set_modbus_fault("meter-02", "slow", delay_s=0.5)
+        plain = _devices(plant, scenario)
+        patient = tuple(replace(d, timeout_s=1.5) if d.id == "meter-02" else d for d in plain)
+        results = []
+        for devices in (plain, patient):
+            collector = ModbusCollector(_spec(devices, port=plant.modbus_port,
+                                              poll_interval_s=2.0))
+            sink: asyncio.Queue[Sample] = asyncio.Queue(10_000)
+            async with running(collector, sink):
+                sample = await wait_for_sample(
+                    sink, lambda s: s.device == "meter-01" and s.signal == "energy_kwh")
+                assert sample.quality == "good"
+                await wait_until(lambda c=collector: c.health["meter-02"].samples > 0
+                                 or c.health["meter-02"].errors > 0, within=10)
+                results.append(collector.health["meter-02"])
+    slow_plain, slow_patient = results
+    assert slow_plain.samples == 0 and slow_plain.errors > 0
+    assert slow_patient.samples > 0 and slow_patient.errors == 0
 
 
 def _wait_for(paths: list[Path], proc: subprocess.Popen[bytes]) -> None:

@@ -130,6 +130,8 @@ def test_example_config_maps_security_deadband_and_presets(
     energy = next(p for p in scaled.points if p.signal == "energy_kwh")
     assert (energy.table, energy.dtype, energy.word_order, energy.scale) == (
         "holding", "u32", "little", 0.01)
+    limits = {d.unit: (d.timeout_s, d.retries) for d in rtu.devices}
+    assert limits[3] == (0.9, 0) and limits[1] == (None, None)  # None: the source's 0.5 s
 
 
 def test_config_rejects_bad_security_and_deadband(tmp_path: Path) -> None:
