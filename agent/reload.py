@@ -478,6 +478,27 @@ def _index(ids: Sequence[str]) -> dict[str, int]:
     return {item: i for i, item in enumerate(ids)}
 
 
+def _carry_items(
+    kind: Literal["machines", "meters"], old_ids: Sequence[str], new_ids: Sequence[str],
+    old_items: list[Any], fresh_items: list[Any], plan: ReloadPlan,
+    reset: Callable[[], dict[str, Any]],
+) -> list[Any]:
+    """Each new item's snapshot entry: the old one where the plan carries it (with its
+    counter baselines ``reset`` when only totals survive), else the fresh one."""
+    old = _index(old_ids)
+    items: list[Any] = []
+    for i, item_id in enumerate(new_ids):
+        carry = plan.carry(kind, item_id)
+        if item_id not in old or carry == "none":
+            items.append(fresh_items[i])
+            continue
+        entry = old_items[old[item_id]]
+        if carry == "totals":
+            entry.update(reset())
+        items.append(entry)
+    return items
+
+
 def carry_engine_state(
     snapshot: Mapping[str, Any], new_spec: EngineSpec, plan: ReloadPlan
 ) -> dict[str, Any] | None:
@@ -503,33 +524,15 @@ def carry_engine_state(
                 "out_records", "alarm_only"):
         out[key] = state[key]
 
-    old_m = _index(old_shape["machines"])
-    machines = []
-    for i, mid in enumerate(shape["machines"]):
-        carry = plan.carry("machines", mid)
-        if mid not in old_m or carry == "none":
-            machines.append(out["machines"][i])
-            continue
-        entry = state["machines"][old_m[mid]]
-        if carry == "totals":
-            entry.update(last_total=None, last_second=None, buf_total=[], buf_second=[])
-        machines.append(entry)
-    out["machines"] = machines
+    out["machines"] = _carry_items(
+        "machines", old_shape["machines"], shape["machines"], state["machines"],
+        out["machines"], plan,
+        lambda: {"last_total": None, "last_second": None, "buf_total": [], "buf_second": []})
+    out["meters"] = _carry_items(
+        "meters", old_shape["meters"], shape["meters"], state["meters"], out["meters"], plan,
+        lambda: {"last_ts": None, "last_steps": None, "pending": None, "buf": []})
 
-    old_mt = _index(old_shape["meters"])
-    meters = []
-    for i, mid in enumerate(shape["meters"]):
-        carry = plan.carry("meters", mid)
-        if mid not in old_mt or carry == "none":
-            meters.append(out["meters"][i])
-            continue
-        entry = state["meters"][old_mt[mid]]
-        if carry == "totals":
-            entry.update(last_ts=None, last_steps=None, pending=None, buf=[])
-        meters.append(entry)
-    out["meters"] = meters
-
-    old_ln = _index(old_shape["lines"])
+    old_m, old_ln = _index(old_shape["machines"]), _index(old_shape["lines"])
     meter_specs = {m.id: m for m in new_spec.meters}
     m_pos, ln_pos = _index(shape["machines"]), _index(shape["lines"])
     windows = []

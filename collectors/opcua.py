@@ -907,13 +907,19 @@ class OpcUaCollector(StatsView):
             for sample in await self._attach(session, resolved):
                 await self._emit(sink, sample)
 
-    def _report_missing(self, tag: OpcUaTag, reason: str) -> None:
-        key = (tag.device, tag.signal)
+    def _tag_problem(self, tag: OpcUaTag, reported: set[tuple[str, str]], detail: str) -> bool:
+        """Count a problem of one tag on its device; True the first time (time to log)."""
         health = self._stats.device(tag.device)
         health.errors += 1
-        health.last_error = f"{tag.signal}: {reason}"
-        if key not in self._missing:
-            self._missing.add(key)
+        health.last_error = f"{tag.signal}: {detail}"
+        key = (tag.device, tag.signal)
+        if key in reported:
+            return False
+        reported.add(key)
+        return True
+
+    def _report_missing(self, tag: OpcUaTag, reason: str) -> None:
+        if self._tag_problem(tag, self._missing, reason):
             log.warning("opcua %s: %s.%s unavailable (%s); will retry",
                         self.name, tag.device, tag.signal, reason)
 
@@ -1102,17 +1108,13 @@ class OpcUaCollector(StatsView):
         value = _plain_value(raw)
         if tag.value_map is not None and value is not None:
             mapped = tag.value_map.get(str(value))
-            key = (tag.device, tag.signal)
             if mapped is None:
-                health = self._stats.device(tag.device)
-                health.errors += 1
-                health.last_error = f"{tag.signal}: raw value {value!r} is not in value_map"
-                if key not in self._unmapped:
-                    self._unmapped.add(key)
+                if self._tag_problem(tag, self._unmapped,
+                                     f"raw value {value!r} is not in value_map"):
                     log.warning("opcua %s: %s.%s raw value %r is not in value_map",
                                 self.name, tag.device, tag.signal, value)
                 return Sample(ts, tag.device, tag.signal, str(value), "bad", ts_source)
-            self._unmapped.discard(key)
+            self._unmapped.discard((tag.device, tag.signal))
             value = mapped
         return Sample(ts, tag.device, tag.signal, value, quality, ts_source)
 
