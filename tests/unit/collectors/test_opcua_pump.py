@@ -48,8 +48,8 @@ def _item(name: str, handle: int) -> SubscriptionItemData:
 
 
 def _event(item: SubscriptionItemData, value: float, ts: datetime | None = NOW,
-           status: int = 0) -> DataChangeEvent:
-    dv = ua.DataValue(ua.Variant(value, ua.VariantType.Double),
+           status: int = 0, vtype: ua.VariantType = ua.VariantType.Double) -> DataChangeEvent:
+    dv = ua.DataValue(ua.Variant(value, vtype),
                       StatusCode=ua.StatusCode(status), SourceTimestamp=ts, ServerTimestamp=ts)
     note = ua.MonitoredItemNotification(ClientHandle=item.client_handle, Value=dv)
     assert item.node is not None
@@ -237,3 +237,22 @@ async def test_a_bad_subscription_status_ends_the_session() -> None:
     session = _session(col, [bad])
     with pytest.raises(_ConnectionLost, match="BadTimeout"):
         await col._pump(session, _SampleQueue(10), asyncio.Event(), asyncio.Queue())
+
+
+async def test_a_raw_state_missing_from_the_map_is_a_bad_sample_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    state = OpcUaTag("cnc-01", "state", node="ns=2;s=state",
+                     value_map={"1": "idle", "2": "producing"})
+    col = _collector(state)
+    item = _item("state", 1)
+    events = [_event(item, v, NOW + timedelta(seconds=i), vtype=ua.VariantType.Int32)
+              for i, v in enumerate([2, 9, 9, 1])]
+    sink: asyncio.Queue[Sample] = asyncio.Queue()
+    with caplog.at_level("WARNING", logger="collectors.opcua"):
+        await _pump(col, _session(col, events), sink)
+    got = [(s.value, s.quality) for s in _drain(sink)]
+    assert got == [("producing", "good"), ("9", "bad"), ("9", "bad"), ("idle", "good")]
+    assert col.health["cnc-01"].errors == 2
+    assert "not in value_map" in (col.health["cnc-01"].last_error or "")
+    assert sum("not in value_map" in r.getMessage() for r in caplog.records) == 1
