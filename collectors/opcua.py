@@ -62,7 +62,7 @@ from asyncua.common.subscription import (
     StatusChangeEvent,
     Subscription,
 )
-from asyncua.observer import Observer
+from asyncua.observer import Observer, SubscriptionEvent
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
@@ -423,16 +423,32 @@ class _ConnectionLost(Exception):
 class _Heard(Observer):  # type: ignore[misc]
     """When the server last sent a publish response (notifications or a keep-alive).
 
-    The library's ``Subscription.last_publish_at`` is reset when the library recreates a
-    stale subscription, which would hide a server that accepts the new subscription
-    and stays silent; its observer hook fires only for real publish responses.
+    The library's ``Subscription.last_publish_at`` is also set when the library recreates
+    a stale subscription, which would hide a server that accepts the new subscription
+    and stays silent; so a recreate is noted here, and ``last_publish_at`` counts only
+    when it is later than the last recreate. The notification hook alone would not do:
+    the library skips it for a keep-alive whose NotificationData is a null array.
     """
 
     def __init__(self) -> None:
         self.last = time.monotonic()
+        self.recreated = -math.inf
 
     def on_notification(self, subscription_id: int | None, event_count: int) -> None:
         self.last = time.monotonic()
+
+    def on_subscription_event(self, subscription_id: int | None,
+                              event: SubscriptionEvent) -> None:
+        if event == SubscriptionEvent.RECREATED:
+            self.recreated = time.monotonic()
+
+    def since(self, sub: Subscription) -> float:
+        """Seconds since the server was last heard on ``sub``."""
+        last = self.last
+        published = sub.last_publish_at
+        if published is not None and published > self.recreated:
+            last = max(last, published)
+        return time.monotonic() - last
 
 
 _NEVER = -(1 << 62)
@@ -670,7 +686,7 @@ class OpcUaCollector(StatsView):
         heard.last = time.monotonic()
         while True:
             await asyncio.sleep(min(spec.watchdog_s, limit / 4))
-            quiet = time.monotonic() - heard.last
+            quiet = heard.since(session.sub)
             if quiet > limit:
                 raise _ConnectionLost(
                     f"subscription silent for {quiet:.1f} s: no notification and no keep-alive "

@@ -9,6 +9,7 @@ rules one at a time.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -256,3 +257,26 @@ async def test_a_raw_state_missing_from_the_map_is_a_bad_sample_logged_once(
     assert col.health["cnc-01"].errors == 2
     assert "not in value_map" in (col.health["cnc-01"].last_error or "")
     assert sum("not in value_map" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_silence_is_measured_from_real_publish_responses_not_from_recreates() -> None:
+    from asyncua.observer import SubscriptionEvent
+
+    from collectors.opcua import _Heard
+
+    class Sub:
+        last_publish_at: float | None = None
+
+    heard, sub = _Heard(), Sub()
+    heard.last -= 30  # no notification for 30 s
+    assert heard.since(sub) >= 30  # type: ignore[arg-type]
+    # A keep-alive the notification hook skipped still shows in last_publish_at.
+    sub.last_publish_at = time.monotonic() - 2
+    assert 2 <= heard.since(sub) < 3  # type: ignore[arg-type]
+    # The library sets last_publish_at when it recreates a stale subscription: that is
+    # not the server speaking.
+    sub.last_publish_at = time.monotonic()
+    heard.on_subscription_event(7, SubscriptionEvent.RECREATED)
+    assert heard.since(sub) >= 30  # type: ignore[arg-type]
+    heard.on_notification(7, 0)
+    assert heard.since(sub) < 1  # type: ignore[arg-type]
