@@ -219,3 +219,20 @@ async def test_untrusted_node_opcua_server_is_refused(node_server: NodeServer,
     assert "not trusted" in error
     assert thumbprints(node_server.certificate)[1] in error
     assert sink.empty()
+
+
+async def test_a_quiet_node_opcua_server_keeps_its_session_on_keep_alives(
+    node_server: NodeServer,
+) -> None:
+    """Nothing changes for longer than the silence limit (2 x 1 s keep-alive + 1 s): the
+    server's keep-alives must count, or the collector would reconnect every few seconds."""
+    node_server.set(parts=7, state=1, power=100.0)
+    sink: asyncio.Queue[Sample] = asyncio.Queue(1000)
+    collector = OpcUaCollector(_spec(node_server.url, TAGS, watchdog_s=1.0, timeout_s=1.0))
+    async with _running(collector, sink):
+        await _wait(sink, lambda s: s.signal == "parts_total")
+        await asyncio.sleep(8.0)
+        assert collector.stats.connected and collector.stats.reconnects == 0
+        node_server.set(parts=8)
+        assert (await _wait(sink, lambda s: s.signal == "parts_total")).value == 8
+    assert collector.health["cnc-01"].errors == 0
