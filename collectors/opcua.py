@@ -961,7 +961,7 @@ class OpcUaCollector(StatsView):
         by_node = session.by_node
         items: dict[object, list[tuple[OpcUaTag, _Seen]]] = {}
         to_sample, admit, seen_of = self._to_sample, self._admit, self._seen_of
-        put, pending, resync_set = queue.put_nowait, queue.items, resync.is_set
+        put, queued, resync_set = queue.put_nowait, queue.items, resync.is_set
         time_ns = time.time_ns
         # A sink that takes samples without waiting (asyncio.Queue: put_nowait and full)
         # gets them straight from here while nothing is queued in front of them, which
@@ -993,13 +993,13 @@ class OpcUaCollector(StatsView):
             dv = data.monitored_item.Value
             for tag, seen in entries:
                 sample = to_sample(tag, dv, received, live)
-                if direct is not None and not pending and not resync_set():
+                if direct is not None and not queued and not resync_set():
                     assert sink_full is not None
                     if not sink_full():
                         if admit(seen, sample):
                             direct(sample)
                         continue
-                if len(pending) >= queue.maxsize:
+                if len(queued) >= queue.maxsize:
                     self._count_overflow(tag.device)
                     resync.set()
                 else:
