@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from agent.config.common import InfluxSettings
 from agent.ingest.points import KPI_MEASUREMENT, LINE_PLACEHOLDER, SITE_PLACEHOLDER
-from agent.ingest.schema import COUNT_FIELDS, parse_kpi_payload
+from agent.ingest.schema import COUNT_FIELDS, NULLABLE_FIELDS, parse_kpi_payload
 from rules.errors import InputError, ServiceError
 from rules.report import PERIOD_FIELDS, RATE_FIELDS, Comparison, PeriodTotals, Scope, compare
 from rules.report import summarize as summarize_period
@@ -124,17 +124,13 @@ def _flux_string(value: str) -> str:
     return json.dumps(value).replace("${", "\\${")
 
 
-def _flux_time(ms: int) -> str:
-    return ms_to_rfc3339(ms)
-
-
 def _flux_query(settings: InfluxSettings, request: ReportRequest) -> str:
     start = min(request.current.start_ms, request.baseline.start_ms)
     stop = max(request.current.end_ms, request.baseline.end_ms) + 1  # range stop is exclusive
     site = (f" and r.site == {_flux_string(request.site)}" if request.site is not None else "")
     return (
         f"from(bucket: {_flux_string(settings.bucket)})\n"
-        f"  |> range(start: {_flux_time(start)}, stop: {_flux_time(stop)})\n"
+        f"  |> range(start: {ms_to_rfc3339(start)}, stop: {ms_to_rfc3339(stop)})\n"
         f"  |> filter(fn: (r) => r._measurement == {_flux_string(KPI_MEASUREMENT)}"
         f" and r.window == {_flux_string(request.window)}{site})\n"
         '  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")\n'
@@ -158,7 +154,7 @@ def _from_row(row: dict[str, Any], window: str) -> KpiRecord:
     for name in KPI_FIELDS:
         value = row.get(name)
         if value is None or (isinstance(value, float) and not math.isfinite(value)):
-            values[name] = None if name not in _ZERO_WHEN_MISSING else 0
+            values[name] = None if name in NULLABLE_FIELDS else 0
         elif name in COUNT_FIELDS:
             values[name] = int(value)
         else:
@@ -166,11 +162,6 @@ def _from_row(row: dict[str, Any], window: str) -> KpiRecord:
     flags = tuple(f for f in str(row.get("flags") or "").split(",") if f)
     return KpiRecord(site=str(row["site"]), line=line, machine=machine, window=window,
                      window_start_ms=start_ms, window_end_ms=end_ms, flags=flags, **values)
-
-
-_ZERO_WHEN_MISSING = frozenset(
-    {"planned_busy_time_s", "producing_time_s", "setup_time_s", "unplanned_down_time_s",
-     "idle_time_s", "parts_produced", "parts_good", "parts_scrap"})
 
 
 def read_influx_records(settings: InfluxSettings, request: ReportRequest) -> list[KpiRecord]:
