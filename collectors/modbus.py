@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -60,6 +61,9 @@ class RegisterPoint:
     ``scale``/``offset`` give engineering units (``raw * scale + offset``), e.g. a meter
     reporting W becomes kW with ``scale=0.001``. ``length`` is the register count of a
     ``string``. Coil and discrete points yield 0 or 1 and ignore dtype and scaling.
+    ``value_map`` translates the decoded value (as text, e.g. ``"2"``) into the emitted
+    one, e.g. a machine state code into a state name; a value missing from it gives a
+    ``bad`` sample carrying the raw value.
     """
 
     device: str
@@ -72,6 +76,7 @@ class RegisterPoint:
     scale: float = 1.0
     offset: float = 0.0
     length: int | None = None
+    value_map: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +186,7 @@ class ModbusCollector(StatsView):
         self._link_retry_at = 0.0
         self._link_failing = False
         self._undecodable: set[tuple[str, str]] = set()
+        self._unmapped: set[tuple[str, str]] = set()
 
     def _make_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
         spec = self.spec
@@ -309,9 +315,29 @@ class ModbusCollector(StatsView):
             if self._undecodable and (point.device, point.signal) in self._undecodable:
                 self._undecodable.discard((point.device, point.signal))
                 log.info("modbus %s: %s.%s decodes again", self.name, point.device, point.signal)
+            if point.value_map is not None:
+                value, quality = self._map_value(point, value, health)
         health.samples += 1
         health.last_sample_ms = ts
         return Sample(ts, point.device, point.signal, value, quality, "receive")
+
+    def _map_value(self, point: RegisterPoint, value: int | float | str,
+                   health: DeviceHealth) -> tuple[str, Literal["good", "bad"]]:
+        """The mapped value, or the raw one as a bad sample (counted, logged once)."""
+        assert point.value_map is not None
+        raw = str(value)
+        mapped = point.value_map.get(raw)
+        key = (point.device, point.signal)
+        if mapped is not None:
+            self._unmapped.discard(key)
+            return mapped, "good"
+        health.errors += 1
+        health.last_error = f"{point.signal}: raw value {raw} is not in value_map"
+        if key not in self._unmapped:
+            self._unmapped.add(key)
+            log.warning("modbus %s: %s.%s raw value %s is not in value_map",
+                        self.name, point.device, point.signal, raw)
+        return raw, "bad"
 
     async def _read_block(
         self, dev: ModbusDeviceSpec, block: ReadBlock[RegisterPoint]

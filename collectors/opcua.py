@@ -131,7 +131,9 @@ class OpcUaTag:
     state codes into state names; an unmapped raw value gives a ``bad`` sample.
     ``sampling_interval_ms``, ``queue_size`` and ``deadband`` override the source's
     settings for this node (None: use the source's); ``Deadband("absolute", 0)`` opts a
-    tag out of a source-wide deadband.
+    tag out of a source-wide deadband. ``scale``/``offset`` turn a numeric value into the
+    role's unit (``value * scale + offset``, e.g. W to kW with ``scale=0.001``); they do
+    not apply to mapped tags, and the deadband stays in the node's own unit.
     """
 
     device: str
@@ -142,6 +144,14 @@ class OpcUaTag:
     sampling_interval_ms: int | None = None
     queue_size: int | None = None
     deadband: Deadband | None = None
+    scale: float = 1.0
+    offset: float = 0.0
+    plain: bool = field(init=False, default=True, compare=False, repr=False)
+    """Neither mapped nor scaled: the collector's fast path passes the value as it is."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "plain", self.value_map is None and self.scale == 1.0
+                           and self.offset == 0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -1094,7 +1104,7 @@ class OpcUaCollector(StatsView):
         status = dv.StatusCode
         variant = dv.Value
         source = cast(datetime | None, dv.SourceTimestamp)
-        if (tag.value_map is None and variant is not None and source is not None
+        if (tag.plain and variant is not None and source is not None
                 and source.tzinfo is UTC and (status is None or status.value == 0)):
             # Fast path, the common case: good status, aware source timestamp, unmapped.
             src_ms: int = (source - _EPOCH) // _MS
@@ -1132,5 +1142,7 @@ class OpcUaCollector(StatsView):
                 return Sample(ts, tag.device, tag.signal, str(value), "bad", ts_source)
             self._unmapped.discard((tag.device, tag.signal))
             value = mapped
+        elif not tag.plain and isinstance(value, int | float):
+            value = value * tag.scale + tag.offset
         return Sample(ts, tag.device, tag.signal, value, quality, ts_source)
 

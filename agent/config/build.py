@@ -109,7 +109,8 @@ def opcua_specs(cfg: AgentConfig) -> list[OpcUaSourceSpec]:
                          value_map=dict(sig.map) if sig.map else None,
                          sampling_interval_ms=sig.sampling_interval_ms,
                          queue_size=sig.queue_size,
-                         deadband=_deadband(sig.deadband, sig.deadband_type))
+                         deadband=_deadband(sig.deadband, sig.deadband_type),
+                         scale=sig.scale, offset=sig.offset)
             )
     specs = []
     for src in cfg.sources:
@@ -146,7 +147,7 @@ def modbus_specs(cfg: AgentConfig) -> list[ModbusSourceSpec]:
         units[sig.source][sig.unit].append(RegisterPoint(
             device=device, signal=role, table=sig.table, address=sig.address, dtype=sig.type,
             word_order=sig.word_order, byte_order=sig.byte_order, scale=sig.scale,
-            offset=sig.offset,
+            offset=sig.offset, value_map=dict(sig.map) if sig.map else None,
         ))
         if device not in names[(sig.source, sig.unit)]:
             names[(sig.source, sig.unit)].append(device)

@@ -256,8 +256,10 @@ class SignalSection(StrictModel):
     OPC UA: ``node`` (NodeId, ``nsu=URI;...`` preferred) or ``browse_path``, with optional
     per-node ``deadband`` (``deadband_type`` absolute or percent of EURange),
     ``sampling_interval_ms`` and ``queue_size`` overriding the source's.
-    Modbus: ``unit``, ``table``, ``address`` (0-based), ``type``, word/byte order, scale.
-    ``map`` turns raw values into state names (keys are the raw values as text).
+    Modbus: ``unit``, ``table``, ``address`` (0-based), ``type``, word/byte order.
+    Both: ``scale``/``offset`` turn a numeric value into the role's unit
+    (``value * scale + offset``); ``map`` turns raw values into state names (keys are the
+    raw values as text, e.g. ``"2"``), for OPC UA nodes and Modbus registers alike.
     """
 
     source: Id
@@ -295,6 +297,9 @@ class SignalSection(StrictModel):
                              "settings; a Modbus signal is polled at its source's interval")
         if self.deadband_type == "percent" and self.deadband is not None and self.deadband > 100:
             raise ValueError("a percent deadband must be within 0..100")
+        if self.map is not None and (self.scale != 1.0 or self.offset != 0.0):
+            raise ValueError("map translates raw codes as they are; give no scale or offset "
+                             "with it")
         if self.map is not None:
             bad = sorted(set(self.map.values()) - MACHINE_STATES)
             if bad:

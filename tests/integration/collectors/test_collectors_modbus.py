@@ -121,6 +121,36 @@ async def test_coils_and_discrete_inputs_read_as_zero_or_one() -> None:
         await gw.stop()
 
 
+async def test_a_state_code_register_is_mapped_to_state_names(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    gw = await start_gateway(free_port(), units=(1,))
+    try:
+        await gw.set_holding(1, 50, [2])
+        codes = {"0": "off", "1": "idle", "2": "producing", "3": "setup"}
+        points = (RegisterPoint("cnc-01", "state", "holding", 50, "u16", value_map=codes),
+                  RegisterPoint("cnc-01", "door", "coil", 0, value_map={"0": "idle",
+                                                                         "1": "setup"}))
+        collector = ModbusCollector(_source(gw.port, (ModbusDeviceSpec("cnc-01", 1, points),)))
+        sink: asyncio.Queue[Sample] = asyncio.Queue(1000)
+        async with running(collector, sink):
+            got = {s.signal: s for s in await _collect(sink, 2)}
+            await gw.set_holding(1, 50, [9])  # a code the map does not know
+            bad = await wait_for_sample(sink, lambda s: s.signal == "state" and s.value == "9")
+            await wait_for_sample(sink, lambda s: s.signal == "state" and s.value == "9")
+            await gw.set_holding(1, 50, [3])
+            good = await wait_for_sample(sink, lambda s: s.signal == "state" and
+                                         s.value == "setup")
+            health = collector.health["cnc-01"]
+        assert (got["state"].value, got["state"].quality) == ("producing", "good")
+        assert (got["door"].value, got["door"].quality) == ("idle", "good")
+        assert bad.quality == "bad" and good.quality == "good"
+        assert health.errors >= 2 and "not in value_map" in (health.last_error or "")
+        assert sum("not in value_map" in r.getMessage() for r in caplog.records) == 1
+    finally:
+        await gw.stop()
+
+
 async def test_exception_response_marks_only_that_device_failing(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

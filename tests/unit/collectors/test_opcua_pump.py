@@ -280,3 +280,14 @@ def test_silence_is_measured_from_real_publish_responses_not_from_recreates() ->
     assert heard.since(sub) >= 30  # type: ignore[arg-type]
     heard.on_notification(7, 0)
     assert heard.since(sub) < 1  # type: ignore[arg-type]
+
+
+async def test_scale_and_offset_turn_a_node_into_the_role_unit() -> None:
+    power = OpcUaTag("cnc-01", "power_kw", node="ns=2;s=power", scale=0.001)
+    temp = OpcUaTag("cnc-02", "power_kw", node="ns=2;s=power", offset=-1.5)
+    col = _collector(power, temp)
+    sink: asyncio.Queue[Sample] = asyncio.Queue()
+    await _pump(col, _session(col, [_event(_item("power", 1), 12_345.0)]), sink)
+    got = {s.device: s.value for s in _drain(sink)}
+    assert got["cnc-01"] == pytest.approx(12.345) and got["cnc-02"] == 12_343.5
+    assert power.plain is False and SPEED.plain is True

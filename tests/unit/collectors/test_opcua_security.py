@@ -130,6 +130,9 @@ def test_example_config_maps_security_deadband_and_presets(
     energy = next(p for p in scaled.points if p.signal == "energy_kwh")
     assert (energy.table, energy.dtype, energy.word_order, energy.scale) == (
         "holding", "u32", "little", 0.01)
+    (state,) = [p for d in rtu_tcp.devices for p in d.points
+                if p.device == "cnc-01" and p.signal == "state"]
+    assert state.value_map is not None and state.value_map["2"] == "producing"
     limits = {d.unit: (d.timeout_s, d.retries) for d in rtu.devices}
     assert limits[3] == (0.9, 0) and limits[1] == (None, None)  # None: the source's 0.5 s
 
