@@ -80,7 +80,7 @@ _COUNTER_ROLES = ("parts_total", "parts_bad", "parts_good")
 """Cumulative machine roles: their engine state is a baseline tied to the raw source."""
 
 _MEANING_KEYS = ("source", "node", "browse_path", "unit", "table", "address", "type",
-                 "word_order", "byte_order", "scale", "offset", "map")
+                 "word_order", "byte_order", "scale", "offset", "engineering_unit", "map")
 """Signal settings that decide which raw value is read and what it means; the others
 (deadband, sampling interval, queue size) only change how often it is reported."""
 

@@ -16,6 +16,7 @@ from agent.config.model import (
     OpcUaSourceSection,
     SignalSection,
 )
+from agent.config.units import unit_factor
 from collectors.modbus import ModbusDeviceSpec, ModbusSourceSpec, RegisterPoint
 from collectors.opcua import Deadband, OpcUaSourceSpec, OpcUaTag
 from collectors.presets import preset_points
@@ -89,6 +90,12 @@ def _signals(cfg: AgentConfig) -> list[tuple[str, str, SignalSection]]:
     return out
 
 
+def _scaling(role: str, sig: SignalSection) -> tuple[float, float]:
+    """``(scale, offset)`` with the declared engineering unit folded in."""
+    factor = unit_factor(role, sig.engineering_unit)
+    return sig.scale * factor, sig.offset * factor
+
+
 def _deadband(value: float | None, kind: str) -> Deadband | None:
     if value is None:
         return None
@@ -104,13 +111,14 @@ def opcua_specs(cfg: AgentConfig) -> list[OpcUaSourceSpec]:
     tags: dict[str, list[OpcUaTag]] = defaultdict(list)
     for device, role, sig in _signals(cfg):
         if sig.is_opcua:
+            scale, offset = _scaling(role, sig)
             tags[sig.source].append(
                 OpcUaTag(device=device, signal=role, node=sig.node, browse_path=sig.browse_path,
                          value_map=dict(sig.map) if sig.map else None,
                          sampling_interval_ms=sig.sampling_interval_ms,
                          queue_size=sig.queue_size,
                          deadband=_deadband(sig.deadband, sig.deadband_type),
-                         scale=sig.scale, offset=sig.offset)
+                         scale=scale, offset=offset)
             )
     specs = []
     for src in cfg.sources:
@@ -144,10 +152,12 @@ def modbus_specs(cfg: AgentConfig) -> list[ModbusSourceSpec]:
         if sig.is_opcua:
             continue
         assert sig.unit is not None and sig.table is not None and sig.address is not None
+        scale, offset = _scaling(role, sig)
         units[sig.source][sig.unit].append(RegisterPoint(
             device=device, signal=role, table=sig.table, address=sig.address, dtype=sig.type,
-            word_order=sig.word_order, byte_order=sig.byte_order, scale=sig.scale,
-            offset=sig.offset, value_map=dict(sig.map) if sig.map else None,
+            word_order=sig.word_order, byte_order=sig.byte_order,
+            scale=scale, offset=offset,
+            value_map=dict(sig.map) if sig.map else None,
         ))
         if device not in names[(sig.source, sig.unit)]:
             names[(sig.source, sig.unit)].append(device)

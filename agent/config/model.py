@@ -258,8 +258,11 @@ class SignalSection(StrictModel):
     ``sampling_interval_ms`` and ``queue_size`` overriding the source's.
     Modbus: ``unit``, ``table``, ``address`` (0-based), ``type``, word/byte order.
     Both: ``scale``/``offset`` turn a numeric value into the role's unit
-    (``value * scale + offset``); ``map`` turns raw values into state names (keys are the
-    raw values as text, e.g. ``"2"``), for OPC UA nodes and Modbus registers alike.
+    (``value * scale + offset``); ``engineering_unit`` says which unit the device reports
+    an energy (Wh, kWh, MWh) or power (W, kW, MW) role in, and the agent converts it to the
+    role's kWh or kW (after scale and offset); ``map`` turns raw values into state names
+    (keys are the raw values as text, e.g. ``"2"``), for OPC UA nodes and Modbus
+    registers alike.
     """
 
     source: Id
@@ -273,6 +276,7 @@ class SignalSection(StrictModel):
     byte_order: Literal["big", "little"] = "big"
     scale: float = 1.0
     offset: float = 0.0
+    engineering_unit: str | None = None
     map: dict[str, str] | None = None
     deadband: float | None = Field(None, ge=0)
     deadband_type: Literal["absolute", "percent"] = "absolute"

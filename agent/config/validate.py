@@ -15,6 +15,7 @@ from agent.config.model import (
     OpcUaSourceSection,
     SignalSection,
 )
+from agent.config.units import unit_problem
 from collectors.presets import PRESETS
 from rules.types import MACHINE_STATES
 
@@ -85,6 +86,11 @@ def _check_alarms(cfg: AgentConfig) -> Problems:
 def _check_signal(
     where: str, sig: SignalSection, sources: dict[str, OpcUaSourceSection | ModbusSourceSection]
 ) -> Problems:
+    role = where.rsplit(".", 1)[-1]
+    if sig.engineering_unit is not None:
+        problem = unit_problem(role, sig.engineering_unit)
+        if problem is not None:
+            return [(where + ".engineering_unit", problem)]
     src = sources.get(sig.source)
     if src is None:
         return [(where + ".source", f'source "{sig.source}" is not defined')]

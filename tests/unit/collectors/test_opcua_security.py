@@ -133,6 +133,9 @@ def test_example_config_maps_security_deadband_and_presets(
     (state,) = [p for d in rtu_tcp.devices for p in d.points
                 if p.device == "cnc-01" and p.signal == "state"]
     assert state.value_map is not None and state.value_map["2"] == "producing"
+    (power,) = [p for d in rtu_tcp.devices for p in d.points
+                if p.device == "meter-line-b" and p.signal == "power_kw"]
+    assert power.scale == pytest.approx(0.001)  # engineering_unit = "W"
     limits = {d.unit: (d.timeout_s, d.retries) for d in rtu.devices}
     assert limits[3] == (0.9, 0) and limits[1] == (None, None)  # None: the source's 0.5 s
 
