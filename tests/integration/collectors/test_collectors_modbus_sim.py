@@ -232,7 +232,10 @@ async def test_dead_unit_on_a_serial_bus_does_not_hold_up_its_neighbours(
             faulty = await polls_in(4.0)
             dead = collector.health["meter-02"]
             plant.set_modbus_fault("meter-02", None)
-            await asyncio.sleep(5.0)
+            # The next attempt comes after the unit's backoff (up to 6 s after the last
+            # failure, which may fall just before the fault was cleared).
+            await wait_until(lambda: collector.health["meter-02"].failing_since_ms is None,
+                             within=15)
             recovered = collector.health["meter-02"]
     assert dead.failing_since_ms is not None and not dead.connected
     assert "meter-02" not in faulty or faulty["meter-02"] <= 1
