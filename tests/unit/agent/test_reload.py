@@ -125,6 +125,10 @@ CASES = [
          sources={"gw": "changed"}),
     Case("scrap counter replaced by a good counter", _good_counter,
          sources={"plc": "changed"}, machines={"cnc-01": ("changed", "none")}),
+    Case("a meter register's engineering unit changed: counts restart from a new baseline",
+         lambda raw: raw["meters"][0]["signals"]["energy_kwh"].update(
+             engineering_unit="MWh"),
+         sources={"gw": "changed"}, meters={"meter-01": ("changed", "totals")}),
     Case("meter resolution changed",
          lambda raw: raw["meters"][0].update(resolution_kwh=0.01),
          meters={"meter-01": ("changed", "totals")}),
