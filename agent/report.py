@@ -121,18 +121,29 @@ def read_jsonl_records(sources: Iterable[tuple[str, TextIO]]) -> list[KpiRecord]
 def _flux_string(value: str) -> str:
     # A Flux string literal escapes like JSON's (backslash, double quote); ${ is not
     # interpolated when the dollar is escaped.
-    return json.dumps(value).replace("${", "\\${")
+    return json.dumps(value, ensure_ascii=False).replace("${", "\\${")
 
 
 def _flux_query(settings: InfluxSettings, request: ReportRequest) -> str:
     start = min(request.current.start_ms, request.baseline.start_ms)
     stop = max(request.current.end_ms, request.baseline.end_ms) + 1  # range stop is exclusive
-    site = (f" and r.site == {_flux_string(request.site)}" if request.site is not None else "")
+    # Only the scope's own series: a year of minute windows of every machine would
+    # otherwise all come back to be filtered here.
+    where = [f"r._measurement == {_flux_string(KPI_MEASUREMENT)}",
+             f"r.window == {_flux_string(request.window)}"]
+    if request.site is not None:
+        where.append(f"r.site == {_flux_string(request.site)}")
+    if request.machine is not None:
+        where.append(f"r.machine == {_flux_string(request.machine)}")
+    elif request.line is not None:
+        where += [f"r.line == {_flux_string(request.line)}",
+                  f"r.machine == {_flux_string(LINE_PLACEHOLDER)}"]
+    else:
+        where.append(f"r.line == {_flux_string(SITE_PLACEHOLDER)}")
     return (
         f"from(bucket: {_flux_string(settings.bucket)})\n"
         f"  |> range(start: {ms_to_rfc3339(start)}, stop: {ms_to_rfc3339(stop)})\n"
-        f"  |> filter(fn: (r) => r._measurement == {_flux_string(KPI_MEASUREMENT)}"
-        f" and r.window == {_flux_string(request.window)}{site})\n"
+        f"  |> filter(fn: (r) => {' and '.join(where)})\n"
         '  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")\n'
     )
 
