@@ -29,6 +29,7 @@ from agent.runtime import Agent
 from agent.services import ManagedInfluxd, ManagedMosquitto, find_influxd, find_mosquitto
 from rules.engine import EngineOutput
 from rules.errors import ServiceError
+from rules.report import Scope, summarize
 from rules.types import KpiRecord, Sample
 from simulators.plant import Plant
 from simulators.scenario import default_scenario
@@ -116,6 +117,7 @@ class LiveView:
 
     out: TextIO = sys.stdout
     latest: dict[str, KpiRecord] = field(default_factory=dict)
+    history: list[KpiRecord] = field(default_factory=list)
     states: dict[str, str] = field(default_factory=dict)
     records: int = 0
 
@@ -131,6 +133,7 @@ class LiveView:
             self.records += 1
             key = rec.machine or (f"line {rec.line}" if rec.line else "site")
             self.latest[key] = rec
+            self.history.append(rec)
         for alarm in output.alarms:
             print(f"  alarm {alarm.state}: {alarm.rule} on {alarm.machine}: {alarm.message}",
                   file=self.out)
@@ -310,17 +313,36 @@ def run_demo(*, duration_s: float | None, machines: int, window: str,
     return 0
 
 
+def _scope_of(record: KpiRecord) -> Scope:
+    if record.machine is not None:
+        return Scope(record.site, "machine", record.machine)
+    if record.line is not None:
+        return Scope(record.site, "line", record.line)
+    return Scope(record.site)
+
+
 def _summary(result: dict[str, Any]) -> None:
+    """The whole run per machine, line and site: rates from the summed windows (as
+    ``edge-agent report`` computes a period), not the last window alone."""
     view: LiveView | None = result.get("view")
     print("\nSummary")
-    if view is None or not view.latest:
+    if view is None or not view.history:
         print("  no window closed yet (run longer than one window)")
     else:
+        start = min(r.window_start_ms for r in view.history)
+        end = max(r.window_end_ms for r in view.history)
+        window = view.history[0].window
         for key, r in view.latest.items():
-            print(f"  {key}: OEE {_fmt(r.oee, '.3f')}, defect rate "
-                  f"{_fmt(r.defect_rate, '.2%')}, cycle time {_fmt(r.cycle_time_mean_s, '.2f')} s, "
-                  f"energy/unit {_fmt(r.energy_per_unit_kwh, '.4f')} kWh, "
-                  f"CO2 {_fmt(r.co2_kg, '.4f')} kg")
+            totals = summarize(view.history, _scope_of(r), window, start, end).values
+            print(f"  {key}: OEE {_fmt(totals['oee'], '.3f')}, defect rate "
+                  f"{_fmt(totals['defect_rate'], '.2%')}, cycle time "
+                  f"{_fmt(totals['cycle_time_mean_s'], '.2f')} s, energy/unit "
+                  f"{_fmt(totals['energy_per_unit_kwh'], '.4f')} kWh, "
+                  f"CO2 {_fmt(totals['co2_kg'], '.4f')} kg, "
+                  f"parts {totals['parts_produced']} ({totals['parts_scrap']} scrap)")
+        print(f"  (all {len({r.window_end_ms for r in view.history})} windows from "
+              f"{time.strftime('%H:%M:%S', time.gmtime(start / 1000))} to "
+              f"{time.strftime('%H:%M:%S', time.gmtime(end / 1000))} UTC)")
     print(f"  KPI records computed: {result.get('produced', 0)}")
     print(f"  KPI records that reached the broker: {result.get('broker', 0)}")
     stored = result.get("influx")
