@@ -313,14 +313,6 @@ def run_demo(*, duration_s: float | None, machines: int, window: str,
     return 0
 
 
-def _scope_of(record: KpiRecord) -> Scope:
-    if record.machine is not None:
-        return Scope(record.site, "machine", record.machine)
-    if record.line is not None:
-        return Scope(record.site, "line", record.line)
-    return Scope(record.site)
-
-
 def _summary(result: dict[str, Any]) -> None:
     """The whole run per machine, line and site: rates from the summed windows (as
     ``edge-agent report`` computes a period), not the last window alone."""
@@ -333,7 +325,7 @@ def _summary(result: dict[str, Any]) -> None:
         end = max(r.window_end_ms for r in view.history)
         window = view.history[0].window
         for key, r in view.latest.items():
-            totals = summarize(view.history, _scope_of(r), window, start, end).values
+            totals = summarize(view.history, Scope.of(r), window, start, end).values
             print(f"  {key}: OEE {_fmt(totals['oee'], '.3f')}, defect rate "
                   f"{_fmt(totals['defect_rate'], '.2%')}, cycle time "
                   f"{_fmt(totals['cycle_time_mean_s'], '.2f')} s, energy/unit "

@@ -61,6 +61,7 @@ _ACK_CHUNK = 500
 # the most one ack gives back: a drained backlog shrinks the file in bounded steps.
 _RECLAIM_PAGES = 1024
 _RECLAIM_STEP = 4096
+_PAGE_BYTES = 4096  # SQLite's default page size
 
 # The WAL file is truncated to this after a checkpoint (it keeps its largest size
 # otherwise).
@@ -215,6 +216,7 @@ class SqliteOutbox:
         self._acked = 0
         self._dropped_full = 0
         self._dropped_age = 0
+        self._freed = 0  # row bytes deleted since the free list was last looked at
         # When the oldest row reaches max_age_s; no age query is needed before then.
         self._expires_at = -math.inf
         try:
@@ -454,7 +456,12 @@ class SqliteOutbox:
                         size += int(row_size)
             self._forget(removed, size)
             self._acked += removed
-            self._reclaim()
+            self._freed += size
+            # Look at the free list only once enough was deleted to matter, not with
+            # one more query per ack on the steady-state path.
+            if self._freed >= _RECLAIM_PAGES * _PAGE_BYTES:
+                self._freed = 0
+                self._reclaim()
 
     def _reclaim(self) -> None:
         """Give free pages back to the file system once there are many; caller holds the

@@ -218,16 +218,9 @@ def _source_inputs(cfg: AgentConfig) -> dict[str, list[tuple[str, str, Any]]]:
     entries mean the same collector.
     """
     out: dict[str, list[tuple[str, str, Any]]] = {}
-    for m in cfg.machines:
-        for role in type(m.signals).model_fields:
-            sig = getattr(m.signals, role)
-            if sig is not None:
-                out.setdefault(sig.source, []).append((m.id, role, sig))
+    for device, role, sig in cfg.signals():
+        out.setdefault(sig.source, []).append((device, role, sig))
     for mt in cfg.meters:
-        for role in type(mt.signals).model_fields:
-            sig = getattr(mt.signals, role)
-            if sig is not None:
-                out.setdefault(sig.source, []).append((mt.id, role, sig))
         if mt.preset is not None and mt.source is not None:
             out.setdefault(mt.source, []).append((mt.id, "preset", (mt.preset, mt.unit)))
     for items in out.values():

@@ -21,6 +21,7 @@ __all__ = [
     "CollectorStats",
     "DeviceHealth",
     "SampleSink",
+    "count_problem",
     "now_ms",
 ]
 
@@ -113,6 +114,23 @@ class CollectorStats:
             health = DeviceHealth(device=name)
             self.devices[name] = health
         return health
+
+
+def count_problem(health: DeviceHealth, reported: set[tuple[str, str]], device: str,
+                  signal: str, detail: str) -> bool:
+    """Count a problem of one signal on its device's health; True the first time.
+
+    A problem that repeats at every poll or notification is counted each time but is to
+    be logged once per episode: the caller logs when this returns True, and discards
+    ``(device, signal)`` from ``reported`` when the signal is fine again.
+    """
+    health.errors += 1
+    health.last_error = f"{signal}: {detail}"
+    key = (device, signal)
+    if key in reported:
+        return False
+    reported.add(key)
+    return True
 
 
 class StatsView:

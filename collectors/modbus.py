@@ -28,6 +28,7 @@ from collectors.base import (
     DeviceHealth,
     SampleSink,
     StatsView,
+    count_problem,
     now_ms,
 )
 from collectors.decode import (
@@ -303,11 +304,7 @@ class ModbusCollector(StatsView):
                 value = decode_registers(regs, point.dtype, point.word_order,
                                          point.byte_order, point.scale, point.offset)
         except (DecodeError, IndexError, ValueError) as err:
-            health.errors += 1
-            health.last_error = f"{point.signal}: {err}"
-            key = (point.device, point.signal)
-            if key not in self._undecodable:
-                self._undecodable.add(key)
+            if count_problem(health, self._undecodable, point.device, point.signal, str(err)):
                 log.warning("modbus %s: %s.%s does not decode: %s",
                             self.name, point.device, point.signal, err)
             value, quality = None, "bad"
@@ -331,10 +328,8 @@ class ModbusCollector(StatsView):
         if mapped is not None:
             self._unmapped.discard(key)
             return mapped, "good"
-        health.errors += 1
-        health.last_error = f"{point.signal}: raw value {raw} is not in value_map"
-        if key not in self._unmapped:
-            self._unmapped.add(key)
+        if count_problem(health, self._unmapped, point.device, point.signal,
+                         f"raw value {raw} is not in value_map"):
             log.warning("modbus %s: %s.%s raw value %s is not in value_map",
                         self.name, point.device, point.signal, raw)
         return raw, "bad"

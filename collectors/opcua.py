@@ -75,6 +75,7 @@ from collectors.base import (
     DeviceHealth,
     SampleSink,
     StatsView,
+    count_problem,
     now_ms,
 )
 from rules.errors import ConfigError, DeviceError
@@ -934,15 +935,8 @@ class OpcUaCollector(StatsView):
                 await self._emit(sink, sample)
 
     def _tag_problem(self, tag: OpcUaTag, reported: set[tuple[str, str]], detail: str) -> bool:
-        """Count a problem of one tag on its device; True the first time (time to log)."""
-        health = self._stats.device(tag.device)
-        health.errors += 1
-        health.last_error = f"{tag.signal}: {detail}"
-        key = (tag.device, tag.signal)
-        if key in reported:
-            return False
-        reported.add(key)
-        return True
+        return count_problem(self._stats.device(tag.device), reported, tag.device, tag.signal,
+                             detail)
 
     def _report_missing(self, tag: OpcUaTag, reason: str) -> None:
         if self._tag_problem(tag, self._missing, reason):

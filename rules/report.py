@@ -71,6 +71,15 @@ class Scope:
     kind: ScopeKind = "site"
     id: str | None = None
 
+    @classmethod
+    def of(cls, record: KpiRecord) -> Scope:
+        """The scope whose own record ``record`` is."""
+        if record.machine is not None:
+            return cls(record.site, "machine", record.machine)
+        if record.line is not None:
+            return cls(record.site, "line", record.line)
+        return cls(record.site)
+
     def matches(self, record: KpiRecord) -> bool:
         """Is ``record`` this scope's own record (not one of its parts')?"""
         if record.site != self.site:

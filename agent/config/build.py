@@ -75,21 +75,6 @@ def engine_spec(cfg: AgentConfig) -> EngineSpec:
     )
 
 
-def _signals(cfg: AgentConfig) -> list[tuple[str, str, SignalSection]]:
-    out: list[tuple[str, str, SignalSection]] = []
-    for m in cfg.machines:
-        for role in ("state", "parts_total", "parts_bad", "parts_good", "power_kw"):
-            sig = getattr(m.signals, role)
-            if sig is not None:
-                out.append((m.id, role, sig))
-    for mt in cfg.meters:
-        for role in ("energy_kwh", "power_kw"):
-            sig = getattr(mt.signals, role)
-            if sig is not None:
-                out.append((mt.id, role, sig))
-    return out
-
-
 def _scaling(role: str, sig: SignalSection) -> tuple[float, float]:
     """``(scale, offset)`` with the declared engineering unit folded in."""
     factor = unit_factor(role, sig.engineering_unit)
@@ -109,7 +94,7 @@ def opcua_specs(cfg: AgentConfig) -> list[OpcUaSourceSpec]:
     directory (``pki/<source id>``), so it survives restarts and upgrades.
     """
     tags: dict[str, list[OpcUaTag]] = defaultdict(list)
-    for device, role, sig in _signals(cfg):
+    for device, role, sig in cfg.signals():
         if sig.is_opcua:
             scale, offset = _scaling(role, sig)
             tags[sig.source].append(
@@ -148,7 +133,7 @@ def modbus_specs(cfg: AgentConfig) -> list[ModbusSourceSpec]:
     """One spec per Modbus source, its points grouped by unit id (one device per unit)."""
     units: dict[str, dict[int, list[RegisterPoint]]] = defaultdict(lambda: defaultdict(list))
     names: dict[tuple[str, int], list[str]] = defaultdict(list)
-    for device, role, sig in _signals(cfg):
+    for device, role, sig in cfg.signals():
         if sig.is_opcua:
             continue
         assert sig.unit is not None and sig.table is not None and sig.address is not None

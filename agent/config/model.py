@@ -432,3 +432,15 @@ class AgentConfig(StrictModel):
     machines: list[MachineSection] = Field(default_factory=list)
     meters: list[MeterSection] = Field(default_factory=list)
     alarms: list[AlarmSection] = Field(default_factory=list)
+
+    def signals(self) -> list[tuple[str, str, SignalSection]]:
+        """Every configured ``(device id, role, signal)`` of machines, then meters (meter
+        presets are not signals: they are expanded where collectors are built)."""
+        out: list[tuple[str, str, SignalSection]] = []
+        items: list[MachineSection | MeterSection] = [*self.machines, *self.meters]
+        for item in items:
+            for role in type(item.signals).model_fields:
+                sig = getattr(item.signals, role)
+                if sig is not None:
+                    out.append((item.id, role, sig))
+        return out

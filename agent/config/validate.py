@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 
-from pydantic import BaseModel
-
 from agent.config.model import (
     AgentConfig,
     MachineSection,
@@ -156,17 +154,9 @@ def _meter_roles(i: int, mt: MeterSection, sources: dict[str, OpcUaSourceSection
 
 def _units_read(cfg: AgentConfig, source: str) -> set[int]:
     """Unit ids some machine signal or meter reads through ``source``."""
-    units: set[int] = set()
-    sections: list[BaseModel] = [m.signals for m in cfg.machines]
-    sections += [mt.signals for mt in cfg.meters]
-    for signals in sections:
-        for name in type(signals).model_fields:
-            sig: SignalSection | None = getattr(signals, name)
-            if sig is not None and sig.source == source and sig.unit is not None:
-                units.add(sig.unit)
-    for mt in cfg.meters:
-        if mt.source == source and mt.unit is not None:
-            units.add(mt.unit)
+    units = {sig.unit for _, _, sig in cfg.signals()
+             if sig.source == source and sig.unit is not None}
+    units |= {mt.unit for mt in cfg.meters if mt.source == source and mt.unit is not None}
     return units
 
 
