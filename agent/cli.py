@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from agent import __version__
-from agent.aio import run_until_signal
+from agent.aio import on_signal, run_until_signal
 from agent.logs import config_secrets, install_redaction, setup_logging
 from rules.errors import ConfigError, EdgeAgentError, InputError
+
+if TYPE_CHECKING:
+    from agent.ingest.config import IngestConfig
 
 log = logging.getLogger("agent")
 
@@ -44,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     chk = sub.add_parser("check-config", help="validate a config file")
     chk.add_argument("-c", "--config", type=Path, required=True)
     chk.add_argument("--ingest", action="store_true", help="the file is an ingest config")
+    chk.add_argument("--file-only", action="store_true",
+                     help="check the file alone, not this host's environment variables and "
+                          "files (for a config checked away from where it runs)")
 
     ing = sub.add_parser("ingest", help="platform side: MQTT -> InfluxDB")
     ing.add_argument("-c", "--config", type=Path, required=True)
@@ -53,10 +57,13 @@ def _parser() -> argparse.ArgumentParser:
     kpi.add_argument("-c", "--config", type=Path, required=True)
 
     rep = sub.add_parser(
-        "report", help="a period's KPIs against a baseline period",
-        description="Sum a period's KPI records and compare them with a baseline period: "
-                    "reduction = (baseline - current) / baseline. Periods are START/END, "
-                    "END exclusive: dates (local midnight in --timezone) or timestamps.")
+        "report", help="a period's KPIs against a baseline period and the plan's targets",
+        description="Sum a period's KPI records and compare them with a baseline period and "
+                    "with targets (default: the provincial plan's, -30 %% by 2020 and -50 %% "
+                    "by 2025 for operating cost, production cycle and defect rate; energy "
+                    "and CO2 per good unit down), with an energy baseline regression, trend "
+                    "charts and the windows behind every sum. Periods are START/END, END "
+                    "exclusive: dates (local midnight in --timezone) or timestamps.")
     src = rep.add_mutually_exclusive_group(required=True)
     src.add_argument("--records", type=Path, action="append", metavar="FILE",
                      help="KPI records, JSON Lines as `edge-agent kpi` writes them "
@@ -67,14 +74,27 @@ def _parser() -> argparse.ArgumentParser:
                                                      "2026-10-01/2026-11-01")
     rep.add_argument("--baseline", required=True, help="the period to compare it with")
     rep.add_argument("--window", default="1h",
-                     help="which records to sum: a KPI window size or 'shift' (default 1h)")
+                     help="which records to sum: a KPI window size, 1d, 1w, 1mo or 'shift' "
+                          "(default 1h)")
     rep.add_argument("--site", help="site id (default: the only site in the records)")
     who = rep.add_mutually_exclusive_group()
     who.add_argument("--line", help="report this line (default: the whole site)")
     who.add_argument("--machine", help="report this machine")
     rep.add_argument("--timezone", default="UTC",
-                     help="zone of dates and of timestamps without an offset (default UTC)")
-    rep.add_argument("--format", choices=["text", "json"], default="text")
+                     help="the site's zone: of dates, of timestamps without an offset, of "
+                          "the 1d/1w/1mo windows and of the charts' days (default UTC)")
+    rep.add_argument("--format", choices=["text", "json", "csv", "html", "pdf", "xlsx"],
+                     default=None,
+                     help="default: from the --out file's suffix, else text; pdf is printed "
+                          "from the html by headless Chromium")
+    rep.add_argument("--out", type=Path, metavar="FILE",
+                     help="write the report to FILE (needed for pdf and xlsx; default stdout)")
+    rep.add_argument("--lang", choices=["zh", "en"], default=None,
+                     help="report language (default: zh when --timezone is a mainland-China "
+                          "zone such as Asia/Shanghai, else en)")
+    rep.add_argument("--targets", type=Path, metavar="TOML",
+                     help="the site's own targets, added to or replacing the plan's defaults "
+                          "(see docs/reports.md)")
 
     demo = sub.add_parser("demo", help="simulators + broker + agent (+ InfluxDB), live view")
     demo.add_argument("--duration", type=float, default=None,
@@ -93,22 +113,32 @@ def _parser() -> argparse.ArgumentParser:
     from simulators.cli import add_sim_arguments
 
     add_sim_arguments(sub.add_parser("sim", help="run a simulator standalone"))
+
+    from agent.commission import browse, modbus_read
+
+    for name, module, summary in (
+        ("browse", browse, "an OPC UA server's nodes: ids, types, values; signal snippets"),
+        ("modbus-read", modbus_read, "read Modbus registers, decoded as every type and order"),
+    ):
+        cmd = sub.add_parser(name, help=summary, description=module.DESCRIPTION,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(cmd)
+        cmd.set_defaults(handler=module.run)
     return p
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from agent.config import load_agent_config
+    from agent.config import load_run_config
     from agent.runtime import Agent
 
-    cfg = load_agent_config(args.config)
+    cfg = load_run_config(args.config)
     install_redaction(config_secrets(cfg))
     agent = Agent(cfg, record_path=args.record, config_path=args.config)
     log.info("edge-agent %s: site %s, %d machines, %d meters, %d sources", __version__,
              cfg.site.id, len(cfg.machines), len(cfg.meters), len(cfg.sources))
 
     async def main(stop: asyncio.Event) -> None:
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, agent.request_reload)
+        on_signal("SIGHUP", agent.request_reload)  # POSIX only; Windows has no SIGHUP
         await agent.run(stop)
 
     asyncio.run(run_until_signal(main))
@@ -116,34 +146,48 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    """The checks ``run`` (or ``ingest``) makes before it starts, and nothing more: both
+    load through the same function, so a file that passes here starts there."""
+    host = not args.file_only
+    unchecked = "" if host else " (environment variables and files not checked)"
     if args.ingest:
-        from agent.ingest.config import load_ingest_config
+        from agent.config import load_ingest_run_config
 
-        icfg = load_ingest_config(args.config)
+        icfg = load_ingest_run_config(args.config, host=host)
         print(f"{args.config}: ok: ingest from {icfg.mqtt.host}:{icfg.mqtt.port} "
-              f"into {icfg.influxdb.url} bucket {icfg.influxdb.bucket}")
+              f"into {icfg.influxdb.url} bucket {icfg.influxdb.bucket}{unchecked}")
         return EXIT_OK
-    from agent.config import load_agent_config
+    from agent.config import load_run_config
 
-    cfg = load_agent_config(args.config)
+    cfg = load_run_config(args.config, host=host)
     tags = sum(1 for m in cfg.machines for s in m.signals.model_dump().values() if s) + sum(
         1 for mt in cfg.meters for s in mt.signals.model_dump().values() if s)
+    from datetime import UTC, datetime
+
+    from agent.config.calendars import describe
+    from rules.windows import describe_windows
+
+    explained = "; ".join(describe_windows(cfg.kpi.windows, cfg.site.timezone,
+                                           datetime.now(UTC).year))
     print(f"{args.config}: ok: site {cfg.site.id}, {len(cfg.lines)} lines, "
           f"{len(cfg.machines)} machines, {len(cfg.meters)} meters, {len(cfg.sources)} sources, "
-          f"{tags} signals (+ presets), windows {', '.join(cfg.kpi.windows)}")
+          f"{tags} signals (+ presets), windows {', '.join(cfg.kpi.windows)} ({explained}), "
+          f"{describe(cfg)}{unchecked}")
     return EXIT_OK
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
+    from agent.config import load_ingest_run_config
     from agent.health import IngestStatus, serve_health
-    from agent.ingest.config import load_ingest_config
     from agent.ingest.service import IngestService
 
-    icfg = load_ingest_config(args.config)
+    icfg = load_ingest_run_config(args.config)
     install_redaction(config_secrets(icfg))
     service = IngestService(icfg)
 
     async def main(stop: asyncio.Event) -> None:
+        on_signal("SIGHUP", lambda: _ingest_reload_requested(
+            args.config, icfg, load_ingest_run_config))
         async with asyncio.TaskGroup() as tg:
             task = tg.create_task(service.run(), name="ingest")
             health = None
@@ -157,6 +201,30 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
     asyncio.run(run_until_signal(main))
     return EXIT_OK
+
+
+def _ingest_reload_requested(path: Path, running: IngestConfig,
+                             load: Callable[[Path], IngestConfig]) -> None:
+    """SIGHUP (``systemctl reload``): the ingest keeps running as it is and says so.
+
+    Its broker session and database client cannot be swapped in place, and a restart
+    loses nothing (unacknowledged messages stay with the broker), so a restart applies
+    changes. The file is checked now, so the operator knows whether that restart will work.
+    """
+    try:
+        changed = load(path) != running
+    except ConfigError as err:
+        place, message = err.errors[0] if err.errors else ("", str(err))
+        more = f" (and {len(err.errors) - 1} more)" if len(err.errors) > 1 else ""
+        first = f"{place}: {message}" if place else message
+        state = f"{path} now fails its checks, fix it before restarting: {first}{more}"
+    except Exception as err:  # a handler must never take the ingest down
+        state = f"cannot check {path}: {err}"
+    else:
+        state = (f"{path} has changed and passes its checks" if changed
+                 else f"{path} is unchanged")
+    log.warning("SIGHUP: ingest config reload is not supported; restart to apply changes "
+                "(%s)", state)
 
 
 def _cmd_kpi(args: argparse.Namespace) -> int:
@@ -178,14 +246,21 @@ def _cmd_kpi(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from agent import report
+    from agent import report, reporting
+    from agent.reporting.i18n import default_lang
 
     tz = report.parse_timezone(args.timezone)
+    fmt = args.format or reporting.format_for(args.out)
+    if args.out is None and fmt in reporting.BINARY_FORMATS:
+        raise InputError(f"--out: --format {fmt} writes a file; name it with --out FILE")
+    if args.out is not None and not args.out.parent.is_dir():
+        raise InputError(f"--out: {args.out.parent} is not a directory")
+    targets = reporting.load_targets(args.targets)
     request = report.ReportRequest(
         window=args.window,
         current=report.parse_period(args.period, tz, "--period"),
         baseline=report.parse_period(args.baseline, tz, "--baseline"),
-        site=args.site, line=args.line, machine=args.machine)
+        site=args.site, line=args.line, machine=args.machine, timezone=args.timezone)
     report.check_window(args.window)
     if args.influx is not None:
         from agent.ingest.config import load_ingest_config
@@ -206,7 +281,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
                 raise InputError(f"{path}: file not found") from None
             except UnicodeDecodeError as err:
                 raise InputError(f"{path}: not UTF-8 text ({err.reason})") from None
-    report.write_report(report.build_report(records, request), request, args.format)
+    built = reporting.build_demonstration(
+        records, request, timezone=args.timezone, lang=args.lang or default_lang(args.timezone),
+        targets=targets, targets_source=None if args.targets is None else str(args.targets))
+    reporting.write(built, fmt, args.out)
     return EXIT_OK
 
 
@@ -248,28 +326,67 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": _cmd_demo,
     "sim": _cmd_sim,
     "certs": _cmd_certs,
+    "browse": lambda args: int(args.handler(args)),
+    "modbus-read": lambda args: int(args.handler(args)),
 }
 
 
+def _leaves(err: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups, as a TaskGroup raises them."""
+    if isinstance(err, BaseExceptionGroup):
+        return [leaf for sub in err.exceptions for leaf in _leaves(sub)]
+    return [err]
+
+
+def _failed(err: BaseException, debug: bool) -> int:
+    """Report what ended a command and choose its exit code.
+
+    A config or input problem (exit 2) is printed as it is, the same whether
+    ``check-config`` or a starting ``run`` found it. A runtime failure (exit 1) is one
+    log line: a project error or an operating-system error (a port in use, a directory
+    not writable) says what failed; anything else is a bug, logged as one line that asks
+    for ``--log-level debug``, which logs its traceback.
+    """
+    leaves = [e for e in _leaves(err) if not isinstance(e, asyncio.CancelledError)]
+    configs = [e for e in leaves if isinstance(e, ConfigError)]
+    inputs = [e for e in leaves if isinstance(e, InputError)]
+    if configs or inputs:
+        for problem in configs:
+            print(problem.render(), file=sys.stderr)
+        for bad in inputs:
+            print(f"edge-agent: {bad}", file=sys.stderr)
+        return EXIT_USAGE
+    if all(isinstance(e, KeyboardInterrupt | BrokenPipeError) for e in leaves):
+        return EXIT_OK
+    seen: set[str] = set()
+    for leaf in leaves:
+        if isinstance(leaf, KeyboardInterrupt | BrokenPipeError):
+            continue
+        if isinstance(leaf, EdgeAgentError | OSError):
+            line = str(leaf) or type(leaf).__name__
+            if line not in seen:
+                seen.add(line)
+                log.error("%s", line)
+        elif debug:
+            log.error("unexpected %s: %s", type(leaf).__name__, leaf, exc_info=leaf)
+        else:
+            log.error("unexpected %s: %s (a bug: rerun with --log-level debug for the "
+                      "traceback and report it)", type(leaf).__name__, leaf)
+    return EXIT_RUNTIME
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``edge-agent`` console script."""
+    """Entry point of the ``edge-agent`` console script.
+
+    No command ends in a traceback: the exception groups of ``run``, ``ingest`` and
+    ``demo`` (one TaskGroup each) are unwrapped, and each failure reported as one line.
+    """
     args = _parser().parse_args(argv)
     setup_logging(args.log_level, args.log_format)
     try:
         return COMMANDS[args.command](args)
-    except ConfigError as err:
-        print(err.render(), file=sys.stderr)
-        return EXIT_USAGE
-    except InputError as err:
-        print(f"edge-agent: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        return EXIT_OK
-    except BrokenPipeError:
-        return EXIT_OK
-    except EdgeAgentError as err:
-        log.error("%s", err)
-        return EXIT_RUNTIME
+    except (Exception, KeyboardInterrupt, BaseExceptionGroup) as err:
+        return _failed(err, args.log_level == "debug")
 
 
 if __name__ == "__main__":

@@ -310,7 +310,47 @@ def run_demo(*, duration_s: float | None, machines: int, window: str,
         if own_dir:
             shutil.rmtree(base, ignore_errors=True)
     _summary(result)
+    _write_report(result.get("view"), Path.cwd() if own_dir else base)
     return 0
+
+
+REPORT_NAME = "demo-report.html"
+
+
+def _write_report(view: LiveView | None, directory: Path) -> Path | None:
+    """The run's own demonstration report (``edge-agent report --format html`` of the
+    line): the first half of its windows as the baseline, the second half as the reported
+    period. Written to the state directory when one was given, else (the temporary one is
+    gone by now) to the current directory; where it went is printed."""
+    from agent.report import Period, ReportRequest
+    from agent.reporting import build_demonstration, write
+    from agent.reporting.i18n import default_lang
+    from rules.errors import EdgeAgentError
+    from rules.targets import DEFAULT_TARGETS
+    from rules.types import ms_to_rfc3339
+
+    starts = sorted({r.window_start_ms for r in view.history}) if view else []
+    if view is None or len(starts) < 2:
+        print("Report: not written (it needs at least two closed windows)")
+        return None
+    end = max(r.window_end_ms for r in view.history)
+    start, middle = starts[0], starts[len(starts) // 2]
+
+    def period(a: int, b: int) -> Period:
+        return Period(a, b, f"{ms_to_rfc3339(a)}/{ms_to_rfc3339(b)}")
+
+    request = ReportRequest(window=view.history[0].window, current=period(middle, end),
+                            baseline=period(start, middle), site=DEMO_SITE, line=DEMO_LINE)
+    target = directory / REPORT_NAME
+    try:
+        report = build_demonstration(view.history, request, timezone="UTC",
+                                     lang=default_lang("UTC"), targets=DEFAULT_TARGETS)
+        write(report, "html", target)
+    except (EdgeAgentError, OSError) as err:
+        print(f"Report: not written ({err})")
+        return None
+    print(f"Report: {target.resolve()} (baseline: the run's first half; open it in a browser)")
+    return target
 
 
 def _summary(result: dict[str, Any]) -> None:

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent import __version__
+from agent.ingest.deadletter import REJECT_CODES
 from agent.metrics import CONTENT_TYPE, Registry
 
 __all__ = [
@@ -369,10 +370,22 @@ def ingest_metrics(registry: Registry, stats: Any, now_s: float) -> None:
         ("acked", "edge_ingest_acked_total", "Messages acknowledged to the broker."),
         ("retries", "edge_ingest_write_errors_total", "Failed write attempts (retried)."),
         ("batches", "edge_ingest_batches_total", "Batches written and acknowledged."),
+        ("replaced", "edge_ingest_replaced_total",
+         "Stored KPI points deleted so that a newer version replaces them whole."),
+        ("ignored", "edge_ingest_ignored_total",
+         "Messages with nothing to store (an empty retained status)."),
     ):
         value = getattr(stats, attr, None)
         if value is not None:
             registry.counter(name, help_text).set(value)
+    rejected = getattr(stats, "rejected", None)
+    if rejected is not None:
+        by_reason = registry.counter(
+            "edge_ingest_rejected_total",
+            "Messages written to the dead-letter file, by reason (ids_differ_from_topic, "
+            "less_complete_than_stored, invalid_payload, ...).", ("reason",))
+        for code in sorted({*REJECT_CODES, *rejected}):
+            by_reason.set(rejected.get(code, 0), reason=code)
     latency = getattr(stats, "last_write_latency_s", None)
     if latency is not None:
         registry.gauge("edge_ingest_write_latency_seconds",

@@ -1,8 +1,20 @@
 """Logging set-up: readable lines by default, JSON lines for log collectors.
 
 Secrets (passwords, tokens) are never logged on purpose, but a library may still echo
-one back, e.g. inside an exception message or a connection string. :func:`install_redaction`
-masks the configured secret values in every record before any handler formats it.
+one back, e.g. inside an exception message or a connection string. Every record is masked
+before any handler formats it, in two ways:
+
+- **Where secrets are printed**, whatever their value: the password of a URL
+  (``scheme://user:***@host``), the credentials of an ``Authorization`` header
+  (``Authorization: Token ***``), and the values of keys named like a secret in config
+  dumps, reprs and query strings (``password = "***"``, ``'token': '***'``,
+  ``api_key=***``; a ``:`` counts only before a quoted value, so an error message such
+  as ``mqtt.password: give password or password_env`` stays readable).
+- **Anywhere in the text**, the configured secrets (:func:`install_redaction`) that are at
+  least :data:`MIN_ANYWHERE_LEN` (12) characters long. A shorter one is masked only where
+  it is printed as above: replacing every occurrence of a short string mangles unrelated
+  text (a password ``noloss`` turned the client id ``noloss-ingest`` into
+  ``***-ingest``), and a short secret is weak anyway. Use long ones.
 """
 
 from __future__ import annotations
@@ -10,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Iterable
@@ -43,9 +56,44 @@ class JsonFormatter(logging.Formatter):
 
 REDACTED = "***"
 
+MIN_ANYWHERE_LEN = 12
+"""Configured secrets at least this long are masked wherever they appear."""
+
+_SECRET_KEY = r"(?:[A-Za-z0-9]+[_-])*(?:password|passwd|passphrase|token|secret|api[_-]?key)"
+_VALUE = r"""'[^']*'|"[^"]*"|(?!None\b|null\b|SecretStr\()[^\s,;&'")}\]]+"""
+_POSITIONS = (
+    # scheme://user:PASSWORD@host
+    re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/@:]*:)(?P<secret>[^\s/@]+)(?=@)"),
+    # Authorization: Token CREDENTIALS (also 'Authorization': 'Bearer ...' in a dict repr)
+    re.compile(r"""(?i)(?P<head>\bauthorization['"]?\s*[:=]\s*['"]?"""
+               r"(?:(?:bearer|token|basic|digest)\s+)?)(?P<secret>[^\s'\",;}]+)"),
+    # password = "..." / token=... / 'api_key': '...' / "secret": "..."
+    re.compile(rf"""(?i)(?P<head>(?<![A-Za-z0-9]){_SECRET_KEY}['"]?\s*"""
+               rf"""(?:=|:(?=\s*['"]))\s*)(?P<secret>{_VALUE})"""),
+)
+
+
+def _masked(match: re.Match[str]) -> str:
+    secret = match["secret"]
+    quote = secret[0] if secret[0] in "'\"" and len(secret) > 1 else ""
+    return f"{match['head']}{quote}{REDACTED}{quote}"
+
+
+def mask_secrets(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with secrets masked where they are printed, and ``secrets`` of at least
+    :data:`MIN_ANYWHERE_LEN` characters masked anywhere (longest first, so one secret
+    that contains another is masked whole)."""
+    for pattern in _POSITIONS:
+        text = pattern.sub(_masked, text)
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= MIN_ANYWHERE_LEN and secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
 
 class RedactingFilter(logging.Filter):
-    """Replaces every known secret value in a record's message, exception and stack text.
+    """Masks secrets in a record's message, exception and stack text (see the module
+    docstring for what is masked where).
 
     It sits on the handlers (a filter on the root logger would miss records that
     propagate up from child loggers) and always lets the record through.
@@ -57,19 +105,14 @@ class RedactingFilter(logging.Filter):
         self.update(secrets)
 
     def update(self, secrets: Iterable[str]) -> None:
-        """Replace the set of secrets (longest first, so one secret that contains
-        another is masked whole)."""
-        self._secrets = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
+        """Replace the set of secrets (only long ones are masked anywhere, see
+        :data:`MIN_ANYWHERE_LEN`)."""
+        self._secrets = tuple(s for s in set(secrets) if len(s) >= MIN_ANYWHERE_LEN)
 
     def _mask(self, text: str) -> str:
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, REDACTED)
-        return text
+        return mask_secrets(text, self._secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self._secrets:
-            return True
         try:
             message = record.getMessage()
         except Exception:
@@ -102,9 +145,14 @@ def install_redaction(secrets: Iterable[str]) -> RedactingFilter:
     return _REDACTOR
 
 
+_SECRET_ENV_KEYS = ("password_env", "token_env", "secret_env", "key_env", "passphrase_env")
+"""``*_env`` keys whose variable holds a secret; others (``org_env``, ``bucket_env``) name
+plain values that masking would only make unreadable."""
+
+
 def config_secrets(model: BaseModel) -> set[str]:
     """Every secret a config holds: ``SecretStr`` values and the values of the
-    environment variables its ``*_env`` keys name (unset ones are skipped).
+    environment variables its secret ``*_env`` keys name (unset ones are skipped).
 
     A token of the form ``user:password`` (InfluxDB 1.8) also yields the password alone,
     since a client library may log the two parts separately.
@@ -120,7 +168,7 @@ def config_secrets(model: BaseModel) -> set[str]:
         elif isinstance(value, list | tuple):
             for item in value:
                 walk(item, key)
-        elif isinstance(value, str) and key.endswith("_env") and value:
+        elif isinstance(value, str) and key.endswith(_SECRET_ENV_KEYS) and value:
             secret = os.environ.get(value)
             if secret:
                 add(secret, key)

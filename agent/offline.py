@@ -6,6 +6,11 @@ read so far, see :mod:`rules.engine`), so memory stays flat in the input length 
 records come out in window order. Output is collected every ``flush_every`` samples with
 :meth:`KpiEngine.collect`, which never changes what the engine computes.
 
+The agent's observation marker (see :mod:`agent.samplelog`) makes the same
+:meth:`KpiEngine.observe_from` call the live agent made when it started without a
+checkpoint, at the same point of the input, so the replay agrees with what was
+published; without one the engine observes from the log's oldest sample.
+
 Nothing is dropped silently: at the end a one-line summary on ``summary`` (stderr for the
 command) counts the samples read, the records written and every sample the engine left
 out: unknown device/signal pairs, values that are not valid for their role (a state that
@@ -29,7 +34,7 @@ from typing import TextIO
 
 from agent.config.build import engine_spec
 from agent.config.model import AgentConfig
-from agent.samplelog import read_samples
+from agent.samplelog import OBSERVATION_DEVICE, read_samples
 from rules.engine import EngineOutput, KpiEngine
 
 FLUSH_EVERY = 4096
@@ -75,9 +80,13 @@ def recompute(
     """
     engine = KpiEngine(engine_spec(cfg))
     add = engine.add
+    marker = OBSERVATION_DEVICE  # read_samples checked the marker's signal and value
     written = 0
     for n, sample in enumerate(read_samples(lines, name), 1):
-        add(sample)
+        if sample.device == marker:
+            engine.observe_from(sample.ts_ms)
+        else:
+            add(sample)
         if n % flush_every == 0:
             written += _write(engine.collect(), stream)
     written += _write(engine.finish(), stream)

@@ -36,7 +36,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel
 
-from agent.config import load_agent_config
+from agent.config import load_run_config
 from agent.config.build import engine_spec
 from agent.config.model import (
     AgentConfig,
@@ -46,7 +46,7 @@ from agent.config.model import (
     OpcUaSourceSection,
     SignalSection,
 )
-from rules.engine import KpiEngine
+from rules.engine import SNAPSHOT_VERSION, KpiEngine
 from rules.errors import ConfigError
 from rules.spec import EngineSpec, LineSpec, MachineSpec, MeterSpec
 from rules.totals import EnergyTotals, MachineTotals
@@ -83,8 +83,6 @@ _MEANING_KEYS = ("source", "node", "browse_path", "unit", "table", "address", "t
                  "word_order", "byte_order", "scale", "offset", "engineering_unit", "map")
 """Signal settings that decide which raw value is read and what it means; the others
 (deadband, sampling interval, queue size) only change how often it is reported."""
-
-_SNAPSHOT_VERSION = 1
 
 Carry = Literal["all", "totals", "none"]
 """How much engine state survives a change of one machine, meter or line:
@@ -360,20 +358,23 @@ def _plan_meters(
     def judge(mid: str, prev: MeterSpec, spec: MeterSpec) -> tuple[list[str], Carry]:
         reasons = _field_changes(prev, spec, ("machine", "line", "max_power_kw"))
         carry: Carry = "all"
-        counting = _field_changes(prev, spec, ("resolution_kwh", "modulus_kwh"))
+        # Another carrier or register step: the buffered readings mean something else.
+        counting = _field_changes(prev, spec, ("carrier", "resolution_kwh", "modulus_kwh"))
         if counting:
             reasons += counting
             carry = "totals"
         a_cfg, b_cfg = before_cfg[mid], after_cfg[mid]
-        if _meaning(a_cfg.signals.energy_kwh) != _meaning(b_cfg.signals.energy_kwh):
-            reasons.append("signals.energy_kwh changed")
-            carry = "totals"
+        for role in ("energy_kwh", "reading"):
+            if _meaning(getattr(a_cfg.signals, role)) != _meaning(getattr(b_cfg.signals, role)):
+                reasons.append(f"signals.{role} changed")
+                carry = "totals"
         if (a_cfg.preset, a_cfg.source, a_cfg.unit) != (b_cfg.preset, b_cfg.source, b_cfg.unit):
             reasons.append("preset/source/unit changed")
             carry = "totals"
         sources = {b_cfg.source} if b_cfg.source else set()
-        if b_cfg.signals.energy_kwh is not None:
-            sources.add(b_cfg.signals.energy_kwh.source)
+        for sig in (b_cfg.signals.energy_kwh, b_cfg.signals.reading):
+            if sig is not None:
+                sources.add(sig.source)
         if carry == "all" and sources & moved:
             reasons.append(f"source {sorted(sources & moved)[0]!r} re-pointed")
             carry = "totals"
@@ -433,7 +434,15 @@ def plan_reload(old: AgentConfig, new: AgentConfig) -> ReloadPlan:
         reset.append(f"site.timezone {old_spec.timezone!r} -> {new_spec.timezone!r}")
     if old_spec.shifts != new_spec.shifts:
         reset.append("calendar.shifts changed")
+    elif old_spec.site_calendar() != new_spec.site_calendar():
+        reset.append("calendar changed (off days, make-up days or public holidays)")
+    if old_spec.calendars != new_spec.calendars:
+        reset.append("calendars changed")
     other: list[str] = []
+    if old.energy != new.energy:
+        other.append("[energy] changed (coal basis or carrier factors)")
+    if old.tariff != new.tariff:
+        other.append("[tariff] changed")
     if old_spec.grid_factor_kg_per_kwh != new_spec.grid_factor_kg_per_kwh:
         other.append(f"site.grid_factor_kg_per_kwh {old_spec.grid_factor_kg_per_kwh} -> "
                      f"{new_spec.grid_factor_kg_per_kwh}")
@@ -504,7 +513,7 @@ def carry_engine_state(
     """
     if plan.engine_reset or not plan.accepted:
         return None
-    if snapshot.get("version") != _SNAPSHOT_VERSION:
+    if snapshot.get("version") != SNAPSHOT_VERSION:
         return None
     old_shape = snapshot["shape"]
     out = KpiEngine(new_spec).snapshot()  # the exact layout restore() expects
@@ -514,7 +523,7 @@ def carry_engine_state(
     state = copy.deepcopy(dict(snapshot))
     for key in ("stats", "n", "unknown", "late", "bad", "min_ts", "hw", "event_mode",
                 "ordered", "seal_trigger", "sealed_until", "slice_start", "create_before",
-                "out_records", "alarm_only"):
+                "observe_from", "gaps", "out_records", "alarm_only"):
         out[key] = state[key]
 
     out["machines"] = _carry_items(
@@ -528,36 +537,42 @@ def carry_engine_state(
     old_m, old_ln = _index(old_shape["machines"]), _index(old_shape["lines"])
     meter_specs = {m.id: m for m in new_spec.meters}
     m_pos, ln_pos = _index(shape["machines"]), _index(shape["lines"])
-    windows = []
-    for label_idx, start, end, totals in state["open"]:
-        m_tot = []
-        for mid in shape["machines"]:
-            carry = plan.carry("machines", mid)
-            if mid in old_m and carry != "none":
-                t = totals["machines"][old_m[mid]]
-                m_tot.append(t if carry == "all" else _flagged(t))
-            else:
-                m_tot.append(_flagged(MachineTotals().to_json()))
-        l_tot = []
-        for lid in shape["lines"]:
-            if lid in old_ln and plan.carry("lines", lid) != "none":
-                l_tot.append(totals["lines"][old_ln[lid]])
-            else:
-                l_tot.append(_flagged(EnergyTotals().to_json()))
-        site = totals["site"]
-        for mid in shape["meters"]:
-            if plan.carry("meters", mid) == "all":
-                continue
-            ms = meter_specs[mid]
-            if ms.machine is not None and ms.machine in m_pos:
-                _flagged(m_tot[m_pos[ms.machine]]["energy"])
-            elif ms.machine is None and ms.line is not None and ms.line in ln_pos:
-                _flagged(l_tot[ln_pos[ms.line]])
-            else:
-                _flagged(site)
-        windows.append([label_idx, start, end, {"machines": m_tot, "lines": l_tot,
-                                                 "site": site}])
-    out["open"] = windows
+    def carry_windows(kept: list[Any]) -> list[Any]:
+        windows = []
+        for label_idx, start, end, totals in kept:
+            m_tot = []
+            for mid in shape["machines"]:
+                carry = plan.carry("machines", mid)
+                if mid in old_m and carry != "none":
+                    t = totals["machines"][old_m[mid]]
+                    m_tot.append(t if carry == "all" else _flagged(t))
+                else:
+                    m_tot.append(_flagged(MachineTotals().to_json()))
+            l_tot = []
+            for lid in shape["lines"]:
+                if lid in old_ln and plan.carry("lines", lid) != "none":
+                    l_tot.append(totals["lines"][old_ln[lid]])
+                else:
+                    l_tot.append(_flagged(EnergyTotals().to_json()))
+            site = totals["site"]
+            for mid in shape["meters"]:
+                if plan.carry("meters", mid) == "all":
+                    continue
+                ms = meter_specs[mid]
+                if ms.machine is not None and ms.machine in m_pos:
+                    _flagged(m_tot[m_pos[ms.machine]]["energy"])
+                elif ms.machine is None and ms.line is not None and ms.line in ln_pos:
+                    _flagged(l_tot[ln_pos[ms.line]])
+                else:
+                    _flagged(site)
+            windows.append([label_idx, start, end, {"machines": m_tot, "lines": l_tot,
+                                                     "site": site,
+                                                     "observed": totals["observed"]}])
+        return windows
+
+    out["open"] = carry_windows(state["open"])
+    # Closed windows kept for an energy revision are reshaped the same way.
+    out["revisable"] = carry_windows(state["revisable"])
 
     changed_alarms = {c.id for c in plan.alarms}
     old_alarms = _index(old_shape["alarms"])
@@ -576,20 +591,33 @@ def carry_engine_state(
     return out
 
 
-def rebuild_engine(engine: KpiEngine, new_spec: EngineSpec, plan: ReloadPlan) -> KpiEngine:
+def rebuild_engine(engine: KpiEngine, new_spec: EngineSpec, plan: ReloadPlan,
+                   now_ms: int | None = None) -> KpiEngine:
     """The engine for ``new_spec``: continuing ``engine``'s state as far as ``plan`` allows,
-    or a fresh one when nothing can be carried (logged, with the reason)."""
+    or a fresh one when nothing can be carried (logged, with the reason).
+
+    A fresh engine observes from ``now_ms`` (the agent's clock at the reload): the
+    restarted sources' first values carry old source timestamps, and nothing before the
+    reload may be booked into windows the new engine never observed."""
     carried = carry_engine_state(engine.snapshot(), new_spec, plan)
     if carried is None:
         why = "; ".join(plan.engine_reset) or "the checkpoint format is not supported"
         log.warning("reload: the KPI engine starts afresh (%s); open windows are lost", why)
-        return KpiEngine(new_spec)
+        return _fresh(new_spec, now_ms)
     try:
         return KpiEngine.restore(new_spec, carried)
     except (ValueError, KeyError, TypeError, IndexError) as err:
         log.warning("reload: could not carry the KPI engine's state (%s); starting afresh",
                     err)
-        return KpiEngine(new_spec)
+        return _fresh(new_spec, now_ms)
+
+
+def _fresh(spec: EngineSpec, now_ms: int | None) -> KpiEngine:
+    engine = KpiEngine(spec)
+    if now_ms is not None:
+        engine.observe_from(now_ms)
+        engine.advance(now_ms)  # live mode from the start, as at a fresh agent start
+    return engine
 
 
 # ---------------------------------------------------------------------- front half
@@ -620,7 +648,7 @@ async def reload_config(path: Path, current: AgentConfig) -> ReloadOutcome:
     why, so the running agent carries on unchanged. The file is read off the event loop.
     """
     try:
-        new = await asyncio.to_thread(load_agent_config, path)
+        new = await asyncio.to_thread(load_run_config, path)
     except ConfigError as err:
         return ReloadOutcome(
             config=current, errors=tuple(err.errors),

@@ -1,4 +1,4 @@
-"""``edge-agent report``: a period's KPIs against a baseline period (KPI.md, "Against a
+"""``edge-agent report``: a period's KPIs against a baseline period (docs/kpi.md, "Against a
 baseline").
 
 The records come from KPI JSON Lines (what ``edge-agent kpi`` writes, e.g. recomputed
@@ -10,6 +10,13 @@ Periods are ``START/END`` with END exclusive, as ISO 8601 intervals are: dates
 (``2026-10-01/2026-11-01``, local midnight in ``--timezone``) or timestamps
 (``2026-10-01T08:00+08:00/2026-10-01T16:00+08:00``; without an offset, local time). A
 window belongs to a period when it lies wholly inside it.
+
+``--timezone`` is also the zone of the calendar windows (``1d``, ``1w``, ``1mo`` start at
+the site's local midnight, as the engine cuts them): which windows a period expects and
+how long they last follow from it. Neither the records nor the ingest's config name the
+site's zone, so it defaults to UTC; records of calendar windows that do not start at a
+local midnight of the zone given are refused with the zone offset they imply, rather
+than summed against windows the agent never wrote.
 """
 
 from __future__ import annotations
@@ -27,9 +34,18 @@ from agent.config.common import InfluxSettings
 from agent.ingest.points import KPI_MEASUREMENT, LINE_PLACEHOLDER, SITE_PLACEHOLDER
 from agent.ingest.schema import COUNT_FIELDS, NULLABLE_FIELDS, parse_kpi_payload
 from rules.errors import InputError, ServiceError
-from rules.report import PERIOD_FIELDS, RATE_FIELDS, Comparison, PeriodTotals, Scope, compare
+from rules.report import (
+    PERIOD_FIELDS,
+    RATE_FIELDS,
+    Comparison,
+    PeriodTotals,
+    Scope,
+    compare,
+    misaligned,
+    window_bounds,
+)
 from rules.report import summarize as summarize_period
-from rules.spec import window_length_ms
+from rules.spec import CALENDAR_WINDOWS, check_window_label
 from rules.types import KPI_FIELDS, KpiRecord, ms_to_rfc3339
 
 __all__ = [
@@ -57,7 +73,8 @@ class Period:
 
 @dataclass(frozen=True, slots=True)
 class ReportRequest:
-    """What to compare: whose records, which window size, which two periods."""
+    """What to compare: whose records, which window size, which two periods, and the
+    site's time zone (of the calendar windows)."""
 
     window: str
     current: Period
@@ -65,6 +82,7 @@ class ReportRequest:
     site: str | None = None
     line: str | None = None
     machine: str | None = None
+    timezone: str = "UTC"
 
 
 def parse_timezone(name: str) -> ZoneInfo:
@@ -127,8 +145,8 @@ def _flux_string(value: str) -> str:
 def _flux_query(settings: InfluxSettings, request: ReportRequest) -> str:
     start = min(request.current.start_ms, request.baseline.start_ms)
     stop = max(request.current.end_ms, request.baseline.end_ms) + 1  # range stop is exclusive
-    # Only the scope's own series: a year of minute windows of every machine would
-    # otherwise all come back to be filtered here.
+    # Only the scope's series and those of its parts (a line's machines, a site's lines
+    # and machines, which the report compares): not every series of the bucket.
     where = [f"r._measurement == {_flux_string(KPI_MEASUREMENT)}",
              f"r.window == {_flux_string(request.window)}"]
     if request.site is not None:
@@ -136,10 +154,7 @@ def _flux_query(settings: InfluxSettings, request: ReportRequest) -> str:
     if request.machine is not None:
         where.append(f"r.machine == {_flux_string(request.machine)}")
     elif request.line is not None:
-        where += [f"r.line == {_flux_string(request.line)}",
-                  f"r.machine == {_flux_string(LINE_PLACEHOLDER)}"]
-    else:
-        where.append(f"r.line == {_flux_string(SITE_PLACEHOLDER)}")
+        where.append(f"r.line == {_flux_string(request.line)}")
     return (
         f"from(bucket: {_flux_string(settings.bucket)})\n"
         f"  |> range(start: {ms_to_rfc3339(start)}, stop: {ms_to_rfc3339(stop)})\n"
@@ -148,7 +163,7 @@ def _flux_query(settings: InfluxSettings, request: ReportRequest) -> str:
     )
 
 
-def _from_row(row: dict[str, Any], window: str) -> KpiRecord:
+def _from_row(row: dict[str, Any], window: str, timezone: str = "UTC") -> KpiRecord:
     """A record from one pivoted ``kpi`` row (the ingest's point, read back)."""
     line: str | None = row["line"]
     machine: str | None = row["machine"]
@@ -157,10 +172,10 @@ def _from_row(row: dict[str, Any], window: str) -> KpiRecord:
     elif machine == LINE_PLACEHOLDER:
         machine = None
     end_ms = (row["_time"] - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
-    # The point keeps only the window end; a tumbling window's start follows from its
-    # length. A shift's does not, so it is taken as the end (it then counts in a period
-    # by its end alone).
-    start_ms = end_ms - (window_length_ms(window) if window != "shift" else 0)
+    # The point keeps only the window end; a tumbling or calendar window's start is that
+    # of the window ending there (a local day or month in the site's zone). A shift's is
+    # not known, so it is taken as the end (it then counts in a period by its end alone).
+    start_ms = end_ms if window == "shift" else window_bounds(window, end_ms - 1, timezone)[0]
     values: dict[str, Any] = {}
     for name in KPI_FIELDS:
         value = row.get(name)
@@ -196,7 +211,8 @@ def read_influx_records(settings: InfluxSettings, request: ReportRequest) -> lis
                            f"{err.status} {err.reason}: {(err.body or '')[:300]}") from err
     except (HTTPError, OSError) as err:
         raise ServiceError(f"InfluxDB at {settings.url} did not answer: {err}") from err
-    return [_from_row(rec.values, request.window) for table in tables for rec in table.records]
+    return [_from_row(rec.values, request.window, request.timezone)
+            for table in tables for rec in table.records]
 
 
 def _scope(records: list[KpiRecord], request: ReportRequest) -> Scope:
@@ -216,13 +232,36 @@ def _scope(records: list[KpiRecord], request: ReportRequest) -> Scope:
 
 
 def check_window(window: str) -> None:
-    """InputError unless ``window`` is ``shift`` or a tumbling window size like ``1h``."""
-    if window == "shift":
-        return
+    """InputError unless ``window`` is one the engine computes: ``shift``, a tumbling size
+    like ``1h``, or a calendar window ``1d``, ``1w``, ``1mo``."""
     try:
-        window_length_ms(window)
+        check_window_label(window)
     except ValueError as err:
         raise InputError(f"--window: {err}") from None
+
+
+def _utc_offset(ms: int) -> str:
+    minutes = round(-ms / 60_000) % 1440
+    if minutes > 720:
+        minutes -= 1440
+    sign = "+" if minutes >= 0 else "-"
+    return f"UTC{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def _check_zone(records: list[KpiRecord], scope: Scope, request: ReportRequest) -> None:
+    if request.window not in CALENDAR_WINDOWS:
+        return
+    odd = misaligned((r for r in records if r.site == scope.site), request.window,
+                     request.timezone)
+    if odd is None:
+        return
+    who = Scope.of(odd)
+    raise InputError(
+        f"--timezone: the {request.window} record of {who} from "
+        f"{ms_to_rfc3339(odd.window_start_ms)} to {ms_to_rfc3339(odd.window_end_ms)} is not "
+        f"a {request.window} window in {request.timezone} (it starts at local midnight of "
+        f"{_utc_offset(odd.window_start_ms)}); give the site's time zone, e.g. "
+        "--timezone Asia/Shanghai")
 
 
 def build_report(records: list[KpiRecord], request: ReportRequest) -> Comparison:
@@ -233,10 +272,11 @@ def build_report(records: list[KpiRecord], request: ReportRequest) -> Comparison
     """
     check_window(request.window)
     scope = _scope(records, request)
+    _check_zone(records, scope, request)
     current = summarize_period(records, scope, request.window, request.current.start_ms,
-                               request.current.end_ms)
+                               request.current.end_ms, request.timezone)
     baseline = summarize_period(records, scope, request.window, request.baseline.start_ms,
-                                request.baseline.end_ms)
+                                request.baseline.end_ms, request.timezone)
     if current.windows == 0 and baseline.windows == 0:
         known = sorted({r.window for r in records if scope.matches(r)})
         hint = (f"its records have windows {', '.join(known)}" if known
@@ -252,10 +292,13 @@ def _period_json(totals: PeriodTotals, period: Period) -> dict[str, Any]:
         "end": ms_to_rfc3339(totals.end_ms),
         "windows": totals.windows,
         "windows_expected": totals.windows_expected,
+        "observed_s": totals.observed_s,
+        "expected_s": totals.expected_s,
+        "partial_windows": totals.partial_windows,
         "energy_windows": totals.energy_windows,
         "complete": totals.complete,
         "flags": dict(sorted(totals.flags.items())),
-        **{name: totals.values[name] for name in PERIOD_FIELDS},
+        **{name: totals.values.get(name) for name in PERIOD_FIELDS},
     }
 
 
@@ -286,12 +329,17 @@ def _fmt(name: str, value: float | int | None) -> str:
     return f"{value:,.4f}" if name in RATE_FIELDS else f"{value:,.2f}"
 
 
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:,.2f} h"
+
+
 def _coverage(totals: PeriodTotals) -> str:
     expected = f" of {totals.windows_expected}" if totals.windows_expected is not None else ""
     text = f"{totals.windows}{expected} windows"
     if totals.energy_windows != totals.windows:
         text += f", {totals.windows - totals.energy_windows} without energy data"
-    return text
+    span = f" of {_hours(totals.expected_s)}" if totals.expected_s is not None else ""
+    return text + f", {_hours(totals.observed_s)}{span} observed"
 
 
 def _lines(report: Comparison, request: ReportRequest) -> Iterator[str]:
@@ -308,6 +356,10 @@ def _lines(report: Comparison, request: ReportRequest) -> Iterator[str]:
         if expected is not None and totals.windows < expected:
             yield (f"  note: the {label} period lacks {expected - totals.windows} windows; "
                    "its sums cover only what was recorded")
+        if totals.partial_windows:
+            yield (f"  note: the agent observed {totals.partial_windows} of the {label} "
+                   "period's windows only in part (not running, or started without its "
+                   "checkpoint); their sums cover only the observed time")
         if totals.energy_windows < totals.windows:
             yield (f"  note: {label} energy covers {totals.energy_windows} of "
                    f"{totals.windows} windows; the per-unit figures divide it by the parts "

@@ -14,6 +14,15 @@ reaching exactly the state the engine had, before it takes any new sample. It th
 the watermark until every configured device has reported again (or a grace period has
 passed), so values that changed while the agent was down land in the right windows
 instead of being dropped as late.
+
+Without a usable checkpoint (a first start, a wiped or replaced disk) there is no
+continuity to restore: the engine observes afresh from the agent's clock at the start
+(:meth:`KpiEngine.observe_from`), so no record is made for time before it, a device's
+initial value counts as found at the start whatever its source timestamp, and the first
+counter and register readings are baselines. That start is checkpointed before the
+first sample, so a crash right after it replays exactly; ``--record`` writes it into the
+sample log as the observation marker. The watermark is held in the same way until every
+device has reported its initial value.
 """
 
 from __future__ import annotations
@@ -42,7 +51,8 @@ from collectors.base import Collector
 from collectors.modbus import ModbusCollector
 from collectors.opcua import OpcUaCollector
 from rules.engine import EngineOutput, KpiEngine
-from rules.types import AlarmEvent, KpiRecord, Sample
+from rules.spec import EngineSpec
+from rules.types import AlarmEvent, KpiRecord, Sample, ms_to_rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +143,8 @@ class Agent:
         )
         self.journal_seq = 0
         self.restored = False
+        self.observing_from_ms: int | None = None
+        """Where a fresh engine (no usable checkpoint) started observing; None if restored."""
         self.samples_in = 0
         self.records_out = 0
         self.engine = self._restore_engine()
@@ -161,7 +173,8 @@ class Agent:
             collector.run(self._queue), name=f"collector-{collector.name}")
 
     def _restore_engine(self) -> KpiEngine:
-        """The engine as it stood before the last stop or crash: checkpoint + journal."""
+        """The engine as it stood before the last stop or crash: checkpoint + journal; or,
+        with nothing to continue, a fresh engine observing from now (checkpointed at once)."""
         spec = engine_spec(self.cfg)
         saved = self.outbox.load_state(ENGINE_STATE_KEY)
         pos_text = self.outbox.load_state(JOURNAL_POS_KEY)
@@ -177,17 +190,37 @@ class Agent:
             if dropped:
                 log.warning("discarded %d sample journal entries that belong to the "
                             "unusable checkpoint", dropped)
-            self.outbox.put_many([], state={JOURNAL_POS_KEY: "0"})
-            return KpiEngine(spec)
+            return self._fresh_engine(spec)
         self.restored = engine is not None
         if engine is None:
             engine = KpiEngine(spec)
         self.journal_seq = int(json.loads(pos_text)) if pos_text is not None else 0
         replayed = self._replay(engine)
         if self.restored or replayed:
+            # A journal without a checkpoint is the input of a run that started before it
+            # was written: its own samples are that run's observation.
             log.info("restored the KPI engine from its checkpoint (%d journal entries "
                      "replayed)", replayed)
             self.restored = True
+            return engine
+        return self._fresh_engine(spec)
+
+    def _fresh_engine(self, spec: EngineSpec) -> KpiEngine:
+        """An engine observing from the agent's clock now, checkpointed before any sample
+        so that a crash right after the start replays exactly."""
+        engine = KpiEngine(spec)
+        start_ms = int(self.clock() * 1000)
+        engine.observe_from(start_ms)
+        # Live mode from the start (the clock, not sample times, closes windows), as it is
+        # after a restore: else the watermark hold would not hold while devices connect.
+        engine.advance(start_ms)
+        self.observing_from_ms = start_ms
+        self.outbox.put_many([], state={
+            ENGINE_STATE_KEY: json.dumps(engine.snapshot(), separators=(",", ":")),
+            JOURNAL_POS_KEY: str(self.journal_seq),
+        })
+        log.info("no KPI engine checkpoint to continue: observing from %s; earlier windows "
+                 "get no record", ms_to_rfc3339(start_ms))
         return engine
 
     def _replay(self, engine: KpiEngine) -> int:
@@ -252,15 +285,20 @@ class Agent:
 
     async def _engine_loop(self, queue: asyncio.Queue[Sample], stopping: asyncio.Event) -> None:
         recorder = SampleRecorder(self.record_path) if self.record_path else None
+        if recorder is not None and self.observing_from_ms is not None:
+            recorder.observing(self.observing_from_ms)
         last_checkpoint = self.clock()
         # After a restore, hold the watermark until every device has reported again: the
         # first values after a restart carry the source timestamps of changes made while
-        # the agent was down, and they belong in windows that must not close before.
-        waiting = self._devices() if self.restored else set()
+        # the agent was down, and they belong in windows that must not close before. After
+        # a fresh start likewise, so that no initial value (counted at the start) comes
+        # after the start's slice was sealed.
+        fresh = self.observing_from_ms is not None
+        waiting = self._devices() if self.restored or fresh else set()
         hold_until = time.monotonic() + RESTART_HOLD_S
         if waiting:
-            log.info("holding the KPI watermark until %d devices report again (at most "
-                     "%.0f s)", len(waiting), RESTART_HOLD_S)
+            log.info("holding the KPI watermark until %d devices report%s (at most "
+                     "%.0f s)", len(waiting), "" if fresh else " again", RESTART_HOLD_S)
         pending_wm: int | None = None
         try:
             while True:
@@ -379,7 +417,8 @@ class Agent:
             # Synchronous from here to the checkpoint: no sample meets a half-swapped engine,
             # and the checkpoint is in the new plant's shape should the agent crash next.
             if plan.engine_changed:
-                self.engine = rebuild_engine(self.engine, engine_spec(new), plan)
+                self.engine = rebuild_engine(self.engine, engine_spec(new), plan,
+                                             now_ms=int(self.clock() * 1000))
             self.cfg = new
             self._checkpoint(EngineOutput([], []))
             stopped = [self.collector_tasks.pop(name) for name in plan.sources_to_stop

@@ -1,7 +1,21 @@
-"""The sample log of DESIGN.md (JSON Lines): parsing it, and writing it with rotation.
+"""The sample log (JSON Lines): parsing it, and writing it with rotation.
 
 ``edge-agent run --record FILE`` writes it; ``edge-agent kpi`` reads it. A malformed
-line is an error naming its line number, never a silent skip.
+line is an error naming its line number, never a silent skip. One sample a line::
+
+    {"ts": "2026-11-26T08:00:00.000Z", "device": "cnc-01", "signal": "parts_total", "value": 1042}
+
+The agent's observation marker: when ``run`` starts without a usable checkpoint it
+observes afresh from that instant (see :meth:`rules.engine.KpiEngine.observe_from`) and
+writes, before any sample of the run::
+
+    {"ts": "2026-11-26T08:00:00.000Z", "device": "_agent", "signal": "observing", "value": "start"}
+
+``edge-agent kpi`` makes the same engine call there, so a replayed log gives the records
+the live agent published, also across a restart that lost the checkpoint. Ids starting
+with ``_`` are reserved (config validation rejects them), so the marker never clashes
+with a device; any other ``_agent`` line is an error. A log without a marker (or the
+part of a rotated log after the file that holds it) is observed from its oldest sample.
 """
 
 from __future__ import annotations
@@ -25,6 +39,10 @@ _decode = _decoder.decode
 # which also produces the error message.
 _scan: Callable[[str, int], tuple[Any, int]] = _decoder.scan_once  # type: ignore[attr-defined]
 _MISS = object()
+
+OBSERVATION_DEVICE = "_agent"
+OBSERVATION_SIGNAL = "observing"
+OBSERVATION_START = "start"
 
 _PREFIX_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}")
 _SECOND_CACHE_MAX = 4096
@@ -131,8 +149,31 @@ def _parse_checked(obj: Any, where: str) -> Sample:
     return Sample(ts_ms, device, signal, value, quality)  # type: ignore[arg-type]
 
 
+def observation_marker(ts_ms: int) -> dict[str, Any]:
+    """The marker line saying the agent started observing afresh at ``ts_ms``."""
+    return Sample(ts_ms, OBSERVATION_DEVICE, OBSERVATION_SIGNAL, OBSERVATION_START
+                  ).to_json_dict()
+
+
+def is_observation_start(sample: Sample) -> bool:
+    """Is ``sample`` (as :func:`read_samples` yields it) the observation marker?"""
+    return sample.device == OBSERVATION_DEVICE
+
+
+def _check_marker(sample: Sample, where: str) -> None:
+    if (sample.signal != OBSERVATION_SIGNAL or sample.value != OBSERVATION_START
+            or sample.quality != "good"):
+        raise InputError(
+            f"{where}: device {OBSERVATION_DEVICE!r} is reserved for the observation marker "
+            f'(signal "{OBSERVATION_SIGNAL}", value "{OBSERVATION_START}"), got signal '
+            f"{sample.signal!r}, value {sample.value!r}")
+
+
 def read_samples(lines: Iterable[str], name: str = "<input>") -> Iterator[Sample]:
-    """Stream samples from JSON Lines; blank lines are allowed, anything else must parse."""
+    """Stream samples from JSON Lines; blank lines are allowed, anything else must parse.
+
+    The observation marker comes out as a sample too (:func:`is_observation_start`).
+    """
     scan = _scan
     miss = _MISS
     fast = _fast_sample
@@ -152,7 +193,11 @@ def read_samples(lines: Iterable[str], name: str = "<input>") -> Iterator[Sample
             except ValueError as err:
                 raise InputError(f"{name}:{lineno}: not valid JSON ({err})") from None
         sample = fast(obj)
-        yield sample if sample is not None else _parse_checked(obj, f"{name}:{lineno}")
+        if sample is None:
+            sample = _parse_checked(obj, f"{name}:{lineno}")
+        if sample.device == OBSERVATION_DEVICE:
+            _check_marker(sample, f"{name}:{lineno}")
+        yield sample
 
 
 class SampleRecorder:
@@ -166,10 +211,16 @@ class SampleRecorder:
         self._fh: IO[str] = path.open("a", encoding="utf-8")
         self._size = self._fh.tell()
 
+    def observing(self, ts_ms: int) -> None:
+        """Append the observation marker: the agent observes afresh from ``ts_ms``."""
+        self._append(json.dumps(observation_marker(ts_ms), separators=(",", ":")) + "\n")
+
     def write(self, samples: Iterable[Sample]) -> None:
         """Append samples and flush them to the OS."""
-        chunk = "".join(json.dumps(s.to_json_dict(), separators=(",", ":")) + "\n"
-                        for s in samples)
+        self._append("".join(json.dumps(s.to_json_dict(), separators=(",", ":")) + "\n"
+                             for s in samples))
+
+    def _append(self, chunk: str) -> None:
         if not chunk:
             return
         self._fh.write(chunk)

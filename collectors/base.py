@@ -8,11 +8,11 @@ metrics can read it.
 
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from collectors.backoff import Backoff
 from rules.types import Sample
 
 __all__ = [
@@ -148,41 +148,3 @@ class StatsView:
     def stats(self) -> CollectorStats:
         """Snapshot of the collector's counters and device health."""
         return self._stats.copy()
-
-
-class Backoff:
-    """Exponential backoff with jitter, so many agents or devices do not retry in step.
-
-    Each delay is drawn from ``[base * (1 - jitter), base]`` where ``base`` doubles from
-    ``min_s`` up to ``max_s``; :meth:`reset` starts over after a success.
-    """
-
-    def __init__(
-        self,
-        min_s: float,
-        max_s: float,
-        *,
-        factor: float = 2.0,
-        jitter: float = 0.25,
-        rng: random.Random | None = None,
-    ) -> None:
-        if min_s <= 0 or max_s < min_s:
-            raise ValueError(f"backoff needs 0 < min_s <= max_s, got {min_s}, {max_s}")
-        if not 0.0 <= jitter < 1.0:
-            raise ValueError(f"jitter must be in [0, 1), got {jitter}")
-        self.min_s = min_s
-        self.max_s = max_s
-        self.factor = factor
-        self.jitter = jitter
-        self._rng = rng or random.Random()
-        self.attempts = 0
-
-    def next_delay(self) -> float:
-        """The delay before the next attempt; each call counts one failed attempt."""
-        base = min(self.max_s, self.min_s * self.factor ** min(self.attempts, 64))
-        self.attempts += 1
-        return base * (1.0 - self.jitter * self._rng.random())
-
-    def reset(self) -> None:
-        """Forget past failures: the next delay is short again."""
-        self.attempts = 0

@@ -18,11 +18,14 @@ from rules.errors import DecodeError
 __all__ = [
     "BIT_TABLES",
     "DTYPES",
+    "LAST_ADDRESS",
     "MAX_BITS_PER_READ",
     "MAX_REGISTERS_PER_READ",
+    "TABLES",
     "ReadBlock",
     "decode_registers",
     "plan_reads",
+    "point_problem",
     "point_width",
     "register_count",
 ]
@@ -36,6 +39,9 @@ MAX_BITS_PER_READ = 2000
 """Modbus limit for function codes 1 and 2."""
 
 BIT_TABLES: frozenset[str] = frozenset({"coil", "discrete"})
+TABLES: frozenset[str] = frozenset({"holding", "input", *BIT_TABLES})
+LAST_ADDRESS = 0xFFFF
+"""Highest 0-based protocol address of every table."""
 
 _FORMATS: dict[str, tuple[int, str]] = {
     "u16": (1, ">H"),
@@ -62,6 +68,43 @@ def register_count(dtype: str, length: int | None = None) -> int:
         return _FORMATS[dtype][0]
     except KeyError:
         raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(DTYPES)}") from None
+
+
+def point_problem(table: str, address: int, dtype: str, length: int | None = None) -> str | None:
+    """Why a point cannot be read as configured, or None when it can.
+
+    The one check of a point's shape, shared by the config schema (so ``check-config``
+    refuses what the collector would) and the Modbus collector's own validation: known
+    table and type, ``length`` given for a string and only for a string, and every
+    register of the value inside the table (a u32 at 65535 would need 65535..65536).
+    """
+    if table not in TABLES:
+        return f"unknown table {table!r}; expected one of {sorted(TABLES)}"
+    if table in BIT_TABLES:
+        if dtype == "string" or length is not None:
+            return (f"a {table} is one bit: type 'string' and length need holding or input "
+                    "registers")
+        width = 1
+    else:
+        if dtype not in DTYPES:
+            return f"unknown type {dtype!r}; expected one of {sorted(DTYPES)}"
+        if dtype == "string":
+            if length is None:
+                return "type 'string' needs length, its size in registers (2 characters each)"
+            if not 1 <= length <= MAX_REGISTERS_PER_READ:
+                return (f"length {length} is outside 1..{MAX_REGISTERS_PER_READ} (registers "
+                        "one request can read)")
+        elif length is not None:
+            return (f"length applies to type 'string' only; a {dtype} always occupies "
+                    f"{_FORMATS[dtype][0]} register(s)")
+        width = register_count(dtype, length)
+    if not 0 <= address <= LAST_ADDRESS:
+        return f"address {address} is outside 0..{LAST_ADDRESS}"
+    if address + width - 1 > LAST_ADDRESS:
+        what = f"string of {width} registers" if dtype == "string" else dtype
+        return (f"a {what} at address {address} needs registers {address}.."
+                f"{address + width - 1}, past the last register {LAST_ADDRESS}")
+    return None
 
 
 def decode_registers(
@@ -172,8 +215,8 @@ def plan_reads(
     by_table: dict[str, list[tuple[int, int, P]]] = {}
     for point in points:
         width = point_width(point)
-        if point.address < 0 or point.address + width > 0x10000:
-            raise ValueError(f"address {point.address} (+{width}) is outside 0..65535")
+        if point.address < 0 or point.address + width > LAST_ADDRESS + 1:
+            raise ValueError(f"address {point.address} (+{width}) is outside 0..{LAST_ADDRESS}")
         by_table.setdefault(point.table, []).append((point.address, width, point))
     blocks: list[ReadBlock[P]] = []
     for table in sorted(by_table):

@@ -33,10 +33,10 @@ from collectors.base import (
 )
 from collectors.decode import (
     BIT_TABLES,
-    DTYPES,
     ReadBlock,
     decode_registers,
     plan_reads,
+    point_problem,
     point_width,
 )
 from rules.errors import ConfigError, DecodeError, DeviceError
@@ -47,6 +47,7 @@ __all__ = [
     "ModbusDeviceSpec",
     "ModbusSourceSpec",
     "RegisterPoint",
+    "validate_source",
 ]
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,18 @@ class ModbusSourceSpec:
     backoff_max_s: float = 30.0
 
 
+def validate_source(spec: ModbusSourceSpec) -> list[tuple[str, str]]:
+    """Every problem the collector would refuse ``spec`` for, as ``(place, message)``.
+
+    Pure: ``check-config`` runs it on the specs ``run`` builds, so both refuse the same.
+    """
+    try:
+        _validate(spec)
+    except ConfigError as err:
+        return list(err.errors)
+    return []
+
+
 def _validate(spec: ModbusSourceSpec) -> dict[str, list[ReadBlock[RegisterPoint]]]:
     """Check the spec and plan every device's reads; all problems at once as ConfigError."""
     errors: list[tuple[str, str]] = []
@@ -150,11 +163,14 @@ def _validate(spec: ModbusSourceSpec) -> dict[str, list[ReadBlock[RegisterPoint]
             errors.append((dplace, "timeout_s must be > 0"))
         if dev.retries is not None and dev.retries < 0:
             errors.append((dplace, "retries must be >= 0"))
+        bad_points = False
         for j, pt in enumerate(dev.points):
-            if pt.table not in ("holding", "input", "coil", "discrete"):
-                errors.append((f"{dplace} points[{j}]", f"unknown table {pt.table!r}"))
-            if pt.table not in BIT_TABLES and pt.dtype not in DTYPES:
-                errors.append((f"{dplace} points[{j}]", f"unknown dtype {pt.dtype!r}"))
+            problem = point_problem(pt.table, pt.address, pt.dtype, pt.length)
+            if problem is not None:
+                errors.append((f"{dplace} points[{j}] {pt.signal}", problem))
+                bad_points = True
+        if bad_points:
+            continue
         try:
             plans[dev.id] = plan_reads(dev.points, spec.max_gap)
         except ValueError as err:

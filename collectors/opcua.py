@@ -21,7 +21,20 @@ server that refuses a deadband filter for a node gets that node without the filt
 
 Security (policy, mode, client certificate, server trust) is set up per connect by
 :mod:`collectors.opcua_security`; an untrusted server certificate is refused before
-the session is created, so credentials are never sent to it.
+the session is created, so credentials are never sent to it. When the server refuses
+the agent's certificate instead, the failed handshake (the request under way is tracked
+through the client's observer) becomes one line saying so, naming the certificate file,
+its application URI and thumbprints. Failures are logged once per failing streak and
+kind (unavailable, server not trusted, certificate refused), the recovery once.
+
+asyncua logs its side of every failed connect and of every server restart (the
+received ERR message twice, a ServiceFault, a "Publish iteration crashed" traceback,
+closing a dead session), each time the collector retries. The collector reports those
+failures itself, so :func:`quiet_asyncua_logs` (installed by every collector) drops these
+known records of asyncua's client loggers unless this module's logger is enabled for
+DEBUG (``--log-level debug``), where they pass at DEBUG level. A record of those loggers
+that is not one of them, or whose traceback is not a connection failure, passes as
+it is.
 
 Clock skew: a SourceTimestamp more than ``max_clock_skew_s`` ahead of the receive time,
 or behind it in a live notification (not the first one of an item, which repeats an
@@ -56,6 +69,7 @@ from typing import Any, Literal, cast
 
 from asyncua import ua
 from asyncua.client.client import Client
+from asyncua.client.ua_client import UaClientState
 from asyncua.common.subscription import (
     DataChangeEvent,
     OverflowPolicy,
@@ -66,7 +80,7 @@ from asyncua.observer import Observer, SubscriptionEvent
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
-from asyncua.ua.uaerrors import UaError
+from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 
 from collectors import opcua_security as sec
 from collectors.base import (
@@ -81,7 +95,8 @@ from collectors.base import (
 from rules.errors import ConfigError, DeviceError
 from rules.types import Sample
 
-__all__ = ["Deadband", "OpcUaCollector", "OpcUaSourceSpec", "OpcUaTag", "parse_browse_path"]
+__all__ = ["Deadband", "OpcUaCollector", "OpcUaSourceSpec", "OpcUaTag", "parse_browse_path",
+           "quiet_asyncua_logs"]
 
 log = logging.getLogger(__name__)
 
@@ -344,6 +359,59 @@ def _plain(nodeid: ua.NodeId) -> ua.NodeId:
     return ua.NodeId(nodeid.Identifier, nodeid.NamespaceIndex, nodeid.NodeIdType)
 
 
+_ASYNCUA_ROUTINE: dict[str, frozenset[str]] = {
+    "asyncua.uaprotocol": frozenset({"Received an error: %s", "Message %s aborted: %s"}),
+    "asyncua.client.ua_client.UASocketProtocol": frozenset({
+        "Received an error: %r", "Got error status from server: %s",
+        "ServiceFault (%s, diagnostics: %s) from server received %s",
+        "disconnect_socket was called but transport is None"}),
+    "asyncua.client.ua_client.UaClient": frozenset({
+        "close_secure_channel was called but connection is closed"}),
+    "asyncua.client.ua_session.UaSession": frozenset({
+        "Publish iteration crashed; retrying in 1s",
+        "close_session was called but connection is closed",
+        "close_session but connection wasn't established"}),
+    "asyncua.client.client": frozenset({
+        "create_session fault response: %s (%s)",
+        "close_session raised during disconnect; continuing teardown",
+        "close_secure_channel raised during disconnect; continuing teardown"}),
+}
+"""asyncua's per-failure records (logger name: message templates, as in asyncua 2.1)."""
+
+_CONNECTION_FAILURE = (OSError, TimeoutError, UaStatusCodeError)
+
+
+class _AsyncuaRoutine(logging.Filter):
+    """Drops asyncua's routine failure records unless the collector's debug log is on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # asyncua also logs bare objects (some unhashable): only templates can match.
+        msg = record.msg
+        if not isinstance(msg, str) or msg not in _ASYNCUA_ROUTINE.get(record.name, ()):
+            return True
+        if record.exc_info and not isinstance(record.exc_info[1], _CONNECTION_FAILURE):
+            return True  # not the routine failure: a library problem worth seeing
+        if not log.isEnabledFor(logging.DEBUG):
+            return False
+        record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+        return True
+
+
+_ASYNCUA_FILTER = _AsyncuaRoutine()
+
+
+def quiet_asyncua_logs() -> None:
+    """Keep asyncua's per-retry failure records out of the log (idempotent).
+
+    A refused certificate gave two asyncua lines per retry and a server restart a
+    traceback, on top of the collector's own line that already says what failed.
+    """
+    for name in _ASYNCUA_ROUTINE:
+        logger = logging.getLogger(name)
+        if _ASYNCUA_FILTER not in logger.filters:
+            logger.addFilter(_ASYNCUA_FILTER)
+
+
 def _quality(status: ua.StatusCode | None) -> Literal["good", "uncertain", "bad"]:
     if status is None or status.is_good():
         return "good"
@@ -431,8 +499,15 @@ class _ConnectionLost(Exception):
     """Raised inside a session's TaskGroup to end the session."""
 
 
+_PROGRESS = {UaClientState.SOCKET_OPEN: 1, UaClientState.CHANNEL_OPEN: 2,
+             UaClientState.CONNECTED: 4}
+_STEPS: dict[int, sec.HandshakeStep] = {1: "OpenSecureChannel", 2: "CreateSession",
+                                        3: "ActivateSession"}
+
+
 class _Heard(Observer):  # type: ignore[misc]
-    """When the server last sent a publish response (notifications or a keep-alive).
+    """When the server last sent a publish response (notifications or a keep-alive), and
+    which handshake request a failed connect was on.
 
     The library's ``Subscription.last_publish_at`` is also set when the library recreates
     a stale subscription, which would hide a server that accepts the new subscription
@@ -444,9 +519,25 @@ class _Heard(Observer):  # type: ignore[misc]
     def __init__(self) -> None:
         self.last = time.monotonic()
         self.recreated = -math.inf
+        self._progress = 0
 
     def on_notification(self, subscription_id: int | None, event_count: int) -> None:
         self.last = time.monotonic()
+
+    def on_state_change(self, state: UaClientState) -> None:
+        # Only forward: a failed CreateSession closes the channel (CHANNEL_OPEN back to
+        # SOCKET_OPEN), and the step that failed must stay CreateSession.
+        self._progress = max(self._progress, _PROGRESS.get(state, 0))
+
+    def on_request(self, request_type: str, duration: float, error: BaseException | None) -> None:
+        if request_type == "CreateSessionRequest" and error is None:
+            self._progress = max(self._progress, 3)
+
+    @property
+    def handshake_step(self) -> sec.HandshakeStep | None:
+        """The handshake request under way (None before the socket opened and after the
+        session is active)."""
+        return _STEPS.get(self._progress)
 
     def on_subscription_event(self, subscription_id: int | None,
                               event: SubscriptionEvent) -> None:
@@ -511,7 +602,7 @@ class OpcUaCollector(StatsView):
         self._missing: set[tuple[str, str]] = set()
         self._unmapped: set[tuple[str, str]] = set()
         self._down_since_ms: int | None = None
-        self._down_logged = False
+        self._down_logged: set[type[DeviceError]] = set()
         self._cert: sec.CertInfo | None = None
         self._trust = sec.ServerTrust(
             trust_dir=spec.effective_trust_dir,
@@ -526,6 +617,7 @@ class OpcUaCollector(StatsView):
         if asyncua_log.level == logging.NOTSET:
             # Its INFO level dumps every publish result.
             asyncua_log.setLevel(logging.WARNING)
+        quiet_asyncua_logs()
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -570,6 +662,11 @@ class OpcUaCollector(StatsView):
             except DeviceError:
                 raise
             except Exception as err:
+                if not connected and self.spec.secure and self._cert is not None:
+                    refused = sec.client_certificate_refusal(err, heard.handshake_step,
+                                                             self._cert, self.spec.url)
+                    if refused is not None:
+                        raise refused from err
                 raise DeviceError(f"connect to {self.spec.url}: {err!r}") from err
             self._mark_up()
             backoff.reset()
@@ -728,7 +825,7 @@ class OpcUaCollector(StatsView):
         else:
             log.info("opcua %s: connected to %s", self.name, self.spec.url)
         self._down_since_ms = None
-        self._down_logged = False
+        self._down_logged.clear()
         for health in self._stats.devices.values():
             health.connected = True
             health.failing_since_ms = None
@@ -738,9 +835,15 @@ class OpcUaCollector(StatsView):
         self._stats.connected = False
         if self._down_since_ms is None:
             self._down_since_ms = now
-        if not self._down_logged:
-            self._down_logged = True
-            log.warning("opcua %s: %s unavailable: %s", self.name, self.spec.url, err)
+        # Once per streak and kind: a server that first refuses the socket (starting up)
+        # and then the certificate must still get the certificate line.
+        kind = type(err) if isinstance(err, sec.TrustError) else DeviceError
+        if kind not in self._down_logged:
+            self._down_logged.add(kind)
+            if isinstance(err, sec.TrustError):
+                log.warning("opcua %s: %s", self.name, err)  # it names the server and the fix
+            else:
+                log.warning("opcua %s: %s unavailable: %s", self.name, self.spec.url, err)
         else:
             log.debug("opcua %s: still unavailable: %s", self.name, err)
         for health in self._stats.devices.values():

@@ -15,6 +15,15 @@ default here so the first run tells them exactly what is missing:
   SHA-1 or SHA-256 thumbprint is pinned in the config. An unknown certificate is
   refused *before* the session is created (so no password is ever sent to it), saved
   into ``rejected/`` next to the trust directory, and the error says how to trust it.
+- **The server's trust in the client.** When the server refuses the client certificate,
+  :func:`client_certificate_refusal` turns the failed handshake into one message naming
+  the certificate file, its application URI and thumbprints, and where servers keep
+  refused certificates. Servers answer with a ``Bad_Certificate*`` status, or with
+  ``Bad_SecurityChecksFailed`` (many answer that for every failed security check, so as
+  not to tell an attacker which one), or they just close the socket; asyncua loses the
+  status of node-opcua's answer (a secured ERR message it does not decode), so a
+  connection closed during OpenSecureChannel or CreateSession of a secure connection
+  counts as a probable refusal and is worded so.
 - **Which policy and mode.** Only the policies asyncua implements without deprecated
   algorithms are offered: ``Basic256Sha256``, ``Aes128_Sha256_RsaOaep`` and
   ``Aes256_Sha256_RsaPss``, each in ``Sign`` or ``SignAndEncrypt`` mode.
@@ -39,6 +48,8 @@ from typing import Literal
 from asyncua import ua
 from asyncua.crypto import security_policies as sp
 from asyncua.crypto.cert_gen import generate_private_key, generate_self_signed_app_certificate
+from asyncua.ua.status_codes import StatusCodes
+from asyncua.ua.uaerrors import UaStatusCodeError
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -52,11 +63,15 @@ __all__ = [
     "CLIENT_KEY_FILE",
     "POLICIES",
     "CertInfo",
+    "ClientCertificateRefusedError",
+    "HandshakeStep",
     "SecurityMode",
     "SecurityPolicy",
     "ServerTrust",
+    "TrustError",
     "UntrustedServerError",
     "check_server_certificate",
+    "client_certificate_refusal",
     "default_application_uri",
     "describe",
     "ensure_client_certificate",
@@ -87,8 +102,49 @@ _CERT_DAYS = 3650
 _HEX_RE = re.compile(r"^[0-9a-f]+$")
 
 
-class UntrustedServerError(DeviceError):
+class TrustError(DeviceError):
+    """A secure connection failed because one side does not trust the other's certificate.
+
+    Its message is complete and says what to do, so a collector logs it as it is, once
+    per failing streak.
+    """
+
+
+class UntrustedServerError(TrustError):
     """The server presented a certificate that is neither in the trust list nor pinned."""
+
+
+class ClientCertificateRefusedError(TrustError):
+    """The server did not accept the agent's certificate (``certain``), or probably not.
+
+    ``status`` is the OPC UA status name the server answered with, None when the
+    server only closed the connection.
+    """
+
+    def __init__(self, message: str, *, certain: bool, status: str | None) -> None:
+        super().__init__(message)
+        self.certain = certain
+        self.status = status
+
+
+HandshakeStep = Literal["OpenSecureChannel", "CreateSession", "ActivateSession"]
+"""The request of the connection handshake in which a secure connection failed."""
+
+_REFUSED = frozenset({
+    StatusCodes.BadCertificateInvalid, StatusCodes.BadCertificateTimeInvalid,
+    StatusCodes.BadCertificateIssuerTimeInvalid, StatusCodes.BadCertificateHostNameInvalid,
+    StatusCodes.BadCertificateUriInvalid, StatusCodes.BadCertificateUseNotAllowed,
+    StatusCodes.BadCertificateIssuerUseNotAllowed, StatusCodes.BadCertificateUntrusted,
+    StatusCodes.BadCertificateRevocationUnknown,
+    StatusCodes.BadCertificateIssuerRevocationUnknown, StatusCodes.BadCertificateRevoked,
+    StatusCodes.BadCertificateIssuerRevoked, StatusCodes.BadCertificateChainIncomplete,
+    StatusCodes.BadCertificatePolicyCheckFailed, StatusCodes.BadNoValidCertificates,
+})
+"""Status codes that name a problem with the client certificate itself."""
+
+_PROBABLY_REFUSED = frozenset({StatusCodes.BadSecurityChecksFailed,
+                               StatusCodes.BadApplicationSignatureInvalid})
+"""Generic security failures, which a server answers for an untrusted certificate too."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +268,8 @@ def _write_private(path: Path, data: bytes, mode: int) -> None:
     """Write atomically (a crash never leaves half a key) with the given permissions."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        os.fchmod(fd, mode)
+        if hasattr(os, "fchmod"):  # not on Windows before Python 3.13
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)
@@ -415,3 +472,60 @@ def expired(info: CertInfo, now: datetime | None = None) -> bool:
     """True outside the certificate's validity period."""
     at = now or datetime.now(UTC)
     return not info.not_before <= at <= info.not_after
+
+
+def _causes(err: BaseException) -> Iterable[BaseException]:
+    """``err`` and what it wraps: causes, contexts and the members of exception groups."""
+    stack, seen = [err], set()
+    while stack:
+        exc = stack.pop()
+        if id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        yield exc
+        if isinstance(exc, BaseExceptionGroup):
+            stack.extend(exc.exceptions)
+        stack.extend(e for e in (exc.__cause__, exc.__context__) if e is not None)
+
+
+def client_certificate_refusal(err: BaseException, step: HandshakeStep | None,
+                               cert: CertInfo, url: str) -> ClientCertificateRefusedError | None:
+    """The refusal of the agent's certificate that ``err`` shows, else None.
+
+    ``step`` is the handshake request that was under way when ``err`` ended the connect
+    (None: the socket never opened, or the session was already active). A certificate
+    status code is a refusal; a generic security status, or a connection the server
+    closed during OpenSecureChannel or CreateSession, is a probable one. ActivateSession
+    is left out of the second rule: a server may close there for a refused user login.
+    """
+    if step is None:
+        return None
+    status: int | None = None
+    closed = False
+    for exc in _causes(err):
+        if isinstance(exc, UaStatusCodeError):
+            status = exc.code
+            break
+        closed = closed or isinstance(exc, ConnectionError)
+    if status is not None:
+        if status not in _REFUSED and status not in _PROBABLY_REFUSED:
+            return None
+        name = ua.StatusCode(ua.UInt32(status)).name
+        certain = status in _REFUSED
+        how = f"it answered {name} to {step}"
+    elif closed and step != "ActivateSession":
+        name, certain = None, False
+        how = f"it closed the connection during {step}"
+    else:
+        return None
+    verdict = "did not accept" if certain else "probably did not accept"
+    expiry = ""
+    if expired(cert):
+        expiry = (f"; the certificate is outside its validity period "
+                  f"({cert.not_before:%Y-%m-%d} .. {cert.not_after:%Y-%m-%d}): renew it")
+    return ClientCertificateRefusedError(
+        f"{url} {verdict} the agent's certificate ({how}): have the server trust "
+        f"{cert.cert_path} (application URI {cert.application_uri}, SHA-256 "
+        f"{_colons(cert.sha256)}, SHA-1 {_colons(cert.sha1)}); a server usually keeps a "
+        f"refused certificate in its PKI rejected/ folder: move it to trusted/{expiry}",
+        certain=certain, status=name)

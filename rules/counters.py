@@ -1,7 +1,7 @@
 """Cumulative part counters: turning successive readings into part increments.
 
 A PLC part counter only ever counts up, so a decrease is either a wrap at the counter's
-modulus or a reset (power cycle, program change, operator). KPI.md decides between the
+modulus or a reset (power cycle, program change, operator). docs/kpi.md decides between the
 two with the 10 %/90 % rule, which is also reused for energy registers that have no
 ``max_power_kw`` configured.
 """

@@ -85,3 +85,13 @@ def share(delta: int, t1: int, t2: int, a: int, b: int) -> Fraction | int:
     if lo == t1 and hi == t2:
         return delta
     return Fraction(delta * (hi - lo), t2 - t1)
+
+
+READING = "reading"
+"""The register role of a meter of any carrier but electricity (in the carrier's unit)."""
+
+
+def register_role(carrier: str) -> str:
+    """The sample role a meter's cumulative register arrives as: ``energy_kwh`` for
+    electricity, ``reading`` for every other carrier."""
+    return "energy_kwh" if carrier == "electricity" else READING

@@ -19,7 +19,8 @@ Watermark and lateness (decided here, documented for operators):
 * Before any :meth:`advance` (offline replay), the watermark is the newest sample time
   seen, so a replay of a year of data keeps memory flat; the caller collects records as
   it goes with :meth:`collect`, which (unlike :meth:`advance`) leaves the engine in this
-  event-time mode, so how often it is called never changes the output.
+  event-time mode, so how often it is called never changes the output (but for a
+  record and its revision collected together, which come out once: the latest).
 * The slice grid (where the first window of each label starts) is fixed in both modes at
   the same point of the input: when the newest sample time, or the clock, is
   ``lateness_s`` past the oldest sample seen. Fixing it earlier (at a first
@@ -30,8 +31,10 @@ Watermark and lateness (decided here, documented for operators):
   :meth:`advance` calls) and a replay produce identical records, alarms and counters,
   provided the replay drops nothing as late and each meter reports within the lateness
   (no ``energy_carried``): the replay seals at least as early as the live engine, so it
-  is the one that would drop or carry first. ``tests/unit/agent/test_live_vs_offline.py``
-  checks this property.
+  is the one that would drop or carry first. With slower meters (but within the
+  revision horizon) the two may revise different windows, and what finally stands per
+  key (the latest copy) is the same in both, but for the ``revised`` flag.
+  ``tests/unit/agent/test_live_vs_offline.py`` checks both properties.
 * A sample is accepted while its slice is unsealed: up to ``lateness_s`` after the end of
   the slice it belongs to (so at least ``lateness_s`` late). An older sample is dropped
   and counted in ``stats["late_dropped"]``; so is an energy reading older than one
@@ -41,29 +44,90 @@ Watermark and lateness (decided here, documented for operators):
   reading is skipped (the next good reading is compared with the last good one), and
   the window is flagged ``bad_quality``.
 * Meters attached to neither a machine nor a line count toward the site's energy only.
-* An energy interval is spread when its closing reading is known. If a meter is silent
-  for longer than the lateness, the part of its next interval that lies in already
-  closed windows is booked to the earliest open one and flagged ``energy_carried`` (so
-  window sums still add up to the meter's total). Set ``lateness_s`` at least to the
-  slowest meter's polling interval to avoid that.
+* An energy interval is spread when its closing reading is known. A window is closed on
+  time whatever its meters do; a meter whose reading interval covering the window's end
+  is not closed yet (read less often than the lateness, or silent) leaves the record
+  with the energy known so far, flagged ``energy_pending``, and the window's totals are
+  kept (:mod:`rules.revisions`). When the closing reading arrives, each kept window
+  gets its uniform share and all its records (machines, lines, site) are emitted again,
+  whole, same key, flagged ``revised``; downstream the latest copy replaces the earlier
+  one, so what finally stands is the offline recompute's spread. Two copies of a key in
+  one output are sent once (the latest, where the first stood). A window is kept until
+  ``revision_horizon_s`` (default 4 h) after its end, and a meter silent for longer
+  than that counts as gone (its later windows are neither kept nor flagged pending, so
+  a dead meter costs no memory); energy reaching back further is booked to the earliest
+  open window and flagged ``energy_carried`` (window sums still add up to the meter's
+  total), as is energy reaching back past a restore from a snapshot older than
+  version 3. At the end of the input (:meth:`KpiEngine.finish`)
+  nothing is pending any more: the kept windows are emitted once more, revised, without
+  ``energy_pending``. Revised records raise no alarm: alarms saw the window once.
+
+Observation boundary (decided here, relied on by the ingest and the reports):
+
+* A record exists only for a window the engine observed, and its time elements count
+  only observed time: time the agent was running *and* in which the machine's state was
+  known. Its ``observed_s`` is the part of the window the agent observed (the same for
+  the window's machine, line and site records), so a fully observed window has
+  ``observed_s`` equal to its length, and a record that saw less of its window can be
+  told from one that saw all of it. A window not fully observed is flagged
+  ``incomplete``.
+* :meth:`KpiEngine.observe_from` says "observation (re)starts at T, with no continuity
+  from before": the live agent calls it when it starts without a usable checkpoint, and
+  ``edge-agent kpi`` when the sample log holds the agent's observation marker there.
+  Time before T is unknown (outside POT, so outside PBT); a window ending at or before T
+  gets no record. A sample dated before T that arrives after the call (an OPC UA
+  initial value carries the source timestamp of the value's last change, possibly hours
+  old) counts as found at T: a state is the state from T, a counter or energy reading
+  is a baseline at T, never an increment over a value from before. The slice grid
+  reaches back to T, so a window the agent observed before its first sample arrived
+  has a record too, its time unknown.
+* Called again mid-stream (a replayed log in which the agent restarted without its
+  checkpoint), the time from just after the newest sample seen before the call up to T
+  is not observed, states become unknown at T and counters and registers take new
+  baselines there. A T earlier than what was already seen moves to just after it.
+* An engine never told (a log without a marker) takes its oldest sample as the start of
+  observation when it fixes its slice grid, with the same rules from there on: it
+  cannot have observed anything before the first thing it saw.
+* A restored checkpoint continues the observation it holds: a restart *with* its
+  checkpoint loses nothing, and the time the agent was down is caught up by the
+  samples' own timestamps, as before.
 """
 
 from __future__ import annotations
 
 import bisect
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from operator import attrgetter
 from typing import Any
 
 from rules.alarms import AlarmBook
-from rules.calendar import ShiftCalendar
 from rules.counters import as_count, counter_increase
-from rules.energy import MeterModel, exact, share
+from rules.energy import MeterModel, register_role, share
 from rules.errors import ConfigError
-from rules.kpi import WindowId, line_energy, line_record, machine_record, site_record
-from rules.spec import EngineSpec, MachineSpec, MeterSpec
+from rules.kpi import (
+    EnergyFactors,
+    WindowId,
+    line_energy,
+    line_record,
+    machine_record,
+    site_record,
+)
+from rules.revisions import (
+    DEFAULT_HORIZON_S,
+    LINE,
+    MACHINE,
+    REVISED,
+    SITE,
+    LateShare,
+    RevisionBook,
+    Target,
+    mark_pending,
+)
+from rules.revisions import ordered as revision_order
+from rules.spec import ELECTRICITY, EngineSpec, MachineSpec, MeterSpec
+from rules.tariff import TariffModel
 from rules.timemodel import book
 from rules.totals import EnergyTotals, MachineTotals, PlantTotals
 from rules.types import MACHINE_STATES, AlarmEvent, KpiRecord, Sample
@@ -72,7 +136,10 @@ from rules.windows import SliceInfo, WindowPlan
 _NEG = -(1 << 62)
 _POS = 1 << 62
 _TS = attrgetter("ts_ms")
-_SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 3
+"""Layout of :meth:`KpiEngine.snapshot`; 2 added the observation state (version 1 is
+still restored, as an engine observing since its oldest sample); 3 added the windows
+kept for energy revision (an older snapshot is restored keeping none)."""
 _MAX_UNKNOWN_KEYS = 100
 
 BAD_QUALITY = "bad_quality"
@@ -88,6 +155,7 @@ _STAT_NAMES = (
     "late_dropped",
     "windows_closed",
     "records",
+    "records_revised",
     "alarms",
 )
 
@@ -180,13 +248,16 @@ class KpiEngine:
     collect results with :meth:`advance` (live) or :meth:`finish` (end of input).
     """
 
-    def __init__(self, spec: EngineSpec) -> None:
+    def __init__(self, spec: EngineSpec, *,
+                 revision_horizon_s: float = DEFAULT_HORIZON_S) -> None:
+        """``revision_horizon_s`` bounds how long after its end a closed window's energy
+        may still be revised (see :mod:`rules.revisions`); 0 never revises."""
         self.spec = spec
         problems: list[tuple[str, str]] = []
-        calendar = ShiftCalendar(spec.shifts, spec.timezone) if spec.shifts else None
-        self._plan = WindowPlan(spec.windows, calendar)
+        self._plan = WindowPlan.for_spec(spec)
         self._lateness_ms = round(spec.lateness_s * 1000)
-        self._grid = exact(spec.grid_factor_kg_per_kwh)
+        self._grid = EnergyFactors.of(spec)
+        self._tariff = None if spec.tariff is None else TariffModel(spec.tariff, spec.timezone)
         self._machines = [_Machine(i, m) for i, m in enumerate(spec.machines)]
         machine_idx = {m.id: i for i, m in enumerate(spec.machines)}
         line_idx = {ln.id: i for i, ln in enumerate(spec.lines)}
@@ -213,6 +284,9 @@ class KpiEngine:
             if ms.resolution_kwh <= 0:
                 problems.append((f"meters[{i}] {ms.id!r}", "resolution_kwh must be > 0"))
                 continue
+            if ms.carrier not in self._grid.carriers:
+                problems.append((f"meters[{i}] {ms.id!r}", f"carrier {ms.carrier!r} unknown"))
+                continue
             self._meters.append(_Meter(
                 ms,
                 None if ms.machine is None else machine_idx[ms.machine],
@@ -233,7 +307,7 @@ class KpiEngine:
             self._routes[(m.spec.id, second)] = m.buf_second
             self._routes[(m.spec.id, "power_kw")] = self._discard
         for meter in self._meters:
-            self._routes[(meter.spec.id, "energy_kwh")] = meter.buf
+            self._routes[(meter.spec.id, register_role(meter.spec.carrier))] = meter.buf
             self._routes[(meter.spec.id, "power_kw")] = self._discard
         known_devices = {m.id for m in spec.machines} | {m.spec.id for m in self._meters}
         self._alarm_only: dict[tuple[str, str], list[Sample]] = {}
@@ -257,8 +331,19 @@ class KpiEngine:
         self._slice: SliceInfo | None = None
         self._known_until: int | None = None
         self._create_before = _POS
+        # Observation: samples dated before ``_observe_from`` count at it (_NEG: the engine
+        # was never told, see _settle_start); ``_gaps`` are the unobserved intervals
+        # [from, restart) not yet sealed past, in time order. A restart point is always a
+        # slice boundary, so within one slice an unobserved interval is a suffix of it.
+        self._observe_from = _NEG
+        self._gaps: list[tuple[int, int]] = []
         self._open: dict[tuple[int, int], _Window] = {}
         self._out_records: list[KpiRecord] = []
+        # Energy revisions (rules.revisions): closed windows kept for a slow meter's
+        # closing reading, and the late shares noted while the current slice is sealed.
+        self._revisions = RevisionBook(round(revision_horizon_s * 1000))
+        self._late_shares: list[LateShare] = []
+        self._revised_drained = 0  # records_revised when output was last drained
         self._ordered = True
 
     # ------------------------------------------------------------------ input
@@ -276,6 +361,10 @@ class KpiEngine:
             if key in self._unknown_keys or len(self._unknown_keys) < _MAX_UNKNOWN_KEYS:
                 self._unknown_keys[key] = self._unknown_keys.get(key, 0) + 1
             return
+        if ts < self._observe_from:
+            # Dated before observation (re)started: what the agent found at the start.
+            ts = self._observe_from
+            sample = sample._replace(ts_ms=ts)
         if ts < self._sealed_until:
             self._late += 1
             return
@@ -298,6 +387,38 @@ class KpiEngine:
                     self._seal_trigger = _POS
         elif ts < self._hw:
             self._ordered = False
+
+    def observe_from(self, ts_ms: int) -> None:
+        """Observation (re)starts at ``ts_ms``, with no continuity from before.
+
+        Time before it is unknown, and a window ending at or before it gets no record; a
+        sample dated before it that arrives after this call counts as found at it (a
+        state from then on, a counter or register reading as a new baseline). Called
+        mid-stream, the time between the newest sample seen so far and ``ts_ms`` is not
+        observed, and every state, counter and register restarts at ``ts_ms``. A
+        ``ts_ms`` not after what was already seen or sealed moves to just after it.
+        See the module doc, "Observation boundary".
+        """
+        self._settle_start()
+        start = max(ts_ms, self._hw + 1, self._sealed_until, self._observe_from)
+        gap_from = min(max(self._hw + 1, self._observe_from, self._sealed_until), start)
+        gaps = self._gaps
+        if gaps and gaps[-1][1] >= gap_from:  # nothing seen since the previous restart
+            gaps[-1] = (gaps[-1][0], start)
+        else:
+            gaps.append((gap_from, start))
+        self._observe_from = start
+        sl = self._slice
+        if sl is not None and sl.start_ms < start < sl.end_ms:
+            self._slice = replace(sl, end_ms=start)
+            if self._event_mode:  # the shorter slice is due earlier
+                self._seal_trigger = start + self._lateness_ms
+
+    @property
+    def observing_from_ms(self) -> int | None:
+        """Where observation last (re)started: the latest :meth:`observe_from`, or the
+        oldest sample of an engine never told; None before either."""
+        return None if self._observe_from == _NEG else self._observe_from
 
     def advance(self, watermark_ms: int) -> EngineOutput:
         """Live mode: close every window whose ``end + lateness <= watermark_ms``.
@@ -340,6 +461,7 @@ class KpiEngine:
         self._start_slicing()
         while self._slice is not None and (self._slice.start_ms < cut or self._open):
             self._seal_one()
+        self._settle_revisions()
         self._known_until = None
         return self._drain()
 
@@ -347,7 +469,9 @@ class KpiEngine:
         """Offline replay: the records and alarms that became final so far.
 
         Unlike :meth:`advance` it fixes no watermark and keeps the engine in event-time
-        mode, so how often a replay collects its output never changes the output.
+        mode, so how often a replay collects its output never changes the output, but
+        for a record whose revision became final before it was collected: the two come
+        out once, as the revision. What finally stands per key is the same either way.
         """
         return self._drain()
 
@@ -371,15 +495,58 @@ class KpiEngine:
     # ---------------------------------------------------------------- sealing
 
     def _drain(self) -> EngineOutput:
+        if self._revised_drained != self._stats["records_revised"]:
+            self._revised_drained = self._stats["records_revised"]
+            self._out_records = _latest_copies(self._out_records)
         out = EngineOutput(self._out_records, self._alarms.drain())
         self._out_records = []
         self._stats["alarms"] += len(out.alarms)
         return out
 
+    def _settle_start(self) -> None:
+        """An engine never told where observation started takes its oldest sample as the
+        start (and samples arriving later dated before it as found at it)."""
+        if self._observe_from == _NEG and self._min_ts != _POS:
+            self._observe_from = self._min_ts
+            self._gaps.insert(0, (_NEG, self._min_ts))
+
+    def _next_slice(self, start_ms: int) -> SliceInfo:
+        """The plan's slice at ``start_ms``, cut at the next observation restart point."""
+        info = self._plan.slice_at(start_ms)
+        for _, restart in self._gaps:
+            if restart >= info.end_ms:
+                break
+            if restart > start_ms:
+                return replace(info, end_ms=restart)
+        return info
+
+    def _restart(self) -> None:
+        """No continuity across an observation restart: every state is unknown, the next
+        counter and register readings are baselines, and no alarm duration runs on
+        from before (a raised alarm stays raised until its condition clears)."""
+        alarms = self._alarms
+        for idx in alarms.timed:
+            alarms.states[idx].since = None
+        for m in self._machines:
+            m.state = None
+            m.last_total = None
+            m.last_second = None
+        for meter in self._meters:
+            meter.last_ts = None
+            meter.last_steps = None
+            meter.pending = None
+
+    def _unobserved(self, start_ms: int, end_ms: int) -> bool:
+        """Does ``[start_ms, end_ms)`` lie wholly in time the engine did not observe?"""
+        return any(a <= start_ms and end_ms <= b for a, b in self._gaps)
+
     def _start_slicing(self) -> None:
         if self._slice is None and self._min_ts != _POS:
-            start = self._plan.first_slice_start(self._min_ts)
-            self._slice = self._plan.slice_at(start)
+            self._settle_start()
+            # From the observation start at the latest: a sample counted at it (an initial
+            # value coming after the first ones) must not find its slice already sealed.
+            start = self._plan.first_slice_start(min(self._min_ts, self._observe_from))
+            self._slice = self._next_slice(start)
             self._sealed_until = start
 
     def _seal_to(self, until_ms: int) -> None:
@@ -399,33 +566,48 @@ class KpiEngine:
     def _seal_one(self) -> None:
         info = self._slice
         assert info is not None
+        p, s = info.start_ms, info.end_ms
+        gaps = self._gaps
+        while gaps and gaps[0][1] <= p:
+            del gaps[0]
+            self._restart()
+        # Known (and observed) until: the end of the input, or where an unobserved
+        # interval begins in this slice (it then runs to the slice end at least). Alarm
+        # timers stop where observation stopped, even in a later slice of the interval.
+        ku = self._known_until
+        alarm_until = s if ku is None else min(s, ku)
+        if gaps and gaps[0][0] < s:
+            cut = max(gaps[0][0], p)
+            ku = cut if ku is None else min(ku, cut)
+            alarm_until = min(alarm_until, gaps[0][0])
         n_lines = len(self.spec.lines)
         totals = PlantTotals.empty(len(self._machines), n_lines)
+        totals.observed = s - p if ku is None else max(0, min(ku, s) - p)
         ordered = self._ordered
         self._discard.clear()
-        self._seal_machines(info, totals, ordered)
+        self._seal_machines(info, totals, ordered, ku)
         self._seal_meters(info, totals, ordered)
         for key, buf in self._alarm_only.items():
-            for smp in _take(buf, info.end_ms, ordered):
+            for smp in _take(buf, s, ordered):
                 if smp.quality != "bad":
                     self._alarms.on_value(key, smp.ts_ms, smp.value)
-        ku = self._known_until
-        self._alarms.advance_to(info.end_ms if ku is None else min(info.end_ms, ku))
+        self._alarms.advance_to(alarm_until)
         self._fold(info, totals)
+        self._revise(info)
         self._ordered = True  # every non-empty buffer was sorted by _take
-        self._sealed_until = info.end_ms
-        self._slice = self._plan.slice_at(info.end_ms)
-        self._close_until(info.end_ms)
+        self._sealed_until = s
+        self._slice = self._next_slice(s)
+        self._close_until(s)
 
-    def _seal_machines(self, info: SliceInfo, totals: PlantTotals, ordered: bool) -> None:
+    def _seal_machines(self, info: SliceInfo, totals: PlantTotals, ordered: bool,
+                       ku: int | None) -> None:
         p, s = info.start_ms, info.end_ms
-        working = info.working
-        ku = self._known_until
         alarms = self._alarms
         state_alarms = alarms.state_rules
         threshold_keys = alarms.threshold_keys
         for m, mt in zip(self._machines, totals.machines, strict=True):
             mid = m.spec.id
+            working = info.working_for(m.idx)  # the machine's own calendar
             # --- state timeline
             items = _take(m.buf_state, s, ordered)
             cur = m.state
@@ -516,6 +698,7 @@ class KpiEngine:
 
     def _seal_meters(self, info: SliceInfo, totals: PlantTotals, ordered: bool) -> None:
         p, s = info.start_ms, info.end_ms
+        restart = self._gaps[0][1] if self._gaps else _POS
         for meter in self._meters:
             if meter.machine_idx is not None:
                 target = totals.machines[meter.machine_idx].energy
@@ -524,11 +707,16 @@ class KpiEngine:
             else:
                 target = totals.site
             steps: Fraction | int = 0
+            # time-of-use cost in steps x price, booked with every share of ``steps``
+            cost: Fraction | int = 0
+            tariff = self._tariff if meter.spec.carrier == ELECTRICITY else None
             seen = False
             flags = target.flags
             if meter.pending is not None:
                 t1, t2, delta, flag = meter.pending
                 steps += share(delta, t1, t2, p, s)
+                if tariff is not None:
+                    cost += tariff.cost(delta, t1, t2, p, s)
                 seen = True
                 if flag:
                     flags.add(flag)
@@ -561,14 +749,19 @@ class KpiEngine:
                     if flag:
                         flags.add(flag)
                     steps += delta
+                    if tariff is not None:
+                        cost += tariff.cost(delta, last_ts, ts, last_ts, ts)
                     if last_ts < p and delta:
                         # arrived after the slice holding the interval's start was sealed
-                        flags.add(ENERGY_CARRIED)
+                        self._note_late(meter, last_ts, ts, delta, p, flag)
                 last_ts, last_steps = ts, value
             # Look ahead: the first good reading after the slice closes the interval that
-            # spans the slice end, so its share of this slice is booked now.
+            # spans the slice end, so its share of this slice is booked now; never one
+            # after an observation restart, which is a new baseline.
             if last_ts is not None and last_steps is not None and meter.pending is None:
                 for smp in meter.buf:
+                    if smp.ts_ms >= restart:
+                        break
                     if smp.quality == "bad" or smp.ts_ms <= last_ts:
                         continue
                     value = model.to_steps(smp.value)
@@ -583,29 +776,31 @@ class KpiEngine:
                         carried = share(delta, last_ts, ts, last_ts, p)
                         if carried:
                             steps += carried
-                            flags.add(ENERGY_CARRIED)
+                            if tariff is not None:
+                                cost += tariff.cost(delta, last_ts, ts, last_ts, p)
+                            self._note_late(meter, last_ts, ts, delta, p, flag)
                     steps += share(delta, last_ts, ts, p, s)
+                    if tariff is not None:
+                        cost += tariff.cost(delta, last_ts, ts, p, s)
                     if ts > s:
                         meter.pending = (last_ts, ts, delta, flag)
                     last_ts, last_steps = ts, value
                     break
             meter.last_ts, meter.last_steps = last_ts, last_steps
-            key = (meter.spec.id, "energy_kwh")
+            key = (meter.spec.id, register_role(meter.spec.carrier))
             if items and key in self._alarms.threshold_keys:
                 for smp in items:
                     if smp.quality != "bad":
                         self._alarms.on_value(key, smp.ts_ms, smp.value)
             if seen:
-                target.seen = True
-                if steps:
-                    target.kwh += steps * model.resolution
+                target.book(meter.spec.carrier, steps * model.resolution, cost * model.resolution)
 
     def _fold(self, info: SliceInfo, totals: PlantTotals) -> None:
         for label_idx, start, end in self._plan.windows_of(info):
             key = (label_idx, start)
             win = self._open.get(key)
             if win is None:
-                if start >= self._create_before:
+                if start >= self._create_before or self._unobserved(start, end):
                     continue
                 win = _Window(label_idx, start, end, PlantTotals.empty(
                     len(self._machines), len(self.spec.lines)))
@@ -620,11 +815,14 @@ class KpiEngine:
         for win in closing:
             del self._open[(win.label_idx, win.start)]
             self._emit(win)
+            self._retain(win)
 
-    def _emit(self, win: _Window) -> None:
+    def _emit(self, win: _Window, revised: bool = False) -> None:
+        self._mark_pending(win)
         spec = self.spec
-        wid = WindowId(spec.site_id, spec.windows[win.label_idx], win.start, win.end)
         tot = win.totals
+        wid = WindowId(spec.site_id, spec.windows[win.label_idx], win.start, win.end,
+                       tot.observed)
         grid = self._grid
         records = [
             machine_record(wid, m.spec, mt, grid)
@@ -636,19 +834,116 @@ class KpiEngine:
             energy = line_energy([tot.machines[j] for j in self._line_members[i]], tot.lines[i])
             out_spec = self._machines[out_idx].spec
             outputs.append((out_spec, tot.machines[out_idx]))
-            records.append(line_record(wid, ln.id, out_spec, tot.machines[out_idx], energy, grid))
+            members = [(self._machines[j].spec, tot.machines[j]) for j in self._line_members[i]]
+            records.append(line_record(wid, ln.id, out_spec, tot.machines[out_idx], energy, grid,
+                                       members))
         site_energy = EnergyTotals()
         for mt in tot.machines:
             site_energy.add(mt.energy)
         for et in tot.lines:
             site_energy.add(et)
         site_energy.add(tot.site)
-        records.append(site_record(wid, outputs, site_energy, grid))
+        everyone = [(m.spec, mt) for m, mt in zip(self._machines, tot.machines, strict=True)]
+        records.append(site_record(wid, outputs, site_energy, grid, everyone))
+        if revised:
+            # A revision replaces records already out; alarms saw the window once.
+            self._out_records.extend(_flag_revised(records))
+            self._stats["records_revised"] += len(records)
+            return
         for rec in records:
             self._alarms.on_record(rec)
         self._out_records.extend(records)
         self._stats["windows_closed"] += 1
         self._stats["records"] += len(records)
+
+    # ------------------------------------------------------- energy revisions
+
+    def _target(self, meter: _Meter) -> Target:
+        if meter.machine_idx is not None:
+            return (MACHINE, meter.machine_idx)
+        if meter.line_idx is not None:
+            return (LINE, meter.line_idx)
+        return (SITE, 0)
+
+    def _note_late(self, meter: _Meter, t1: int, t2: int, delta: int, until: int,
+                   flag: str | None) -> None:
+        """The interval ``[t1, t2)`` closed after the slices before ``until`` were sealed:
+        its share before ``until`` was booked to the slice being sealed, and
+        :meth:`_revise` moves it (quantity in the meter's carrier and time-of-use cost
+        of its own span) to the windows it belongs to where it still can."""
+        if delta:
+            self._late_shares.append(
+                LateShare(self._target(meter), t1, t2, delta, until, meter.model.resolution,
+                          flag, meter.spec.carrier,
+                          self._tariff if meter.spec.carrier == ELECTRICITY else None))
+
+    def _pending_targets(self, end_ms: int) -> set[Target]:
+        """The meters whose open interval (last reading, no closing one yet) reaches into
+        time before ``end_ms``; none at the end of the input, where nothing is pending.
+
+        A meter silent for longer than the revision horizon counts as gone: its windows
+        are no longer kept (else a dead meter would keep a horizon of windows in every
+        checkpoint), and its energy, should it come back, is carried."""
+        if self._known_until is not None:
+            return set()
+        # Observation stopping after a reading ends its interval for good: the next
+        # reading is a new baseline, so nothing is pending across a gap.
+        gaps = self._gaps
+        alive_after = self._sealed_until - self._revisions.horizon_ms
+        return {
+            self._target(m) for m in self._meters
+            if m.pending is None and m.last_ts is not None and alive_after < m.last_ts < end_ms
+            and not any(a > m.last_ts for a, _ in gaps)
+        }
+
+    def _mark_pending(self, win: _Window) -> None:
+        mark_pending(win.totals, self._pending_targets(win.end))
+
+    def _retain(self, win: _Window) -> None:
+        """Keep a window just closed with energy pending, for its revision."""
+        if self._pending_targets(win.end):
+            self._revisions.retain(win, self._sealed_until)
+
+    def _revise(self, info: SliceInfo) -> None:
+        """Book this slice's late shares to the kept windows they belong to and emit
+        those windows again, flagged ``revised`` (what no kept window takes stays in the
+        open window, flagged ``energy_carried``); drop what the horizon no longer keeps."""
+        book = self._revisions
+        if self._late_shares:
+            late, self._late_shares = self._late_shares, []
+            current = {label_idx: self._open.get((label_idx, start))
+                       for label_idx, start, _ in self._plan.windows_of(info)}
+            touched: dict[tuple[int, int], _Window] = {}
+            for item in late:
+                book.spread(item, current, self._spans(item.t1, item.until), touched)
+            for win in revision_order(touched.values()):
+                self._emit(win, revised=True)
+                if not self._pending_targets(win.end):
+                    book.release(win)
+        book.prune(info.end_ms)
+
+    def _spans(self, t1: int, t2: int) -> dict[int, list[tuple[int, int]]]:
+        """Per label, the windows (start, end) covering time of ``[t1, t2)``, from the
+        slice plan (a shift label leaves the time between shifts uncovered)."""
+        spans: dict[int, list[tuple[int, int]]] = {}
+        t = t1
+        while t < t2:
+            info = self._plan.slice_at(t)
+            for label_idx, start, end in self._plan.windows_of(info):
+                found = spans.setdefault(label_idx, [])
+                if not found or found[-1][0] != start:
+                    found.append((start, end))
+            t = info.end_ms
+        return spans
+
+    def _settle_revisions(self) -> None:
+        """End of input: no closing reading is pending any more, so each kept window is
+        final as it stands and is emitted so, revised, without ``energy_pending``."""
+        book = self._revisions
+        for win in revision_order(book.windows.values()):
+            assert isinstance(win, _Window)
+            self._emit(win, revised=True)
+        book.windows.clear()
 
     # ------------------------------------------------------------- checkpoint
 
@@ -672,7 +967,7 @@ class KpiEngine:
         where this engine stands.
         """
         return {
-            "version": _SNAPSHOT_VERSION,
+            "version": SNAPSHOT_VERSION,
             "shape": self._shape(),
             "stats": dict(self._stats),
             "n": self._n,
@@ -687,6 +982,8 @@ class KpiEngine:
             "sealed_until": self._sealed_until,
             "slice_start": None if self._slice is None else self._slice.start_ms,
             "create_before": self._create_before,
+            "observe_from": self._observe_from,
+            "gaps": [list(g) for g in self._gaps],
             "machines": [
                 {
                     "state": m.state,
@@ -714,6 +1011,7 @@ class KpiEngine:
             "open": [
                 [w.label_idx, w.start, w.end, w.totals.to_json()] for w in self._open.values()
             ],
+            "revisable": self._revisions.to_json(),
             "alarms": self._alarms.to_json(),
             "alarm_events": [
                 [ts, idx, asdict(ev)] for ts, idx, ev in self._alarms.events
@@ -724,17 +1022,25 @@ class KpiEngine:
         }
 
     @classmethod
-    def restore(cls, spec: EngineSpec, state: dict[str, Any]) -> KpiEngine:
+    def restore(cls, spec: EngineSpec, state: dict[str, Any], *,
+                revision_horizon_s: float = DEFAULT_HORIZON_S) -> KpiEngine:
         """An engine continuing from :meth:`snapshot` output (possibly after a JSON
         round trip).
 
         Raises ValueError (or KeyError/TypeError for a damaged state) when the snapshot
         does not fit ``spec`` (other machines, meters, lines, windows or alarms), so the
-        caller can start afresh instead.
+        caller can start afresh instead. A version 1 snapshot (taken before the engine
+        kept its observation state) is upgraded: see :func:`_upgrade_v1`; a version 2
+        one (before energy revisions) keeps no window for revision, so energy reaching
+        back before the restore is carried as an older engine carried it.
         """
-        if state.get("version") != _SNAPSHOT_VERSION:
+        if state.get("version") == 1:
+            state = _upgrade_v1(state)
+        if state.get("version") == 2:
+            state = {**state, "version": 3, "revisable": []}
+        if state.get("version") != SNAPSHOT_VERSION:
             raise ValueError(f"unsupported engine snapshot version {state.get('version')!r}")
-        eng = cls(spec)
+        eng = cls(spec, revision_horizon_s=revision_horizon_s)
         if state.get("shape") != eng._shape():
             raise ValueError("the engine snapshot was taken with a different plant or windows")
         eng._stats.update({k: int(v) for k, v in state["stats"].items()})
@@ -748,9 +1054,11 @@ class KpiEngine:
         eng._ordered = bool(state["ordered"])
         eng._seal_trigger = int(state["seal_trigger"])
         eng._sealed_until = int(state["sealed_until"])
-        start = state["slice_start"]
-        eng._slice = None if start is None else eng._plan.slice_at(int(start))
         eng._create_before = int(state["create_before"])
+        eng._observe_from = int(state["observe_from"])
+        eng._gaps = [(int(a), int(b)) for a, b in state["gaps"]]
+        start = state["slice_start"]
+        eng._slice = None if start is None else eng._next_slice(int(start))
         for m, d in zip(eng._machines, state["machines"], strict=True):
             m.state = d["state"]
             m.last_total = d["last_total"]
@@ -772,6 +1080,9 @@ class KpiEngine:
             eng._open[(int(label_idx), int(wstart))] = _Window(
                 int(label_idx), int(wstart), int(wend), PlantTotals.from_json(totals)
             )
+        for label_idx, wstart, wend, totals in state["revisable"]:
+            eng._revisions.retain(_Window(int(label_idx), int(wstart), int(wend),
+                                          PlantTotals.from_json(totals)), eng._sealed_until)
         eng._alarms.load_json(state["alarms"])
         eng._alarms.events = [
             (int(ts), int(idx), AlarmEvent(**ev)) for ts, idx, ev in state["alarm_events"]
@@ -782,4 +1093,54 @@ class KpiEngine:
         return eng
 
 
-__all__ = ["EngineOutput", "KpiEngine"]
+def _flag_revised(records: list[KpiRecord]) -> list[KpiRecord]:
+    return [replace(r, flags=tuple(sorted({*r.flags, REVISED}))) for r in records]
+
+
+def _latest_copies(records: list[KpiRecord]) -> list[KpiRecord]:
+    """Each key once, the latest copy in the place of the first: a revision that
+    becomes final in the same output as the record it replaces is sent once."""
+    where: dict[tuple[str, str | None, str | None, str, int], int] = {}
+    out: list[KpiRecord] = []
+    for rec in records:
+        key = rec.key
+        if key in where:
+            out[where[key]] = rec
+        else:
+            where[key] = len(out)
+            out.append(rec)
+    return out
+
+
+def _upgrade_v1(state: dict[str, Any]) -> dict[str, Any]:
+    """A version 1 snapshot in the version 2 layout.
+
+    Version 1 engines had no observation state: they observed from their oldest sample
+    on, without a break. So the observation started there (once slicing had begun; else
+    the restored engine settles it as a new one would), no unobserved interval is left
+    to seal, and a window's observed time is what was sealed of it since that sample.
+    """
+    min_ts = int(state["min_ts"])
+    sealed = int(state["sealed_until"])
+    started = state["slice_start"] is not None
+
+    def observed(start: int, end: int) -> int:
+        return max(0, min(sealed, end) - max(start, min_ts))
+
+    out = dict(state)
+    out["version"] = 2
+    out["observe_from"] = min_ts if started else _NEG
+    out["gaps"] = []
+    out["open"] = [
+        [label_idx, start, end, {**totals, "observed": observed(int(start), int(end))}]
+        for label_idx, start, end, totals in state["open"]
+    ]
+    out["out_records"] = [
+        {**r, "observed_s": observed(int(r["window_start_ms"]), int(r["window_end_ms"]))
+         / 1000}
+        for r in state["out_records"]
+    ]
+    return out
+
+
+__all__ = ["SNAPSHOT_VERSION", "EngineOutput", "KpiEngine"]

@@ -1,4 +1,4 @@
-"""KPI records from window totals (KPI.md, "KPIs" and "Aggregates").
+"""KPI records from window totals (docs/kpi.md, "KPIs" and "Aggregates").
 
 Every ratio is computed from exact sums (integer milliseconds and parts, Fraction energy)
 and converted to float once, so 45 s * 456 / 28 800 s is exactly 0.7125 and
@@ -12,12 +12,14 @@ Flags (sorted, unique) a record may carry:
     an energy register decreased during an interval that contributes to the window.
 ``incomplete``
     scheduled time in the window had no known machine state (before the first sample,
-    while the state source was bad, or after the end of the input).
+    while the state source was bad, or after the end of the input), or part of the
+    window was not observed at all (before the agent started observing, or while it was
+    not running): ``observed_s`` is then less than the window's length.
 ``performance_over_1``
     performance above 1 (not clamped): the ideal cycle time is too long, or parts were
     counted that were not produced in the window's producing time. Also raised when parts
     were counted with no producing time at all (performance undefined, but ``oee`` =
-    ideal_cycle_time_s * GQ / PBT is then reported as KPI.md defines it, possibly > 1).
+    ideal_cycle_time_s * GQ / PBT is then reported as docs/kpi.md defines it, possibly > 1).
 ``no_energy_data``
     no meter contributed any interval to the window: ``energy_kwh`` and everything
     derived from it is None.
@@ -29,18 +31,25 @@ Flags (sorted, unique) a record may carry:
 ``counts_inconsistent``
     more scrap (or good) parts than parts produced were counted; the derived count is
     clamped to 0.
+``energy_pending``
+    a meter's closing reading for part of the window had not arrived when the window
+    closed; its energy is what was known then, and a ``revised`` record follows.
+``revised``
+    the window sent again, whole, once a late closing reading gave it its exact energy
+    share (see :mod:`rules.revisions`); it replaces the earlier record of its key.
 ``energy_carried``
-    energy of a meter interval that reached back into an already closed window was
-    booked to the earliest open window (readings further apart than the lateness).
+    energy of a meter interval that reached back further than the revision horizon was
+    booked to the earliest open window.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
+from typing import Any
 
 from rules.energy import exact
-from rules.spec import KGCE_PER_KWH, MachineSpec
+from rules.spec import ELECTRICITY, GBT2589_CARRIERS, EngineSpec, MachineSpec, default_carriers
 from rules.timemodel import planned_busy_ms
 from rules.totals import IDLE, PRODUCING, SETUP, UNKNOWN, UNPLANNED, EnergyTotals, MachineTotals
 from rules.types import KpiRecord
@@ -50,17 +59,64 @@ PERFORMANCE_OVER_1 = "performance_over_1"
 NO_ENERGY_DATA = "no_energy_data"
 COUNTS_INCONSISTENT = "counts_inconsistent"
 
-_KGCE = exact(KGCE_PER_KWH)
+_QUANTITY_FIELDS = tuple(fld for _, fld, _ in GBT2589_CARRIERS.values()
+                         if fld is not None and fld != "energy_kwh")
+
+
+def _opt(value: float | None) -> Fraction | None:
+    return None if value is None else exact(value)
+
+
+@dataclass(frozen=True, slots=True)
+class EnergyFactors:
+    """Every carrier's factors as exact fractions: what turns a window's quantities into
+    standard coal, CO2 and cost. ``priced`` is True when a tariff prices electricity."""
+
+    kgce: dict[str, Fraction]
+    co2: dict[str, Fraction]
+    price: dict[str, Fraction]
+    fields: dict[str, str]
+    priced: bool = False
+    carriers: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, spec: EngineSpec) -> EnergyFactors:
+        """The factors in effect for ``spec``."""
+        carriers = spec.carrier_specs()
+        return cls(
+            {c.name: f for c in carriers if (f := _opt(c.kgce_per_unit)) is not None},
+            {c.name: f for c in carriers if (f := _opt(c.co2_kg_per_unit)) is not None},
+            {c.name: f for c in carriers if c.name != ELECTRICITY
+             and (f := _opt(c.price_per_unit)) is not None},
+            {c.name: c.field for c in carriers if c.field is not None},
+            spec.tariff is not None,
+            frozenset(c.name for c in carriers),
+        )
+
+    @classmethod
+    def grid_only(cls, grid: Fraction) -> EnergyFactors:
+        """The default carriers with ``grid`` kgCO2/kWh: a record built from totals alone."""
+        spec = EngineSpec("", carriers=default_carriers(float(grid)))
+        return cls.of(spec)
 
 
 @dataclass(frozen=True, slots=True)
 class WindowId:
-    """Which window a record belongs to."""
+    """Which window a record belongs to, and how much of it was observed.
+
+    ``observed_ms`` None means the whole window (a record built from totals alone).
+    """
 
     site: str
     label: str
     start_ms: int
     end_ms: int
+    observed_ms: int | None = None
+
+    @property
+    def observed(self) -> int:
+        """Observed time in ms."""
+        return self.end_ms - self.start_ms if self.observed_ms is None else self.observed_ms
 
 
 def _ratio(num: Fraction | int, den: Fraction | int) -> float | None:
@@ -83,27 +139,39 @@ def counts(totals: MachineTotals, good_counter: bool) -> tuple[int, int, int, bo
 
 
 def _energy_fields(
-    energy: EnergyTotals, pq: int, gq: int, grid: Fraction
-) -> dict[str, float | None]:
-    if not energy.seen:
-        return {
-            "energy_kwh": None,
-            "energy_per_unit_kwh": None,
-            "energy_per_good_unit_kwh": None,
-            "kgce_per_good_unit": None,
-            "co2_kg": None,
-            "co2_per_good_unit_kg": None,
-        }
+    energy: EnergyTotals, pq: int, gq: int, factors: EnergyFactors
+) -> dict[str, Any]:
+    """The energy fields of a record (a dict of floats or None, typed Any because the
+    record's other fields are ints)."""
+    out: dict[str, float | None] = dict.fromkeys(_QUANTITY_FIELDS)
+    quantities: dict[str, Fraction | int] = dict(energy.other)
+    if energy.seen:
+        quantities[ELECTRICITY] = energy.kwh
+    for carrier, qty in quantities.items():
+        fld = factors.fields.get(carrier)
+        if fld is not None and fld != "energy_kwh":
+            out[fld] = float(qty)
+    kgce_carriers = [c for c in quantities if c in factors.kgce]
+    co2_carriers = [c for c in quantities if c in factors.co2]
+    cost_carriers = [c for c in quantities if c in factors.price
+                     or (c == ELECTRICITY and factors.priced)]
+    kgce = sum((factors.kgce[c] * quantities[c] for c in kgce_carriers), Fraction(0))
+    co2 = sum((factors.co2[c] * quantities[c] for c in co2_carriers), Fraction(0))
+    cost = sum((energy.cost if c == ELECTRICITY else factors.price[c] * quantities[c]
+                for c in cost_carriers), Fraction(0))
     kwh = energy.kwh
-    co2 = kwh * grid
-    return {
-        "energy_kwh": float(kwh),
-        "energy_per_unit_kwh": _ratio(kwh, pq),
-        "energy_per_good_unit_kwh": _ratio(kwh, gq),
-        "kgce_per_good_unit": _ratio(_KGCE * kwh, gq),
-        "co2_kg": float(co2),
-        "co2_per_good_unit_kg": _ratio(co2, gq),
-    }
+    out.update({
+        "energy_kwh": float(kwh) if energy.seen else None,
+        "energy_per_unit_kwh": _ratio(kwh, pq) if energy.seen else None,
+        "energy_per_good_unit_kwh": _ratio(kwh, gq) if energy.seen else None,
+        "kgce": float(kgce) if kgce_carriers else None,
+        "kgce_per_good_unit": _ratio(kgce, gq) if kgce_carriers else None,
+        "co2_kg": float(co2) if co2_carriers else None,
+        "co2_per_good_unit_kg": _ratio(co2, gq) if co2_carriers else None,
+        "energy_cost": float(cost) if cost_carriers else None,
+        "energy_cost_per_good_unit": _ratio(cost, gq) if cost_carriers else None,
+    })
+    return out
 
 
 def _build(
@@ -117,12 +185,13 @@ def _build(
     ideal_cycle_time_s: float | None,
     energy: EnergyTotals,
     flags: set[str],
-    grid: Fraction,
+    factors: EnergyFactors,
     schedule_kpis: bool,
 ) -> KpiRecord:
     out_flags = set(flags)
     out_flags.discard(PERFORMANCE_OVER_1)
-    if times[UNKNOWN] > 0:
+    observed = wid.observed
+    if times[UNKNOWN] > 0 or observed < wid.end_ms - wid.start_ms:
         out_flags.add(INCOMPLETE)
     pbt = planned_busy_ms(times)
     apt = times[PRODUCING]
@@ -140,7 +209,7 @@ def _build(
         oee = float(ict * gq * 1000 / pbt)
         defect = _ratio(sq, pq)
         cycle = _ratio(Fraction(apt, 1000), pq)
-    if not energy.seen:
+    if not energy.any_seen:
         out_flags.add(NO_ENERGY_DATA)
     out_flags |= energy.flags
     return KpiRecord(
@@ -150,6 +219,7 @@ def _build(
         window=wid.label,
         window_start_ms=wid.start_ms,
         window_end_ms=wid.end_ms,
+        observed_s=observed / 1000,
         planned_busy_time_s=pbt / 1000,
         producing_time_s=apt / 1000,
         setup_time_s=times[SETUP] / 1000,
@@ -165,22 +235,28 @@ def _build(
         defect_rate=defect,
         cycle_time_mean_s=cycle,
         ideal_cycle_time_s=ideal_cycle_time_s,
-        **_energy_fields(energy, pq, gq, grid),
+        **_energy_fields(energy, pq, gq, factors),
         flags=tuple(sorted(out_flags)),
     )
 
 
+def _factors(factors: EnergyFactors | Fraction) -> EnergyFactors:
+    return factors if isinstance(factors, EnergyFactors) else EnergyFactors.grid_only(factors)
+
+
 def machine_record(
-    wid: WindowId, spec: MachineSpec, totals: MachineTotals, grid: Fraction
+    wid: WindowId, spec: MachineSpec, totals: MachineTotals, factors: EnergyFactors | Fraction
 ) -> KpiRecord:
-    """A machine's record: its own times, counts and the energy of its meters."""
+    """A machine's record: its own times, counts and the energy of its meters.
+
+    ``factors`` may be a bare grid factor (kgCO2/kWh) with the default carriers."""
     pq, gq, sq, consistent = counts(totals, spec.good_counter)
     flags = set(totals.flags)
     if not consistent:
         flags.add(COUNTS_INCONSISTENT)
     return _build(
         wid, spec.line, spec.id, totals.times, pq, gq, sq, spec.ideal_cycle_time_s,
-        totals.energy, flags, grid, schedule_kpis=True,
+        totals.energy, flags, _factors(factors), schedule_kpis=True,
     )
 
 
@@ -193,36 +269,64 @@ def line_energy(machines: list[MachineTotals], own: EnergyTotals) -> EnergyTotal
     return total
 
 
+def rolled_throughput_yield(
+    members: list[tuple[MachineSpec, MachineTotals]],
+) -> tuple[int, float | None]:
+    """``(scrap of all the machines, RTY)`` of a line's machines.
+
+    RTY is the product of the machines' quality ratios GQ/PQ: the share of a part that
+    passes every station good. A machine that produced nothing in the window has no
+    ratio and is left out of the product (it scrapped nothing that went through it);
+    RTY is None when no machine produced anything.
+    """
+    scrap = 0
+    rty: Fraction | None = None
+    for spec, totals in members:
+        pq, gq, sq, _ = counts(totals, spec.good_counter)
+        scrap += sq
+        if pq > 0:
+            rty = (Fraction(1) if rty is None else rty) * Fraction(min(gq, pq), pq)
+    return scrap, None if rty is None else float(rty)
+
+
 def line_record(
     wid: WindowId,
     line_id: str,
     output: MachineSpec,
     output_totals: MachineTotals,
     energy: EnergyTotals,
-    grid: Fraction,
+    factors: EnergyFactors | Fraction,
+    members: list[tuple[MachineSpec, MachineTotals]] | None = None,
 ) -> KpiRecord:
     """A line's record: counts, times and schedule KPIs of its output machine (what leaves
-    the line), energy of the whole line divided by those counts."""
+    the line), energy of the whole line divided by those counts; with ``members`` (every
+    machine of the line) also the scrap of all of them and the rolled throughput yield."""
     pq, gq, sq, consistent = counts(output_totals, output.good_counter)
     flags = set(output_totals.flags)
     flags -= {"meter_rollover", "meter_reset", "energy_carried"}
     if not consistent:
         flags.add(COUNTS_INCONSISTENT)
-    return _build(
+    record = _build(
         wid, line_id, None, output_totals.times, pq, gq, sq, output.ideal_cycle_time_s,
-        energy, flags, grid, schedule_kpis=True,
+        energy, flags, _factors(factors), schedule_kpis=True,
     )
+    if members is None:
+        return record
+    scrap, rty = rolled_throughput_yield(members)
+    return replace(record, scrap_all_machines=scrap, rolled_throughput_yield=rty)
 
 
 def site_record(
     wid: WindowId,
     outputs: list[tuple[MachineSpec, MachineTotals]],
     energy: EnergyTotals,
-    grid: Fraction,
+    factors: EnergyFactors | Fraction,
+    machines: list[tuple[MachineSpec, MachineTotals]] | None = None,
 ) -> KpiRecord:
     """The site record: energy of everything, parts and times summed over the lines'
-    outputs, energy intensities divided by those; no schedule KPIs (a site has no single
-    plan to be available against)."""
+    outputs, energy intensities, defect rate and quality ratio computed from those sums;
+    no other schedule KPIs (a site has no single plan to be available against). With
+    ``machines`` (every machine of the site) also the scrap of all of them."""
     times = [0, 0, 0, 0, 0, 0]
     pq = gq = sq = 0
     flags: set[str] = set()
@@ -236,6 +340,11 @@ def site_record(
         flags |= totals.flags - {"meter_rollover", "meter_reset", "energy_carried"}
         if not consistent:
             flags.add(COUNTS_INCONSISTENT)
-    return _build(
-        wid, None, None, times, pq, gq, sq, None, energy, flags, grid, schedule_kpis=False
+    record = _build(
+        wid, None, None, times, pq, gq, sq, None, energy, flags, _factors(factors),
+        schedule_kpis=False,
     )
+    scrap = None if machines is None else sum(
+        counts(totals, spec.good_counter)[2] for spec, totals in machines)
+    return replace(record, quality_ratio=_ratio(gq, pq), defect_rate=_ratio(sq, pq),
+                   scrap_all_machines=scrap)

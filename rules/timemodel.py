@@ -1,4 +1,4 @@
-"""The ISO 22400 time model of one machine (KPI.md, "Time model").
+"""The ISO 22400 time model of one machine (docs/kpi.md, "Time model").
 
 Within a window, scheduled time that is not a planned break is booked to the machine's
 state at each instant (the last known state carried forward, OPC 40501-1 Annex C already

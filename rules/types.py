@@ -1,7 +1,7 @@
 """The value types every part of the agent exchanges.
 
 They live in ``rules`` because the rules define what a sample and a record are; the
-collectors and the agent import them from here (see DESIGN.md, "Layout").
+collectors and the agent import them from here (see docs/architecture.md, "Layout").
 
 Time is carried as integer milliseconds since the UNIX epoch (UTC) so that window
 arithmetic is exact: a shift of 480 minutes is 28 800 000 ms, never 479.99999 min.
@@ -68,7 +68,7 @@ class Sample(NamedTuple):
     ts_source: str = "source"
 
     def to_json_dict(self) -> dict[str, Any]:
-        """The sample-log line of DESIGN.md (``quality`` omitted when good)."""
+        """The sample-log line of docs/architecture.md (``quality`` omitted when good)."""
         out: dict[str, Any] = {
             "ts": ms_to_rfc3339(self.ts_ms),
             "device": self.device,
@@ -81,6 +81,7 @@ class Sample(NamedTuple):
 
 
 KPI_FIELDS: tuple[str, ...] = (
+    "observed_s",
     "planned_busy_time_s",
     "producing_time_s",
     "setup_time_s",
@@ -94,16 +95,26 @@ KPI_FIELDS: tuple[str, ...] = (
     "quality_ratio",
     "oee",
     "defect_rate",
+    "scrap_all_machines",
+    "rolled_throughput_yield",
     "cycle_time_mean_s",
     "ideal_cycle_time_s",
     "energy_kwh",
     "energy_per_unit_kwh",
     "energy_per_good_unit_kwh",
+    "natural_gas_m3",
+    "steam_kg",
+    "water_m3",
+    "compressed_air_m3",
+    "kgce",
     "kgce_per_good_unit",
     "co2_kg",
     "co2_per_good_unit_kg",
+    "energy_cost",
+    "energy_cost_per_good_unit",
 )
-"""Every numeric field of a KPI record, in the order of DESIGN.md."""
+"""Every numeric field of a KPI record, in wire order: ``observed_s`` (the time the agent
+observed) first, as it bounds every time element after it."""
 
 
 def _clean(value: float | int | None) -> float | int | None:
@@ -120,6 +131,14 @@ class KpiRecord:
 
     Undefined values (0/0) are ``None``, never 0 and never NaN. A line record has
     ``machine`` None; the site record has ``line`` and ``machine`` None.
+
+    ``observed_s`` is the part of the window the agent observed: it was running, and
+    had started observing before (see :meth:`rules.engine.KpiEngine.observe_from`). It is
+    the same for the machine, line and site records of one window, equals the window's
+    length when the agent saw all of it, and lets a consumer refuse to replace a stored
+    record with one that saw less of the window (an agent that lost its checkpoint).
+    The engine always sets it; ``None`` means "not stated" and is only found in records
+    read back from agents that predate the field.
     """
 
     site: str
@@ -128,6 +147,7 @@ class KpiRecord:
     window: str
     window_start_ms: int
     window_end_ms: int
+    observed_s: float | None = None
     planned_busy_time_s: float = 0.0
     producing_time_s: float = 0.0
     setup_time_s: float = 0.0
@@ -141,19 +161,30 @@ class KpiRecord:
     quality_ratio: float | None = None
     oee: float | None = None
     defect_rate: float | None = None
+    scrap_all_machines: int | None = None
+    rolled_throughput_yield: float | None = None
     cycle_time_mean_s: float | None = None
     ideal_cycle_time_s: float | None = None
     energy_kwh: float | None = None
     energy_per_unit_kwh: float | None = None
     energy_per_good_unit_kwh: float | None = None
+    natural_gas_m3: float | None = None
+    steam_kg: float | None = None
+    water_m3: float | None = None
+    compressed_air_m3: float | None = None
+    kgce: float | None = None
     kgce_per_good_unit: float | None = None
     co2_kg: float | None = None
     co2_per_good_unit_kg: float | None = None
+    energy_cost: float | None = None
+    energy_cost_per_good_unit: float | None = None
     flags: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         for name in KPI_FIELDS:
             _clean(getattr(self, name))
+        if self.observed_s is not None and self.observed_s < 0:
+            raise ValueError(f"observed_s {self.observed_s!r} is negative")
 
     @property
     def key(self) -> tuple[str, str | None, str | None, str, int]:
@@ -161,7 +192,7 @@ class KpiRecord:
         return (self.site, self.line, self.machine, self.window, self.window_end_ms)
 
     def to_json_dict(self) -> dict[str, Any]:
-        """The wire form of DESIGN.md: MQTT payload, ``edge-agent kpi`` output."""
+        """The wire form of docs/architecture.md: MQTT payload, ``edge-agent kpi`` output."""
         raw = asdict(self)
         out: dict[str, Any] = {
             "schema": SCHEMA,

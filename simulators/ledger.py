@@ -135,7 +135,7 @@ def parts_in(entries: Iterable[Entry], machine: str, start_ms: int, end_ms: int
 
 def energy_in(entries: Iterable[Entry], meter: str, start_ms: int, end_ms: int) -> Decimal:
     """The meter's energy in the window, each register step spread uniformly over the time
-    it covers (the agent spreads readings the same way, KPI.md "Energy")."""
+    it covers (the agent spreads readings the same way, docs/kpi.md "Energy")."""
     total = Decimal(0)
     for e in entries:
         if e["kind"] != "energy" or e["device"] != meter:

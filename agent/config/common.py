@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
@@ -91,8 +91,10 @@ class MqttSettings(StrictModel):
             raise ValueError("give password or password_env, not both")
         if self.reconnect_min_s > self.reconnect_max_s:
             raise ValueError("reconnect_min_s must not exceed reconnect_max_s")
-        if "/" in self.prefix.strip("/") or not self.prefix.strip("/"):
-            raise ValueError("prefix must be one non-empty topic level, e.g. 'factory'")
+        level = self.prefix.strip("/")
+        if not level or any(c in level for c in "/+#") or level.startswith("$"):
+            raise ValueError("prefix must be one non-empty topic level without '/', '+', '#' "
+                             "or a leading '$', e.g. 'factory'")
         return self
 
     def password_value(self) -> str | None:
@@ -114,9 +116,56 @@ class InfluxSettings(StrictModel):
     """API token inline (prefer token_env); on 1.8 "user:password". Never logged."""
     token_env: str | None = None
     """Name of the environment variable that holds the token."""
+    token_file: Path | None = None
+    """File that holds the token (a secret mounted by docker-compose or systemd), read
+    when the ingest connects; surrounding whitespace is ignored."""
+    org_env: str | None = None
+    """Name of an environment variable that holds the organisation, instead of org: the
+    deployment's environment (e.g. docker-compose's .env) then decides it in one place."""
+    bucket_env: str | None = None
+    """Name of an environment variable that holds the bucket, instead of bucket."""
     timeout_s: float = Field(10.0, gt=0)
     """HTTP timeout of one write."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _from_environment(cls, data: Any) -> Any:
+        # Resolved at load time, so that every user of ``org`` and ``bucket`` (ingest,
+        # report, check-config) sees the same value and an unset variable is a config error.
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for key in ("org", "bucket"):
+            env_name = data.get(f"{key}_env")
+            if env_name is None:
+                continue
+            if key in data:
+                raise ValueError(f"give {key} or {key}_env, not both")
+            value = os.environ.get(str(env_name), "")
+            if not value.strip():
+                raise ValueError(f"{key}_env: environment variable {env_name} is not set")
+            out[key] = value
+        return out
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> Self:
+        given = [name for name, value in (("token", self.token), ("token_env", self.token_env),
+                                          ("token_file", self.token_file)) if value is not None]
+        if len(given) > 1:
+            raise ValueError(f"give one of token, token_env and token_file, not {given[0]} "
+                             f"and {given[1]}")
+        return self
+
     def token_value(self) -> str:
-        """The token, read from the environment when ``token_env`` is set."""
+        """The token, read from ``token_file`` or the environment variable when one is set."""
+        if self.token_file is not None:
+            try:
+                token = self.token_file.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as err:
+                reason = err.strerror if isinstance(err, OSError) and err.strerror else err
+                raise ValueError(f"influxdb.token_file: cannot read {self.token_file}: "
+                                 f"{reason}") from err
+            if not token:
+                raise ValueError(f"influxdb.token_file: {self.token_file} is empty")
+            return token
         return resolve_secret(self.token, self.token_env, "influxdb.token_env") or ""

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
+from typing import Any
 
+from agent.config.calendars import effective, public_days
 from agent.config.model import (
     AgentConfig,
+    CalendarSection,
     MachineSection,
     MeterSection,
     ModbusSourceSection,
     OpcUaSourceSection,
     SignalSection,
+    parse_weekday,
 )
 from agent.config.units import unit_problem
 from collectors.presets import PRESETS
@@ -25,7 +29,8 @@ def _dupes(kind: str, ids: Iterable[str]) -> Problems:
     return [(kind, f"id {name!r} is used {n} times") for name, n in counts.items() if n > 1]
 
 
-def _label(kind: str, index: int, ident: str) -> str:
+def label(kind: str, index: int, ident: str) -> str:
+    """How an error names a list item: ``machines[2] "cnc-03"``."""
     return f'{kind}[{index}] "{ident}"'
 
 
@@ -41,26 +46,60 @@ def check_kpi(cfg: AgentConfig) -> Problems:
     machines = {m.id: m for m in cfg.machines}
     for i, m in enumerate(cfg.machines):
         if m.line not in lines:
-            out.append((_label("machines", i, m.id) + ": line",
+            out.append((label("machines", i, m.id) + ": line",
                         f'line "{m.line}" is not defined in [[lines]]'))
     for i, ln in enumerate(cfg.lines):
         out_machine = machines.get(ln.output_machine)
         if out_machine is None:
-            out.append((_label("lines", i, ln.id) + ": output_machine",
+            out.append((label("lines", i, ln.id) + ": output_machine",
                         f'machine "{ln.output_machine}" is not defined'))
         elif out_machine.line != ln.id:
-            out.append((_label("lines", i, ln.id) + ": output_machine",
+            out.append((label("lines", i, ln.id) + ": output_machine",
                         f'machine "{ln.output_machine}" belongs to line "{out_machine.line}"'))
     for i, mt in enumerate(cfg.meters):
-        where = _label("meters", i, mt.id)
+        where = label("meters", i, mt.id)
         if mt.machine is not None and mt.machine not in machines:
             out.append((where + ": machine", f'machine "{mt.machine}" is not defined'))
         if mt.line is not None and mt.line not in lines:
             out.append((where + ": line", f'line "{mt.line}" is not defined'))
     if "shift" in cfg.kpi.windows and not cfg.calendar.shifts:
         out.append(("kpi.windows", "'shift' needs [[calendar.shifts]]"))
-    out += _dupes("calendar.shifts", (s.name for s in cfg.calendar.shifts))
+    out += _check_calendars(cfg)
     out += _check_alarms(cfg)
+    return out
+
+
+def _check_calendar(where: str, cal: CalendarSection) -> Problems:
+    out: Problems = _dupes(f"{where}.shifts", (s.name for s in cal.shifts))
+    code = cal.public_holidays
+    if code is not None and code.lower() != "none":
+        try:
+            public_days(code)
+        except ValueError as err:
+            out.append((f"{where}.public_holidays", str(err)))
+    if cal.shifts:
+        runs = frozenset().union(*(s.weekdays() for s in cal.shifts))
+        for day, follows in cal.make_up_days.items():
+            if parse_weekday(follows) not in runs:
+                out.append((f"{where}.make_up_days.{day}",
+                            f"no shift starts on {follows!r}, so the day would have no shifts"))
+    return out
+
+
+def _check_calendars(cfg: AgentConfig) -> Problems:
+    """Each calendar as the engine will see it; lines and machines name existing ones."""
+    out = _check_calendar("calendar", cfg.calendar)
+    for name in cfg.calendars:
+        out += _check_calendar(f"calendars.{name}", effective(cfg, name))
+    items: list[tuple[str, list[Any]]] = [("lines", list(cfg.lines)),
+                                          ("machines", list(cfg.machines))]
+    for kind, entries in items:
+        for i, item in enumerate(entries):
+            if item.calendar is not None and item.calendar not in cfg.calendars:
+                known = (f"defined: {', '.join(sorted(cfg.calendars))}" if cfg.calendars
+                         else "there is no [calendars.<name>] table")
+                out.append((label(kind, i, item.id) + ": calendar",
+                            f'calendar "{item.calendar}" is not defined ({known})'))
     return out
 
 
@@ -113,7 +152,7 @@ def _check_signal(
 
 def _machine_roles(i: int, m: MachineSection, sources: dict[str, OpcUaSourceSection |
                    ModbusSourceSection]) -> Problems:
-    where = _label("machines", i, m.id)
+    where = label("machines", i, m.id)
     out: Problems = []
     sig = m.signals
     for role in ("state", "parts_total"):
@@ -131,7 +170,7 @@ def _machine_roles(i: int, m: MachineSection, sources: dict[str, OpcUaSourceSect
 
 def _meter_roles(i: int, mt: MeterSection, sources: dict[str, OpcUaSourceSection |
                  ModbusSourceSection]) -> Problems:
-    where = _label("meters", i, mt.id)
+    where = label("meters", i, mt.id)
     out: Problems = []
     if mt.preset is not None:
         if mt.preset.lower() not in PRESETS:
@@ -142,10 +181,13 @@ def _meter_roles(i: int, mt: MeterSection, sources: dict[str, OpcUaSourceSection
             out.append((f"{where}: source", f'source "{mt.source}" is not defined'))
         elif not isinstance(src, ModbusSourceSection):
             out.append((f"{where}: source", f'source "{mt.source}" is not a Modbus source'))
-    elif mt.signals.energy_kwh is None:
+    elif mt.carrier != "electricity" and mt.signals.reading is None:
+        out.append((f"{where}: signals.reading",
+                    f"required role of a {mt.carrier} meter is not configured"))
+    elif mt.carrier == "electricity" and mt.signals.energy_kwh is None:
         out.append((f"{where}: signals.energy_kwh",
                     "required role is not configured (or give preset, source and unit)"))
-    for role in ("energy_kwh", "power_kw"):
+    for role in ("energy_kwh", "power_kw", "reading"):
         s = getattr(mt.signals, role)
         if s is not None:
             out += _check_signal(f"{where}: signals.{role}", s, sources)
@@ -187,7 +229,7 @@ def check_sources(cfg: AgentConfig) -> Problems:
     out += _dupes("sources", (s.id for s in cfg.sources))
     endpoints: Counter[str] = Counter()
     for i, src in enumerate(cfg.sources):
-        where = _label("sources", i, src.id)
+        where = label("sources", i, src.id)
         if isinstance(src, OpcUaSourceSection):
             endpoints[src.url] += 1
             if src.timeout_s >= src.watchdog_s:
@@ -206,6 +248,19 @@ def check_sources(cfg: AgentConfig) -> Problems:
     return out
 
 
+def _check_carriers(cfg: AgentConfig) -> Problems:
+    known = cfg.energy.carrier_names()
+    out: Problems = [
+        (label("meters", i, mt.id) + ": carrier",
+         f"unknown carrier {mt.carrier!r} (known: {', '.join(sorted(known))}; define "
+         "others in [energy.carriers])")
+        for i, mt in enumerate(cfg.meters) if mt.carrier not in known]
+    if cfg.tariff is not None:
+        out += [(f"tariff.carrier_prices.{name}", f"unknown carrier {name!r}")
+                for name in cfg.tariff.carrier_prices if name not in known]
+    return out
+
+
 def check_agent(cfg: AgentConfig) -> Problems:
     """Every whole-file check for ``edge-agent run`` and ``check-config``."""
-    return check_kpi(cfg) + check_sources(cfg)
+    return check_kpi(cfg) + check_sources(cfg) + _check_carriers(cfg)

@@ -43,10 +43,13 @@ class IngestSettings(StrictModel):
     subscriptions across a broker restart and would drop what was published meanwhile;
     use a group only on brokers that keep them (EMQX, HiveMQ, VerneMQ)."""
     topics: list[str] = Field(
-        default_factory=lambda: ["{prefix}/+/+/+/kpi", "{prefix}/+/+/+/alarm"], min_length=1
+        default_factory=lambda: ["{prefix}/+/+/+/kpi", "{prefix}/+/+/+/alarm",
+                                 "{prefix}/+/_agent/+/status"], min_length=1
     )
-    """Topic filters; ``{prefix}`` is replaced by ``mqtt.prefix``. The last level of a
-    received topic (``kpi`` or ``alarm``) selects the parser."""
+    """Topic filters; ``{prefix}`` is replaced by ``mqtt.prefix``, and every filter must
+    start with it. The last level of a received topic (``kpi``, ``alarm`` or ``status``)
+    selects the parser, and the levels in between are the record's site, line and machine
+    (or the agent): the payload must name the same ids."""
     batch_size: int = Field(default=500, ge=1, le=50_000)
     flush_interval_s: float = Field(default=0.5, gt=0, le=60)
     """Longest time the first message of a batch waits for the batch to fill."""
@@ -99,6 +102,17 @@ class IngestConfig(StrictModel):
                 "ingest.shared_group: shared subscriptions are MQTT 5; set shared_group = \"\" "
                 "with mqtt.protocol = \"3.1.1\""
             )
+        return self
+
+    @model_validator(mode="after")
+    def _topics_under_prefix(self) -> Self:
+        prefix = self.mqtt.prefix.strip("/")
+        for topic in self.topic_filters():
+            if topic.split("/", 1)[0] != prefix:
+                raise ValueError(
+                    f"ingest.topics: {topic!r} must start with the mqtt.prefix level "
+                    f"{prefix!r} ({{prefix}}/...): the ingest reads site, line and machine "
+                    "from the levels after it")
         return self
 
     @model_validator(mode="after")

@@ -2,7 +2,7 @@
 
 The point key (measurement, tag set, timestamp) is the record's identity, so a replay of
 the same record after a crash or an outage overwrites the point instead of adding one
-(DESIGN.md, "every write is idempotent"). For that the tag set must always be complete:
+(docs/architecture.md, "every write is idempotent"). For that the tag set must always be complete:
 a line record is written with ``machine="_line"`` and the site record with
 ``line="_site", machine="_site"``, the same placeholders the MQTT topics use.
 
@@ -11,6 +11,13 @@ from the one already stored in the shard ("field type conflict", HTTP 400): part
 are always integers, every other KPI value always a float, even when it happens to be
 whole. Null values are never written (InfluxDB has no null); ``flags`` is always written,
 as an empty string when there are none, so that a corrected replay clears stale flags.
+Because InfluxDB merges the fields of two points with the same key, a rewrite in which a
+field became null would keep the older value: the sink deletes the stored point first in
+that case (see :mod:`agent.ingest.sink`).
+
+The agents' status messages go to measurement ``agent_status`` (tags ``site``, ``agent``),
+stamped with the time the ingest received them: the platform's one clock, so an agent with
+a skewed clock cannot make its own "online" look newer than the broker's "offline".
 """
 
 from __future__ import annotations
@@ -22,27 +29,37 @@ from typing import Any, Final
 from influxdb_client.client.write.point import Point as _Point
 from influxdb_client.domain.write_precision import WritePrecision
 
-from agent.ingest.schema import COUNT_FIELDS
-from rules.types import KPI_FIELDS, AlarmEvent, KpiRecord
+from agent.ingest.schema import COUNT_FIELDS, StatusMessage
+from rules.types import KPI_FIELDS, AlarmEvent, KpiRecord, ms_to_rfc3339
 
 __all__ = [
+    "AGENT_STATUS_MEASUREMENT",
     "ALARM_MEASUREMENT",
     "KPI_MEASUREMENT",
+    "KPI_TAGS",
     "LINE_PLACEHOLDER",
     "SITE_PLACEHOLDER",
     "FieldValue",
     "InfluxPoint",
+    "PointKey",
     "alarm_to_point",
     "placeholder_tags",
     "record_to_point",
+    "status_to_point",
 ]
 
 KPI_MEASUREMENT: Final = "kpi"
 ALARM_MEASUREMENT: Final = "alarm"
+AGENT_STATUS_MEASUREMENT: Final = "agent_status"
 LINE_PLACEHOLDER: Final = "_line"
 SITE_PLACEHOLDER: Final = "_site"
+KPI_TAGS: Final[tuple[str, ...]] = ("site", "line", "machine", "window")
+"""The tag keys of a ``kpi`` point: with the time, the record's identity."""
 
 FieldValue = float | int | str | bool
+
+PointKey = tuple[str, tuple[tuple[str, str], ...], int]
+"""``(measurement, sorted tag items, time_ms)``: what InfluxDB identifies a point by."""
 
 _PointFactory: Any = _Point  # influxdb-client is only partly typed
 
@@ -55,6 +72,11 @@ class InfluxPoint:
     tags: Mapping[str, str]
     fields: Mapping[str, FieldValue]
     time_ms: int
+
+    @property
+    def key(self) -> PointKey:
+        """The point's identity: a write with the same key lands on the same point."""
+        return (self.measurement, tuple(sorted(self.tags.items())), self.time_ms)
 
     def to_line_protocol(self) -> str:
         """Line protocol with millisecond precision (escaping done by influxdb-client)."""
@@ -78,7 +100,8 @@ def placeholder_tags(line: str | None, machine: str | None) -> tuple[str, str]:
 
 
 def record_to_point(record: KpiRecord) -> InfluxPoint:
-    """The ``kpi`` point of one record: tags site/line/machine/window, time = window end."""
+    """The ``kpi`` point of one record: tags site/line/machine/window, time = window end;
+    ``observed_s`` is a field when the record carries it."""
     line, machine = placeholder_tags(record.line, record.machine)
     fields: dict[str, FieldValue] = {}
     for name in KPI_FIELDS:
@@ -110,4 +133,33 @@ def alarm_to_point(event: AlarmEvent) -> InfluxPoint:
         tags={"site": event.site, "line": line, "machine": machine, "rule": event.rule},
         fields=fields,
         time_ms=event.ts_ms,
+    )
+
+
+def status_to_point(site: str, status: StatusMessage, received_ms: int) -> InfluxPoint:
+    """The ``agent_status`` point of one status message (site and agent from the topic).
+
+    Fields: ``state`` (online/offline), ``version``, ``started`` (RFC 3339, the agent's
+    start); an online message adds ``last_seen`` (RFC 3339, = the point's time),
+    ``uptime_s`` and ``outbox_depth``, an offline one ``reason``. ``last_seen`` is written
+    only while the agent is online, so the latest ``last_seen`` of an agent is when the
+    platform last heard from it alive, whatever state followed. All text fields are
+    strings so that a dashboard can pivot them into one row per agent.
+    """
+    fields: dict[str, FieldValue] = {"state": status.state, "version": status.version}
+    if status.started_ms is not None:
+        fields["started"] = ms_to_rfc3339(status.started_ms)
+    if status.state == "online":
+        fields["last_seen"] = ms_to_rfc3339(received_ms)
+        if status.uptime_s is not None:
+            fields["uptime_s"] = float(status.uptime_s)
+        if status.outbox_depth is not None:
+            fields["outbox_depth"] = int(status.outbox_depth)
+    if status.reason is not None:
+        fields["reason"] = status.reason
+    return InfluxPoint(
+        measurement=AGENT_STATUS_MEASUREMENT,
+        tags={"site": site, "agent": status.agent_id},
+        fields=fields,
+        time_ms=received_ms,
     )

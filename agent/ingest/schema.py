@@ -1,19 +1,33 @@
 """Parse and validate MQTT payloads into the shared value types.
 
-Pure functions: bytes and a topic in, a :class:`KpiRecord` or :class:`AlarmEvent` out, or
-an :class:`InputError` that names the topic and the offending key. The ingest sends what
-fails here to the dead-letter file, so a message must say exactly what was wrong.
+Pure functions: bytes and a topic in, a :class:`KpiRecord`, :class:`AlarmEvent` or
+:class:`StatusMessage` out, or an :class:`InputError` that names the topic and the
+offending key. The ingest sends what fails here to the dead-letter file, so a message must
+say exactly what was wrong.
 
-The accepted wire form is exactly what ``KpiRecord.to_json_dict()`` and
+The accepted KPI and alarm wire forms are exactly what ``KpiRecord.to_json_dict()`` and
 ``AlarmEvent.to_json_dict()`` produce; unknown keys are rejected because the schema is
 versioned (``factory-kpi/1``): a new key means a new schema version, not a silent drop.
+The one exception is ``observed_s`` (seconds of the window the agent actually observed),
+which agents before it do not send: absent or null means "unknown", and ranks as 0 s
+when the ingest decides whether a record may replace a stored one (see
+:mod:`agent.ingest.sink`). When present it must be a number from 0 to the window's length.
+
+Ids (site, line, machine, window) must be valid MQTT topic levels, because the topic is
+the record's identity (the broker authenticated it): non-empty, no ``/``, ``+``, ``#`` or
+NUL, and not starting with ``_`` (reserved for the ``_line``/``_site``/``_agent``
+placeholders).
+
+The agent's status message is not versioned and grows over time, so there unknown keys
+are ignored and only the keys the ingest stores are checked.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from typing import Any, Final
+from dataclasses import dataclass
+from typing import Any, Final, Literal
 
 from rules.errors import InputError
 from rules.types import KPI_FIELDS, SCHEMA, AlarmEvent, KpiRecord, rfc3339_to_ms
@@ -22,29 +36,51 @@ __all__ = [
     "ALARM_SCHEMA",
     "COUNT_FIELDS",
     "KPI_SCHEMA",
+    "LATER_FIELDS",
     "NULLABLE_FIELDS",
+    "OBSERVED_FIELD",
+    "StatusMessage",
     "parse_alarm_payload",
     "parse_kpi_payload",
+    "parse_status_payload",
 ]
 
 KPI_SCHEMA: Final = SCHEMA
 ALARM_SCHEMA: Final = "factory-alarm/1"
 
-COUNT_FIELDS: Final[frozenset[str]] = frozenset({"parts_produced", "parts_good", "parts_scrap"})
+COUNT_FIELDS: Final[frozenset[str]] = frozenset(
+    {"parts_produced", "parts_good", "parts_scrap", "scrap_all_machines"})
 """Integer KPI fields (written as InfluxDB integer fields); every other KPI field is a float."""
+
+LATER_FIELDS: Final[frozenset[str]] = frozenset({
+    "scrap_all_machines", "rolled_throughput_yield", "natural_gas_m3", "steam_kg",
+    "water_m3", "compressed_air_m3", "kgce", "energy_cost", "energy_cost_per_good_unit",
+})
+"""Nullable fields added after ``factory-kpi/1`` was first published: optional on the
+wire (absent reads as null), so records of older agents still ingest."""
 
 _NON_NULL_FLOATS: Final[frozenset[str]] = frozenset({
     "planned_busy_time_s", "producing_time_s", "setup_time_s", "unplanned_down_time_s",
     "idle_time_s",
 })
 
-NULLABLE_FIELDS: Final[frozenset[str]] = frozenset(KPI_FIELDS) - COUNT_FIELDS - _NON_NULL_FLOATS
+NULLABLE_FIELDS: Final[frozenset[str]] = (
+    frozenset(KPI_FIELDS) - COUNT_FIELDS - _NON_NULL_FLOATS) | LATER_FIELDS
 """KPI fields that are ``null`` when undefined (0/0); time and count fields are always set."""
+
+OBSERVED_FIELD: Final = "observed_s"
+"""Seconds of its window the agent observed; optional on the wire (see the module doc)."""
+
+_OBSERVED_SLACK_S: Final = 0.001
+"""observed_s may exceed the window's length by this much (sums of float durations)."""
+
+_VALUE_FIELDS: Final[tuple[str, ...]] = tuple(f for f in KPI_FIELDS if f != OBSERVED_FIELD)
 
 _KPI_KEYS: Final[frozenset[str]] = frozenset(
     {"schema", "site", "line", "machine", "window", "window_start", "window_end", "flags",
      *KPI_FIELDS}
 )
+_TOPIC_FORBIDDEN: Final[frozenset[str]] = frozenset("/+#\x00")
 _ALARM_KEYS: Final[frozenset[str]] = frozenset(
     {"schema", "ts", "site", "line", "machine", "rule", "state", "severity", "value", "message"}
 )
@@ -68,7 +104,8 @@ class _Reader:
         return self.obj[key]
 
     def ident(self, key: str, *, nullable: bool = False) -> str | None:
-        """An id used as an InfluxDB tag: a non-empty string, not starting with ``_``.
+        """An id used as an InfluxDB tag and a topic level: a non-empty string, not
+        starting with ``_``, without ``/``, ``+``, ``#`` or NUL.
 
         Ids starting with ``_`` are reserved for the topic placeholders (``_line``,
         ``_site``); accepting them would let two different records share one point key.
@@ -84,7 +121,15 @@ class _Reader:
             raise self.error(key, "must not be empty")
         if value.startswith("_"):
             raise self.error(key, f"{value!r}: ids starting with '_' are reserved")
+        bad = sorted(set(value) & _TOPIC_FORBIDDEN)
+        if bad:
+            raise self.error(key, f"{value!r} is not a valid topic level (contains "
+                                  f"{' '.join(repr(c) for c in bad)})")
         return value
+
+    def optional(self, key: str) -> Any:
+        """The value of ``key``, or None when it is absent or null."""
+        return self.obj.get(key)
 
     def text(self, key: str) -> str:
         value = self.require(key)
@@ -170,8 +215,10 @@ def parse_kpi_payload(payload: bytes, topic: str, *, where: str | None = None) -
 
     Raises :class:`InputError` naming ``topic`` (or ``where``, e.g. ``records.jsonl:3``
     for a record read from a file) and the first bad key: a missing or unknown key, a
-    wrong type, a non-finite number, a null where DESIGN.md requires a value, or
-    ``window_end`` not after ``window_start``.
+    wrong type, a non-finite number, a null where the record format requires a value,
+    an id that is not a valid topic level, ``window_end`` not after ``window_start``, or
+    ``observed_s`` outside the window. The ids are not compared with the topic here;
+    the ingest does that (:func:`agent.ingest.service.payload_to_point`).
     """
     place = f"record at {where}" if where is not None else f"payload on topic {topic!r}"
     r = _decode(payload, place, "KPI", KPI_SCHEMA)
@@ -188,11 +235,23 @@ def parse_kpi_payload(payload: bytes, topic: str, *, where: str | None = None) -
         raise r.error("window_end", f"{r.obj['window_end']!r} is not after window_start "
                                     f"{r.obj['window_start']!r}")
     values: dict[str, Any] = {}
-    for name in KPI_FIELDS:
-        if name in COUNT_FIELDS:
+    for name in _VALUE_FIELDS:
+        if name in LATER_FIELDS and r.optional(name) is None:
+            values[name] = None
+        elif name in COUNT_FIELDS:
             values[name] = r.count(name)
         else:
             values[name] = r.number(name, nullable=name in NULLABLE_FIELDS)
+    observed = None if r.optional(OBSERVED_FIELD) is None else r.number(
+        OBSERVED_FIELD, nullable=False)
+    if observed is not None:
+        span_s = (end_ms - start_ms) / 1000
+        if observed < 0:
+            raise r.error(OBSERVED_FIELD, f"must not be negative, got {observed!r}")
+        if observed > span_s + _OBSERVED_SLACK_S:
+            raise r.error(OBSERVED_FIELD, f"{observed!r} s exceeds the window's length "
+                                          f"({span_s:g} s)")
+    values[OBSERVED_FIELD] = observed
     flags_raw = r.require("flags")
     if not isinstance(flags_raw, list):
         raise r.error("flags", f"expected an array of strings, got {_type_name(flags_raw)}")
@@ -241,4 +300,63 @@ def parse_alarm_payload(payload: bytes, topic: str) -> AlarmEvent:
         ts_ms=ts_ms, site=site, line=line, machine=machine, rule=rule,
         state="raised" if state == "raised" else "cleared",
         severity=severity, value=value, message=message,
+    )
+
+
+StatusState = Literal["online", "offline"]
+
+
+@dataclass(frozen=True, slots=True)
+class StatusMessage:
+    """An agent's retained status message (``{prefix}/{site}/_agent/{agent}/status``).
+
+    ``uptime_s`` and ``outbox_depth`` come with ``online`` only, ``reason`` with
+    ``offline`` (``shutdown`` after a clean stop, ``connection lost`` from the Last Will).
+    """
+
+    agent_id: str
+    state: StatusState
+    version: str
+    started_ms: int | None = None
+    uptime_s: float | None = None
+    outbox_depth: int | None = None
+    reason: str | None = None
+
+
+def parse_status_payload(payload: bytes, topic: str) -> StatusMessage:
+    """Decode and validate one agent status message.
+
+    The form is what the agent's publisher sends (``state``, ``agent_id``, ``version``,
+    ``started``, and ``uptime_s``/``outbox_depth`` or ``reason``); unknown keys are
+    ignored. Errors name ``topic`` and the key.
+    """
+    place = f"payload on topic {topic!r}"
+    try:
+        obj = json.loads(payload.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise InputError(f"status {place}: not UTF-8: {err}") from err
+    except ValueError as err:
+        raise InputError(f"status {place}: not valid JSON: {err}") from err
+    if not isinstance(obj, dict):
+        raise InputError(f"status {place}: expected a JSON object, got {_type_name(obj)}")
+    r = _Reader(obj, place, "status")
+    state = r.text("state")
+    if state not in ("online", "offline"):
+        raise r.error("state", f"expected 'online' or 'offline', got {state!r}")
+    agent_id = r.ident("agent_id")
+    assert agent_id is not None
+    version = r.text("version")
+    started_ms = r.timestamp("started") if r.optional("started") is not None else None
+    uptime_s = None
+    if r.optional("uptime_s") is not None:
+        uptime_s = r.number("uptime_s", nullable=False)
+        assert uptime_s is not None
+        if uptime_s < 0:
+            raise r.error("uptime_s", f"must not be negative, got {uptime_s!r}")
+    depth = r.count("outbox_depth") if r.optional("outbox_depth") is not None else None
+    reason = r.text("reason") if r.optional("reason") is not None else None
+    return StatusMessage(
+        agent_id=agent_id, state="online" if state == "online" else "offline",
+        version=version, started_ms=started_ms, uptime_s=uptime_s, outbox_depth=depth,
+        reason=reason,
     )

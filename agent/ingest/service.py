@@ -4,8 +4,12 @@ Flow of one message::
 
     paho network thread --on_message--> Handoff (bounded) --> IngestPipeline.consume
         --> batch (batch_size / flush_interval_s / flush_idle_s)
-        --> parse (bad payload -> dead letter)
-        --> sink.write in a worker thread (retry with backoff while InfluxDB is down or
+        --> parse; site, line, machine (or agent) come from the topic, and a payload
+            naming other ids is dead-lettered (the broker authenticated the topic, not
+            the payload)
+        --> in a worker thread: read the stored versions of the batch's KPI keys, refuse
+            less complete records, delete stored points a record must replace whole,
+            write (see agent.ingest.sink; retry with backoff while InfluxDB is down or
             refuses the setup: 401/403/404; bisect on HTTP 400/413/422 to dead-letter
             only the bad points)
         --> PUBACK every message of the batch, in arrival order
@@ -21,11 +25,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
 import paho.mqtt.client as mqtt
@@ -36,10 +39,29 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from agent.ingest.config import IngestConfig, IngestSettings
-from agent.ingest.deadletter import DeadLetter, DeadLetterFile
-from agent.ingest.points import InfluxPoint, alarm_to_point, record_to_point
-from agent.ingest.schema import parse_alarm_payload, parse_kpi_payload
-from agent.ingest.sink import InfluxSink, PointSink
+from agent.ingest.deadletter import (
+    IDS_DIFFER,
+    INFLUX_REFUSED,
+    INTERNAL_ERROR,
+    INVALID_PAYLOAD,
+    INVALID_TOPIC,
+    LESS_COMPLETE,
+    DeadLetter,
+    DeadLetterFile,
+    Rejected,
+)
+from agent.ingest.points import (
+    KPI_MEASUREMENT,
+    InfluxPoint,
+    alarm_to_point,
+    record_to_point,
+    status_to_point,
+)
+from agent.ingest.schema import parse_alarm_payload, parse_kpi_payload, parse_status_payload
+from agent.ingest.sink import DeleteUnsupported, InfluxSink, PointSink, WritePlan, plan_writes
+from agent.mqtt.reconnect import INGEST_CLIENT_ID_ADVICE, ReconnectPacer
+from agent.mqtt.topics import parse_topic
+from collectors.backoff import backoff_delay
 from rules.errors import ConfigError, DeliveryError, InputError
 
 __all__ = [
@@ -55,8 +77,11 @@ __all__ = [
 log = logging.getLogger("agent.ingest")
 
 _T = TypeVar("_T")
+_R = TypeVar("_R")
 _Properties: Any = Properties  # its constructor is untyped
 _MAX_LOGGED_DEAD_LETTERS = 10
+_DOWNGRADE_BURST_QUIET_S = 60.0
+"""Refusals of less complete records closer together than this are one burst (one log line)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +98,8 @@ class Inbound:
     mid: int
     qos: int
     generation: int = 0
+    received_ms: int = 0
+    """Wall-clock receive time (the ``agent_status`` point's time); 0 = when processed."""
 
 
 @dataclass(slots=True)
@@ -80,14 +107,20 @@ class IngestStats:
     """Counters for health checks and tests (a snapshot; the service keeps its own).
 
     ``received`` counts messages taken from the broker (redeliveries included),
-    ``written`` points InfluxDB accepted, ``dead_lettered`` messages sent to the dead-letter
-    file, ``retries`` failed write attempts that were retried, ``batches`` batches
-    completed (acknowledged).
+    ``written`` points InfluxDB accepted (and records superseded by a newer version in
+    the same batch), ``dead_lettered`` messages sent to the dead-letter file, ``rejected``
+    the same by dead-letter code, ``replaced`` stored points deleted so that a newer
+    version replaces them whole, ``ignored`` messages with nothing to store (an empty
+    retained status), ``retries`` failed write attempts that were retried, ``batches``
+    batches completed (acknowledged).
     """
 
     received: int = 0
     written: int = 0
     dead_lettered: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    replaced: int = 0
+    ignored: int = 0
     acked: int = 0
     retries: int = 0
     batches: int = 0
@@ -106,17 +139,56 @@ class Acker(Protocol):
         """Acknowledge ``messages`` (in the given order) to the broker."""
 
 
-def payload_to_point(message: Inbound) -> InfluxPoint:
-    """Parse one message by its topic kind (last level ``kpi`` or ``alarm``) into a point.
+def payload_to_point(message: Inbound, prefix: str = "factory") -> InfluxPoint | None:
+    """Parse one message by its topic into a point; None when there is nothing to store.
 
-    Raises :class:`InputError` naming the topic for anything that cannot be stored.
+    The topic is the identity: ``{prefix}/{site}/{line}/{machine}/kpi|alarm`` (with the
+    ``_line``/``_site`` placeholders) or ``{prefix}/{site}/_agent/{agent}/status``. The
+    broker's ACL decided who may publish there, so a payload naming any other site, line,
+    machine or agent is refused. An empty status payload (a retained status cleared by an
+    operator) stores nothing.
+
+    Raises :class:`Rejected` (an :class:`InputError`) with the dead-letter code and a
+    message naming the topic, and for differing ids the payload's ids.
     """
-    kind = message.topic.rsplit("/", 1)[-1]
-    if kind == "kpi":
-        return record_to_point(parse_kpi_payload(message.payload, message.topic))
-    if kind == "alarm":
-        return alarm_to_point(parse_alarm_payload(message.payload, message.topic))
-    raise InputError(f"topic {message.topic!r}: last level must be 'kpi' or 'alarm'")
+    topic = message.topic
+    try:
+        ref = parse_topic(prefix, topic)
+    except InputError as err:
+        text = str(err)
+        raise Rejected(INVALID_TOPIC, text if repr(topic) in text
+                       else f"topic {topic!r}: {text}") from err
+    try:
+        if ref.kind == "status":
+            if not message.payload:
+                return None
+            status = parse_status_payload(message.payload, topic)
+            if status.agent_id != ref.machine:
+                raise Rejected(IDS_DIFFER, (
+                    f"payload ids differ from topic {topic!r}: the payload names agent "
+                    f"{status.agent_id!r}, the topic agent {ref.machine!r} of site "
+                    f"{ref.site!r}"))
+            received = message.received_ms or int(time.time() * 1000)
+            return status_to_point(ref.site, status, received)
+        point: InfluxPoint
+        if ref.kind == "kpi":
+            record = parse_kpi_payload(message.payload, topic)
+            ids = (record.site, record.line, record.machine)
+            point = record_to_point(record)
+        else:
+            event = parse_alarm_payload(message.payload, topic)
+            ids = (event.site, event.line, event.machine)
+            point = alarm_to_point(event)
+    except Rejected:
+        raise
+    except InputError as err:
+        raise Rejected(INVALID_PAYLOAD, str(err)) from err
+    if ids != (ref.site, ref.line, ref.machine):
+        raise Rejected(IDS_DIFFER, (
+            f"payload ids differ from topic {topic!r}: the payload names site {ids[0]!r}, "
+            f"line {ids[1]!r}, machine {ids[2]!r}; the topic site {ref.site!r}, line "
+            f"{ref.line!r}, machine {ref.machine!r}"))
+    return point
 
 
 class Handoff:
@@ -198,10 +270,11 @@ class IngestPipeline:
     def __init__(
         self, settings: IngestSettings, sink: PointSink, acker: Acker,
         dead_letters: DeadLetterFile | None = None, stats: IngestStats | None = None,
-        bucket: str = "",
+        bucket: str = "", prefix: str = "factory",
     ) -> None:
         self.settings = settings
         self.settings_bucket = bucket
+        self.prefix = prefix
         self.sink = sink
         self.acker = acker
         self.dead_letters = dead_letters or DeadLetterFile(settings.dead_letter_path)
@@ -209,6 +282,8 @@ class IngestPipeline:
         self._in_flight: asyncio.Future[Any] | None = None
         self._outage_cause: str | None = None
         self._retries_at_outage = 0
+        self._downgrade_last: float | None = None
+        self._downgrade_burst = 0
 
     async def consume(self, handoff: Handoff) -> None:
         """Run batches forever (until cancelled)."""
@@ -237,16 +312,23 @@ class IngestPipeline:
     async def process(self, batch: Sequence[Inbound]) -> None:
         """Store one batch (InfluxDB or dead letter), then acknowledge all of it in order."""
         self.stats.received += len(batch)
-        rejected: list[tuple[Inbound, str]] = []
+        rejected: list[tuple[Inbound, str, str]] = []
         good: list[tuple[Inbound, InfluxPoint]] = []
         for message in batch:
             try:
-                good.append((message, payload_to_point(message)))
-            except InputError as err:
-                rejected.append((message, str(err)))
+                point = payload_to_point(message, self.prefix)
+            except Rejected as err:
+                rejected.append((message, err.code, str(err)))
+                continue
             except Exception as err:  # a bug must not stop the stream; the payload is kept
                 log.exception("cannot convert the message on topic %s", message.topic)
-                rejected.append((message, f"internal error: {err!r}"))
+                rejected.append((message, INTERNAL_ERROR, f"internal error: {err!r}"))
+                continue
+            if point is None:
+                self.stats.ignored += 1
+                log.debug("nothing to store from the empty message on topic %s", message.topic)
+            else:
+                good.append((message, point))
         rejected.extend(await self._write(good))
         if rejected:
             order = {id(m): i for i, m in enumerate(batch)}
@@ -260,8 +342,8 @@ class IngestPipeline:
         self.stats.batches += 1
 
     async def _write(self, entries: Sequence[tuple[Inbound, InfluxPoint]]
-                     ) -> list[tuple[Inbound, str]]:
-        """Write until stored; returns the messages InfluxDB refused, with the reason."""
+                     ) -> list[tuple[Inbound, str, str]]:
+        """Store until stored; returns the messages refused, with code and reason."""
         if not entries:
             return []
         points = [p for _, p in entries]
@@ -269,7 +351,7 @@ class IngestPipeline:
         while True:
             started = time.monotonic()
             try:
-                await self._in_thread(self.sink.write, points)
+                plan = await self._in_thread(self._store, points)
             except DeliveryError as err:
                 if getattr(err, "bad_data", False):
                     # Only answers that blame the points dead-letter; everything else
@@ -280,7 +362,8 @@ class IngestPipeline:
                         return [*await self._write(entries[:half]),
                                 *await self._write(entries[half:])]
                     self.stats.last_error = str(err)
-                    return [(m, f"InfluxDB refused the point: {err}") for m, _ in entries]
+                    return [(m, INFLUX_REFUSED, f"InfluxDB refused the point: {err}")
+                            for m, _ in entries]
                 attempt += 1
                 await self._retry_wait(err, attempt, len(entries))
                 continue
@@ -292,9 +375,31 @@ class IngestPipeline:
             latency = time.monotonic() - started
             self.stats.last_write_latency_s = latency
             self.stats.max_write_latency_s = max(self.stats.max_write_latency_s, latency)
-            self.stats.written += len(entries)
+            self.stats.written += len(plan.write) + len(plan.superseded)
+            self.stats.replaced += len(plan.delete)
             self._influx_answered()
-            return []
+            return [(entries[i][0], code, reason)
+                    for i, (code, reason) in sorted(plan.refused.items())]
+
+    def _store(self, points: Sequence[InfluxPoint]) -> WritePlan:
+        """Read, decide, delete, write (worker thread); see :mod:`agent.ingest.sink`.
+
+        Safe to repeat after any failure: a point deleted before a failed write is simply
+        no longer read the next time, and the write goes through unconditionally then.
+        """
+        keys = list(dict.fromkeys(p.key for p in points if p.measurement == KPI_MEASUREMENT))
+        stored = self.sink.read_stored(keys) if keys else {}
+        plan = plan_writes(points, stored)
+        if plan.delete:
+            try:
+                self.sink.delete(plan.delete)
+            except DeleteUnsupported as err:
+                plan = plan.without_deletes(str(err))
+            else:
+                log.debug("deleted %d stored KPI points to replace them whole",
+                          len(plan.delete))
+        self.sink.write([points[i] for i in plan.write])
+        return plan
 
     async def _retry_wait(self, err: BaseException, attempt: int, count: int) -> None:
         self.stats.retries += 1
@@ -318,10 +423,8 @@ class IngestPipeline:
         await asyncio.sleep(self._backoff(attempt))
 
     def _backoff(self, attempt: int) -> float:
-        """Exponential backoff with jitter (half to full step), capped at retry_max_s."""
-        step = min(self.settings.retry_max_s,
-                   self.settings.retry_min_s * 2.0 ** min(attempt - 1, 30))
-        return step * random.uniform(0.5, 1.0)
+        """The project's one jittered backoff, between retry_min_s and retry_max_s."""
+        return backoff_delay(attempt - 1, self.settings.retry_min_s, self.settings.retry_max_s)
 
     def _influx_answered(self) -> None:
         since = self.stats.influx_down_since
@@ -331,9 +434,9 @@ class IngestPipeline:
             log.warning("InfluxDB writes recovered after %.1f s (%d failed attempts)",
                         time.time() - since, self.stats.retries - self._retries_at_outage)
 
-    async def _dead_letter(self, rejected: Sequence[tuple[Inbound, str]]) -> None:
-        entries = [DeadLetter(topic=m.topic, payload=m.payload, reason=reason)
-                   for m, reason in rejected]
+    async def _dead_letter(self, rejected: Sequence[tuple[Inbound, str, str]]) -> None:
+        entries = [DeadLetter(topic=m.topic, payload=m.payload, reason=reason, code=code)
+                   for m, code, reason in rejected]
         attempt = 0
         while True:
             try:
@@ -345,18 +448,44 @@ class IngestPipeline:
                 log.error("%s; holding %d acks and retrying", err, len(entries))
                 await asyncio.sleep(self._backoff(attempt))
         self.stats.dead_lettered += len(entries)
-        for m, reason in rejected[:_MAX_LOGGED_DEAD_LETTERS]:
-            log.warning("dead-lettered message on topic %s: %s", m.topic, reason)
-        if len(rejected) > _MAX_LOGGED_DEAD_LETTERS:
+        for _, code, _ in rejected:
+            self.stats.rejected[code] = self.stats.rejected.get(code, 0) + 1
+        downgrades = [(m, reason) for m, code, reason in rejected if code == LESS_COMPLETE]
+        if downgrades:
+            self._note_downgrades(downgrades)
+        others = [(m, code, reason) for m, code, reason in rejected if code != LESS_COMPLETE]
+        for m, code, reason in others[:_MAX_LOGGED_DEAD_LETTERS]:
+            log.warning("dead-lettered message on topic %s (%s): %s", m.topic, code, reason)
+        if len(others) > _MAX_LOGGED_DEAD_LETTERS:
             log.warning("... and %d more dead-lettered messages in this batch (see %s)",
-                        len(rejected) - _MAX_LOGGED_DEAD_LETTERS, self.dead_letters.path)
+                        len(others) - _MAX_LOGGED_DEAD_LETTERS, self.dead_letters.path)
 
-    async def _in_thread(self, func: Callable[[_T], None], arg: _T) -> None:
+    def _note_downgrades(self, refused: Sequence[tuple[Inbound, str]]) -> None:
+        """One log line per burst of refused downgrades, not one per record: an agent
+        restarted without its checkpoint re-sends many windows at once."""
+        now = time.monotonic()
+        quiet = (self._downgrade_last is None
+                 or now - self._downgrade_last > _DOWNGRADE_BURST_QUIET_S)
+        self._downgrade_last = now
+        if not quiet:
+            self._downgrade_burst += len(refused)
+            log.debug("%d more less complete KPI records refused (%d in this burst)",
+                      len(refused), self._downgrade_burst)
+            return
+        self._downgrade_burst = len(refused)
+        first, reason = refused[0]
+        log.warning("refusing KPI records less complete than the stored ones (an agent "
+                    "started without its checkpoint, or a second agent for the same "
+                    "machines?): %d now, first on topic %s: %s. Further ones are counted in "
+                    "edge_ingest_rejected_total{reason=\"%s\"} and kept in %s",
+                    len(refused), first.topic, reason, LESS_COMPLETE, self.dead_letters.path)
+
+    async def _in_thread(self, func: Callable[[_T], _R], arg: _T) -> _R:
         """Run blocking I/O in a worker thread, remembering it so shutdown can wait for it."""
         future = asyncio.get_running_loop().run_in_executor(None, func, arg)
         self._in_flight = future
         try:
-            await future
+            return await future
         finally:
             self._in_flight = None
 
@@ -406,15 +535,17 @@ class _MqttBridge:
             )
             if tls.insecure_skip_verify:
                 self.client.tls_insecure_set(True)
-        self.client.reconnect_delay_set(max(1, round(settings.reconnect_min_s)),
-                                        max(1, round(settings.reconnect_max_s)))
+        self._pacer = ReconnectPacer(settings, client_id, advice=INGEST_CLIENT_ID_ADVICE)
+        self._pacer.attach(self.client)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_connect_fail = self._on_connect_fail
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
 
     def start(self) -> None:
-        """Connect in the background; paho's thread keeps reconnecting with backoff."""
+        """Connect in the background; paho's thread keeps reconnecting, paced by
+        :class:`ReconnectPacer` (jittered backoff, client-id clash warning)."""
         settings = self.config.mqtt
         if self._v5:
             props = _Properties(PacketTypes.CONNECT)
@@ -452,16 +583,22 @@ class _MqttBridge:
         try:
             self._generation += 1
             if reason_code.is_failure:
+                # paho calls on_disconnect next, which sets the delay of the retry.
                 log.error("broker %s:%d refused the connection: %s", self.config.mqtt.host,
                           self.config.mqtt.port, reason_code)
                 return
+            self._pacer.connected()
             self.stats.connected = True
             log.info("connected to %s:%d as %r (session present: %s)", self.config.mqtt.host,
                      self.config.mqtt.port, self.config.effective_client_id(),
                      flags.session_present)
             topics: list[tuple[str, Any]]
             if self._v5:
-                topics = [(f, SubscribeOptions(qos=1)) for f in self._filters]
+                # Retained messages (the agents' status) only for a new subscription: a
+                # resumed session already had them, and queued what changed meanwhile.
+                topics = [(f, SubscribeOptions(
+                    qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB))
+                    for f in self._filters]
             else:
                 topics = [(f, 1) for f in self._filters]
             rc, mid = client.subscribe(topics)
@@ -479,11 +616,25 @@ class _MqttBridge:
             self._generation += 1
             if self._stopping:
                 log.info("disconnected from broker")
-            elif self.stats.connected:
-                log.warning("disconnected from broker (paho reconnects): %s", reason_code)
+            else:
+                self._pacer.lost(client, reason_code,
+                                 from_broker=bool(flags.is_disconnect_packet_from_server))
+                if self.stats.connected:
+                    # Once a client-id clash is reported, each takeover is routine noise.
+                    level = logging.DEBUG if self._pacer.clash_reported else logging.WARNING
+                    log.log(level, "disconnected from broker (reconnecting): %s",
+                            reason_code)
             self.stats.connected = False
         except Exception:
             log.exception("error in MQTT on_disconnect")
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        try:
+            self._pacer.failed(client)
+            log.debug("cannot connect to %s:%d; retrying", self.config.mqtt.host,
+                      self.config.mqtt.port)
+        except Exception:
+            log.exception("error in MQTT on_connect_fail")
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int,
                       reason_codes: list[ReasonCode], properties: Properties | None) -> None:
@@ -506,7 +657,7 @@ class _MqttBridge:
             except UnicodeDecodeError:
                 topic = repr(msg._topic)
             item = Inbound(topic=topic, payload=bytes(msg.payload), mid=msg.mid, qos=msg.qos,
-                           generation=self._generation)
+                           generation=self._generation, received_ms=int(time.time() * 1000))
             self.handoff.put_from_thread(item)
         except Exception:
             log.exception("error handing over an MQTT message (it stays unacknowledged)")
@@ -530,9 +681,8 @@ class IngestService:
     @property
     def stats(self) -> IngestStats:
         """A snapshot of the counters (safe to keep; it does not change afterwards)."""
-        if self._pipeline is None:
-            return replace(self._idle_stats)
-        return replace(self._pipeline.stats)
+        stats = self._idle_stats if self._pipeline is None else self._pipeline.stats
+        return replace(stats, rejected=dict(stats.rejected))
 
     async def wait_subscribed(self) -> None:
         """Return once the broker has granted the subscriptions (useful before publishing)."""
@@ -567,7 +717,8 @@ class IngestService:
             except (ValueError, OSError) as err:  # ssl.SSLError is an OSError
                 raise ConfigError([("mqtt", str(err))]) from err
             pipeline = IngestPipeline(settings, sink, bridge, stats=stats,
-                                      bucket=self.config.influxdb.bucket)
+                                      bucket=self.config.influxdb.bucket,
+                                      prefix=self.config.mqtt.prefix.strip("/"))
             self._pipeline = pipeline
             log.info("ingest starting: %s -> %s bucket %s", ", ".join(self.config.subscriptions()),
                      self.config.influxdb.url, self.config.influxdb.bucket)

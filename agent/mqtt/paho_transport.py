@@ -5,9 +5,9 @@ What this module takes care of, because paho does not:
 - Every paho callback is wrapped: an exception escaping one would kill paho's network
   thread, and with it every later reconnect.
 - Reconnect delays get jitter. paho's own backoff doubles a fixed delay, so a fleet of
-  agents would retry a restarted broker in lockstep; before each wait we set the next
-  delay ourselves, uniformly between ``reconnect_min_s`` and an exponentially growing
-  cap bounded by ``reconnect_max_s``.
+  agents would retry a restarted broker in lockstep; :class:`~agent.mqtt.reconnect.
+  ReconnectPacer` sets each delay from the project's one backoff, and says so once when
+  another client with our client id keeps taking our session.
 - paho keeps unacknowledged QoS 1 messages in memory and re-sends them after a
   reconnect. The outbox is the only copy that counts, so on every new connection the
   in-memory queue is dropped (``drop_out_messages``) and the publisher re-sends from the
@@ -31,6 +31,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config.common import MqttSettings, TlsSettings
+from agent.mqtt.reconnect import AGENT_CLIENT_ID_ADVICE, ReconnectPacer
 from agent.mqtt.transport import (
     ConnectInfo,
     MessageRejected,
@@ -41,18 +42,7 @@ from rules.errors import ConfigError, DeliveryError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PahoTransport", "backoff_delay", "tls_context"]
-
-
-def backoff_delay(attempt: int, min_s: float, max_s: float, rng: random.Random) -> float:
-    """Delay before reconnect attempt ``attempt`` (0 = the first after a loss).
-
-    Uniform in ``[min_s, cap]`` with ``cap = min(max_s, min_s * 2**(attempt + 1))``: it
-    grows exponentially, never leaves ``[min_s, max_s]``, and spreads a fleet of clients
-    over the whole interval instead of letting them retry together.
-    """
-    cap = min(max_s, min_s * 2.0 ** min(attempt + 1, 62))
-    return rng.uniform(min_s, max(min_s, cap))
+__all__ = ["PahoTransport", "tls_context"]
 
 
 def tls_context(tls: TlsSettings) -> ssl.SSLContext:
@@ -96,11 +86,10 @@ class PahoTransport:
             raise ConfigError([("mqtt.client_id", "a persistent session needs a client id")])
         self.settings = settings
         self.client_id = client_id
-        self._rng = rng or random.Random()
+        self._pacer = ReconnectPacer(settings, client_id, advice=AGENT_CLIENT_ID_ADVICE, rng=rng)
         self._lock = threading.Lock()
         self._client: mqtt.Client | None = None
         self._callbacks: TransportCallbacks | None = None
-        self._attempt = 0
         self._stopping = False
 
     # -- MqttTransport -----------------------------------------------------------------
@@ -113,7 +102,6 @@ class PahoTransport:
                 raise DeliveryError("transport is already started; disconnect() first")
             client = self._build_client(will)
             self._callbacks = callbacks
-            self._attempt = 0
             self._stopping = False
             s = self.settings
             try:
@@ -172,8 +160,7 @@ class PahoTransport:
         client.suppress_exceptions = True
         client.max_inflight_messages_set(s.max_inflight)
         client.max_queued_messages_set(0)
-        first = backoff_delay(0, s.reconnect_min_s, s.reconnect_max_s, self._rng)
-        self._set_reconnect_delay(client, first)
+        self._pacer.attach(client)
         if s.username is not None:
             try:
                 password = s.password_value()
@@ -192,18 +179,6 @@ class PahoTransport:
         client.on_publish = self._on_publish
         return client
 
-    @staticmethod
-    def _set_reconnect_delay(client: mqtt.Client, delay: float) -> None:
-        # paho annotates the delays as int but computes with floats; sub-second jitter
-        # is what keeps a fleet from retrying in step.
-        client.reconnect_delay_set(delay, delay)  # type: ignore[arg-type]
-
-    def _next_backoff(self, client: mqtt.Client) -> None:
-        s = self.settings
-        delay = backoff_delay(self._attempt, s.reconnect_min_s, s.reconnect_max_s, self._rng)
-        self._attempt += 1
-        self._set_reconnect_delay(client, delay)
-
     # -- paho callbacks (network thread; nothing may escape) ---------------------------
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
@@ -211,7 +186,7 @@ class PahoTransport:
         try:
             callbacks = self._callbacks
             if reason_code.is_failure:
-                self._next_backoff(client)
+                # paho calls on_disconnect next, which sets the delay of the retry.
                 if callbacks is not None:
                     callbacks.on_disconnected(f"connection refused: {_reason_text(reason_code)}")
                 return
@@ -221,7 +196,7 @@ class PahoTransport:
             if stale:
                 log.debug("dropped %d unacknowledged messages of the previous connection "
                           "(re-sent from the outbox)", len(stale))
-            self._attempt = 0
+            self._pacer.connected()
             receive_max = getattr(properties, "ReceiveMaximum", None)
             if callbacks is not None:
                 callbacks.on_connected(ConnectInfo(
@@ -234,18 +209,19 @@ class PahoTransport:
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags,
                        reason_code: ReasonCode, properties: Properties | None) -> None:
         try:
+            from_broker = bool(flags.is_disconnect_packet_from_server)
             if not self._stopping:
-                self._next_backoff(client)
+                self._pacer.lost(client, reason_code, from_broker=from_broker)
             callbacks = self._callbacks
             if callbacks is not None:
-                origin = "broker" if flags.is_disconnect_packet_from_server else "connection"
+                origin = "broker" if from_broker else "connection"
                 callbacks.on_disconnected(f"{origin}: {_reason_text(reason_code)}")
         except Exception:
             log.exception("error in MQTT on_disconnect handler (contained)")
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         try:
-            self._next_backoff(client)
+            self._pacer.failed(client)
             callbacks = self._callbacks
             if callbacks is not None:
                 s = self.settings

@@ -1,6 +1,6 @@
 """Drains the durable outbox to the MQTT broker: nothing lost, nothing held twice.
 
-Delivery rules (DESIGN.md, "Reliability rules"):
+Delivery rules (docs/architecture.md, "Reliability rules"):
 
 - Messages leave in outbox id order, QoS 1, with at most ``max_inflight`` unacknowledged
   (fewer if the broker's Receive Maximum says so).

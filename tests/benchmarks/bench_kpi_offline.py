@@ -1,7 +1,7 @@
 """End-to-end throughput and memory of the offline command ``edge-agent kpi``.
 
 Run as ``python tests/benchmarks/bench_kpi_offline.py [--hours 1 24] [--machines 100]``.
-For each input length it writes a sample log (JSON Lines, the format of DESIGN.md) to a
+For each input length it writes a sample log (JSON Lines, the format of docs/architecture.md) to a
 temporary file: ``--machines`` machines each reporting ``state``, ``parts_total`` and
 ``parts_bad`` and one energy meter per machine reporting ``energy_kwh``, all at 1 Hz,
 generated lazily so the generator's memory is flat too. Then it runs the whole offline

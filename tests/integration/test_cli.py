@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import json
 import os
 import subprocess
@@ -10,6 +12,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+
+from agent import cli
+from rules.errors import ConfigError, DeliveryError
 
 REPO = Path(__file__).resolve().parents[2]
 CASES = REPO / "tests" / "unit" / "agent" / "config_cases"
@@ -23,10 +28,122 @@ def edge_agent(*args: str, stdin: str | None = None, timeout: float = 60,
 
 
 def test_check_config_ok_prints_a_summary() -> None:
+    # --file-only: the example's CA file lives on the industrial PC, not here (the
+    # examples pass the full check in test_example_configs.py, files provided).
+    res = edge_agent("check-config", "--file-only", "-c",
+                     str(REPO / "deploy/examples/small-plant.toml"))
+    assert res.returncode == 0, res.stderr
+    assert "2 machines, 3 meters, 3 sources" in res.stdout
+
+
+def test_check_config_checks_the_host_by_default() -> None:
     res = edge_agent("check-config", "-c", str(REPO / "deploy/examples/small-plant.toml"),
                      env={"EDGE_AGENT_MQTT_PASSWORD": "x"})
-    assert res.returncode == 0, res.stderr
-    assert "2 machines, 2 meters, 3 sources" in res.stdout
+    if Path("/etc/edge-agent/ca.pem").exists():
+        pytest.skip("this host has the example's CA file")
+    assert res.returncode == 2
+    assert res.stderr.strip().endswith(
+        "small-plant.toml: mqtt.tls.ca_file: file not found: /etc/edge-agent/ca.pem")
+
+
+RUNNABLE = """
+[agent]
+state_dir = "{state_dir}"
+[site]
+id = "s"
+[mqtt]
+host = "127.0.0.1"
+port = 1
+[health]
+enabled = false
+[[sources]]
+id = "gw"
+type = "modbus"
+port = 1
+[[lines]]
+id = "l"
+output_machine = "m"
+[[machines]]
+id = "m"
+line = "l"
+ideal_cycle_time_s = 10
+[machines.signals.state]
+source = "gw"
+unit = 1
+table = "holding"
+address = 0
+map = {{ "1" = "producing" }}
+[machines.signals.parts_total]
+source = "gw"
+unit = 1
+table = "holding"
+address = 1
+[machines.signals.parts_bad]
+source = "gw"
+unit = 1
+table = "holding"
+address = 2
+"""
+
+
+def test_run_runtime_failure_exits_1_with_one_line(tmp_path: Path) -> None:
+    # A valid config whose state directory cannot be created: a runtime failure, not a
+    # config problem (check-config passes; works for root too, unlike a permission).
+    (tmp_path / "file").write_text("")
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(RUNNABLE.format(state_dir=tmp_path / "file" / "state"))
+    assert edge_agent("check-config", "-c", str(cfg)).returncode == 0
+    res = edge_agent("run", "-c", str(cfg), timeout=30)
+    assert res.returncode == 1, res.stderr
+    assert "Traceback" not in res.stderr
+    (line,) = res.stderr.splitlines()
+    assert "ERROR" in line and str(tmp_path / "file" / "state") in line
+
+
+@pytest.mark.parametrize(("raised", "code", "wanted"), [
+    (ExceptionGroup("g", [ConfigError([("mqtt.tls", "bad")], source="a.toml")]), 2,
+     "a.toml: mqtt.tls: bad"),
+    (ExceptionGroup("g", [ExceptionGroup("h", [DeliveryError("broker refused")])]), 1,
+     "broker refused"),
+    (ExceptionGroup("g", [OSError(98, "Address already in use")]), 1,
+     "[Errno 98] Address already in use"),
+    (ExceptionGroup("g", [KeyError("x")]), 1,
+     "unexpected KeyError: 'x' (a bug: rerun with --log-level debug for the traceback"),
+])
+def test_task_group_failures_are_unwrapped(
+    raised: BaseException, code: int, wanted: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def fail(args: argparse.Namespace) -> int:
+        raise raised
+
+    monkeypatch.setitem(cli.COMMANDS, "demo", fail)
+    assert cli.main(["demo"]) == code
+    err = capsys.readouterr().err
+    assert wanted in err and "Traceback" not in err
+
+
+def test_a_bug_shows_its_traceback_at_debug_level(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    async def task(divisor: int) -> float:
+        return 1 / divisor
+
+    async def group() -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(task(0))
+
+    def fail(args: argparse.Namespace) -> int:
+        asyncio.run(group())
+        return 0
+
+    monkeypatch.setitem(cli.COMMANDS, "demo", fail)
+    assert cli.main(["--log-level", "debug", "demo"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "in task" in err and "ZeroDivisionError" in err
+    assert cli.main(["demo"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.splitlines()) == 1
 
 
 def test_check_config_bad_exits_2_naming_every_error() -> None:

@@ -4,8 +4,9 @@ The test InfluxDB is 1.8.10 with Flux enabled (Flux 0.65, older than the 2.x the
 dashboards are meant for), so a query that runs here uses nothing newer. Sample KPI
 points are written exactly as the ingest writes them (``record_to_point``): machines with
 and without a meter, line and site records, two KPI windows, undefined ratios left out and
-flags. Grafana's variables are replaced by concrete values, as Grafana would, for "All" and
-for single, regex-escaped selections. Each query must answer without error and with rows.
+flags; agent status points as the ingest writes them (``status_to_point``). Grafana's
+variables are replaced by concrete values, as Grafana would, for "All" and for single,
+regex-escaped selections. Each query must answer without error and with rows.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ import re
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agent.ingest.points import record_to_point
+from agent.ingest.points import InfluxPoint, record_to_point, status_to_point
+from agent.ingest.schema import StatusMessage
 from agent.services import ManagedInfluxd
 from rules.errors import ServiceError
 from rules.types import KpiRecord
@@ -41,7 +43,7 @@ GRID = 0.5306
 def _record(line: str | None, machine: str | None, window: str, end_ms: int, *,
             pbt: float, pt: float, pq: int, sq: int, ideal: float | None,
             energy: float | None, flags: tuple[str, ...] = ()) -> KpiRecord:
-    """A consistent record: the ratios follow from the times and counts (KPI.md)."""
+    """A consistent record: the ratios follow from the times and counts (docs/kpi.md)."""
     gq = pq - sq
     schedule = pbt > 0 and ideal is not None
     kwh_fields: dict[str, Any] = {}
@@ -122,8 +124,32 @@ def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
         return err.code, err.read().decode()
 
 
-def write_records(influxdb: ManagedInfluxd, records: list[KpiRecord]) -> None:
-    body = "\n".join(record_to_point(r).to_line_protocol() for r in records).encode()
+def status_points(now_ms: int) -> list[InfluxPoint]:
+    """Three agents: one died (its Last Will), one online, one that died and came back."""
+    minute = 60_000
+
+    def status(site: str, agent: str, state: str, at_ms: int, reason: str | None = None,
+               version: str = "1.4.0") -> InfluxPoint:
+        message = StatusMessage(agent_id=agent, state="online" if state == "online"
+                                else "offline", version=version, started_ms=now_ms - 3_600_000,
+                                uptime_s=60.0 if state == "online" else None,
+                                outbox_depth=0 if state == "online" else None, reason=reason)
+        return status_to_point(site, message, at_ms)
+
+    return [
+        status(SITE, "edge-1", "online", now_ms - 10 * minute, version="1.3.9"),
+        status(SITE, "edge-1", "offline", now_ms - 5 * minute, "connection lost",
+               version="1.3.9"),
+        status(SITE, "edge-2", "online", now_ms - minute),
+        status("hb-bd-02", "edge-9", "offline", now_ms - 20 * minute, "shutdown"),
+        status("hb-bd-02", "edge-9", "online", now_ms - 2 * minute),
+    ]
+
+
+def write_records(influxdb: ManagedInfluxd, records: list[KpiRecord],
+                  extra: Sequence[InfluxPoint] = ()) -> None:
+    body = "\n".join([*(record_to_point(r).to_line_protocol() for r in records),
+                      *(p.to_line_protocol() for p in extra)]).encode()
     status, text = _post(
         f"{influxdb.url}/api/v2/write?bucket={influxdb.bucket}&precision=ms", body,
         {"Authorization": f"Token {influxdb.token}", "Content-Type": "text/plain"})
@@ -184,7 +210,9 @@ def queries() -> list[tuple[str, str]]:
     return out
 
 
-SAMPLE = sample_records(int(time.time() * 1000) - 60_000)
+NOW_MS = int(time.time() * 1000) - 60_000
+SAMPLE = sample_records(NOW_MS)
+STATUS = status_points(NOW_MS)
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +227,7 @@ def kpi_influxdb() -> Iterator[ManagedInfluxd]:
             pytest.fail(f"influxd unavailable: {err}")
         pytest.skip(f"influxd unavailable: {err}")
     try:
-        write_records(server, SAMPLE)
+        write_records(server, SAMPLE, STATUS)
         yield server
     finally:
         server.close()
@@ -282,3 +310,15 @@ def test_machine_without_meter_is_left_out_of_energy_intensity(
                        bucket=kpi_influxdb.bucket, line=".*", machine=".*")
     machines = {row["machine"] for row in run_flux(kpi_influxdb, query)}
     assert machines == {"cnc-01", "cnc-03"}
+
+
+def test_agents_offline_lists_exactly_the_agents_whose_latest_status_is_offline(
+        kpi_influxdb: ManagedInfluxd) -> None:
+    query = substitute(_panel_query("intelligent-workshop.json", "Agents offline (all sites)"),
+                       bucket=kpi_influxdb.bucket, line=".*", machine=".*")
+    rows = run_flux(kpi_influxdb, query)
+    assert [(r["site"], r["agent"], r["reason"], r["version"]) for r in rows] == [
+        (SITE, "edge-1", "connection lost", "1.3.9")]
+    online = next(p for p in STATUS if p.tags["agent"] == "edge-1" and
+                  p.fields["state"] == "online")
+    assert rows[0]["last_seen"] == online.fields["last_seen"]

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,17 +14,20 @@ from agent.services import find_influxd, find_mosquitto
 
 pytestmark = pytest.mark.integration
 
+REPO = Path(__file__).resolve().parents[2]
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
 @pytest.mark.parametrize("broker", ["auto", "embedded"])
-def test_demo_shows_kpis_and_a_summary(broker: str) -> None:
+def test_demo_shows_kpis_and_a_summary(broker: str, tmp_path: Path) -> None:
     if IN_CI:
         assert find_mosquitto() and find_influxd(), "CI must have mosquitto and influxd"
+    # As a user runs it: from a directory of their own, where it leaves its report.
     res = subprocess.run(
         [sys.executable, "-m", "agent.cli", "demo", "--duration", "25", "--window", "5s",
          "--broker", broker],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert res.returncode == 0, res.stdout + res.stderr
     out = res.stdout
@@ -44,3 +48,4 @@ def test_demo_shows_kpis_and_a_summary(broker: str) -> None:
     if find_influxd():
         assert int(stored) == computed, out
     assert "Traceback" not in res.stderr, res.stderr
+    assert (tmp_path / "demo-report.html").is_file(), out

@@ -1,9 +1,12 @@
 // A small node-opcua server for the collector's interoperability tests.
-//   node opcua_server.js PORT PKI_DIR
+//   node opcua_server.js PORT PKI_DIR [--reject-unknown]
 // Serves namespace "urn:edge-agent:interop" with Objects/Machines/cnc-01/{MachineState,
 // PartsProducedInLifetime, Power (AnalogItem, EURange 0..1000)} on 127.0.0.1:PORT, over
 // None and every secure policy in Sign and SignAndEncrypt modes, anonymous or user
-// "edge" / password "s3cret". Client certificates are accepted automatically.
+// "edge" / password "s3cret". Client certificates are accepted automatically, unless
+// --reject-unknown: then an unknown client certificate is refused and saved into
+// PKI_DIR/pki/rejected/, and trusted once moved into PKI_DIR/pki/trusted/certs/ (the
+// certificate manager watches its folders), as an operator would do.
 // Prints one JSON line {"ready": true, "certificate": "<base64 DER>"} once listening,
 // then applies JSON lines from stdin such as {"parts": 5, "power": 12.5, "state": 2}.
 "use strict";
@@ -16,10 +19,11 @@ const {
 
 const port = parseInt(process.argv[2], 10);
 const pkiDir = process.argv[3];
+const rejectUnknown = process.argv.slice(4).includes("--reject-unknown");
 
 async function main() {
     const serverCertificateManager = new OPCUACertificateManager({
-        automaticallyAcceptUnknownCertificate: true,
+        automaticallyAcceptUnknownCertificate: !rejectUnknown,
         rootFolder: path.join(pkiDir, "pki"),
     });
     await serverCertificateManager.initialize();

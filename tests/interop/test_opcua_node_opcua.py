@@ -12,6 +12,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import logging
 import os
 import shutil
 import socket
@@ -27,7 +28,7 @@ from typing import Any
 import pytest
 
 from collectors.opcua import Deadband, OpcUaCollector, OpcUaSourceSpec, OpcUaTag
-from collectors.opcua_security import thumbprints
+from collectors.opcua_security import CLIENT_CERT_FILE, load_certificate_info, thumbprints
 from rules.types import Sample
 
 pytestmark = pytest.mark.integration
@@ -69,12 +70,14 @@ def node_path() -> str:
 
 @dataclass
 class NodeServer:
-    """The running node-opcua process, its URL and certificate."""
+    """The running node-opcua process, its URL, certificate and PKI directory."""
 
     proc: subprocess.Popen[str]
     url: str
     certificate: bytes
     lines: Queue[str]
+    pki: Path
+    """node-opcua's certificate store: ``rejected/``, ``trusted/certs/``, ..."""
 
     def set(self, **values: Any) -> None:
         """Apply values on the server and wait until it says so."""
@@ -87,12 +90,11 @@ class NodeServer:
                 return
 
 
-@pytest.fixture(scope="module")
-def node_server(node_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeServer]:
+@contextlib.contextmanager
+def _node_server(node_path: str, directory: Path, *options: str) -> Iterator[NodeServer]:
     port = _free_port()
-    pki = tmp_path_factory.mktemp("node-opcua")
     proc = subprocess.Popen(
-        ["node", str(HERE / "opcua_server.js"), str(port), str(pki)],
+        ["node", str(HERE / "opcua_server.js"), str(port), str(directory), *options],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         env={**os.environ, "NODE_PATH": node_path})
     lines: Queue[str] = Queue()
@@ -110,7 +112,7 @@ def node_server(node_path: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         except Empty:
             pytest.fail("node-opcua server did not start within 120 s")
         yield NodeServer(proc, f"opc.tcp://127.0.0.1:{port}",
-                         base64.b64decode(ready["certificate"]), lines)
+                         base64.b64decode(ready["certificate"]), lines, directory / "pki")
     finally:
         if proc.stdin is not None:
             proc.stdin.close()
@@ -119,6 +121,20 @@ def node_server(node_path: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def node_server(node_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeServer]:
+    """A server that accepts every client certificate."""
+    with _node_server(node_path, tmp_path_factory.mktemp("node-opcua")) as server:
+        yield server
+
+
+@pytest.fixture
+def strict_node_server(node_path: str, tmp_path: Path) -> Iterator[NodeServer]:
+    """A server whose trust list does not hold the agent's certificate."""
+    with _node_server(node_path, tmp_path / "node-opcua", "--reject-unknown") as server:
+        yield server
 
 
 def _spec(url: str, tags: tuple[OpcUaTag, ...], **kw: Any) -> OpcUaSourceSpec:
@@ -205,20 +221,84 @@ async def test_sign_and_encrypt_with_trust_dir_and_user(node_server: NodeServer,
     assert collector.stats.connects == 1
 
 
-async def test_untrusted_node_opcua_server_is_refused(node_server: NodeServer,
-                                                      tmp_path: Path) -> None:
+async def test_untrusted_node_opcua_server_is_refused(node_server: NodeServer, tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
     spec = _spec(node_server.url, TAGS[:1], security_policy="Basic256Sha256",
                  security_mode="SignAndEncrypt", pki_dir=tmp_path / "pki")
     collector = OpcUaCollector(spec)
     sink: asyncio.Queue[Sample] = asyncio.Queue(10)
     async with _running(collector, sink):
-        async with asyncio.timeout(20):
-            while collector.health["cnc-01"].last_error is None:  # noqa: ASYNC110
-                await asyncio.sleep(0.1)
+        await _until(lambda: collector.health["cnc-01"].errors >= 3)  # a few retries
     error = collector.health["cnc-01"].last_error or ""
     assert "not trusted" in error
     assert thumbprints(node_server.certificate)[1] in error
     assert sink.empty()
+    said = [r.getMessage() for r in caplog.records if "not trusted" in r.getMessage()]
+    assert len(said) == 1 and "\n" not in said[0]
+    _assert_quiet_library(caplog)
+
+
+def _colons(hexdigest: str) -> str:
+    return ":".join(hexdigest[i:i + 2] for i in range(0, len(hexdigest), 2)).upper()
+
+
+async def _until(cond: Callable[[], bool], within: float = 20) -> None:
+    async with asyncio.timeout(within):
+        while not cond():  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+
+
+def _assert_quiet_library(caplog: pytest.LogCaptureFixture) -> None:
+    """No asyncua line above INFO and no traceback: the collector's own lines say it all."""
+    loud = [f"{r.name}: {r.getMessage()}" for r in caplog.records
+            if r.name.startswith("asyncua") and r.levelno >= logging.WARNING]
+    assert loud == []
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == []
+
+
+async def test_a_server_refusing_the_agent_certificate_is_told_once_until_trusted(
+    strict_node_server: NodeServer, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """node-opcua with its trust list not holding the agent: one line naming the
+    certificate, its URI and thumbprint over several retries; then the operator moves
+    the certificate from the server's rejected/ to trusted/ and the collector connects."""
+    caplog.set_level(logging.INFO)
+    pki = tmp_path / "pki"
+    (pki / "trusted").mkdir(parents=True)
+    (pki / "trusted" / "node-opcua.der").write_bytes(strict_node_server.certificate)
+    uri = "urn:interop-test:factory-edge-agent"
+    spec = _spec(strict_node_server.url, TAGS[:1], security_policy="Basic256Sha256",
+                 security_mode="SignAndEncrypt", pki_dir=pki, application_uri=uri)
+    strict_node_server.set(parts=55)
+    collector = OpcUaCollector(spec)
+    sink: asyncio.Queue[Sample] = asyncio.Queue(100)
+    async with _running(collector, sink):
+        await _until(lambda: collector.health["cnc-01"].errors >= 3)
+        cert = load_certificate_info(pki / CLIENT_CERT_FILE)
+
+        def refusal_lines() -> list[str]:
+            return [r.getMessage() for r in caplog.records
+                    if str(cert.cert_path) in r.getMessage() and uri in r.getMessage()
+                    and _colons(cert.sha256) in r.getMessage()]
+
+        said = refusal_lines()
+        assert len(said) == 1, said
+        assert "did not accept the agent's certificate" in said[0]
+        assert "rejected/" in said[0] and "trusted/" in said[0]
+        assert not collector.stats.connected and sink.empty()
+        _assert_quiet_library(caplog)
+        rejected = strict_node_server.pki / "rejected"
+        await _until(lambda: any(rejected.glob("*.pem")))
+        [refused] = list(rejected.glob("*.pem"))
+        assert cert.sha1 in refused.name  # node-opcua names the file by the SHA-1 thumbprint
+        shutil.move(refused, strict_node_server.pki / "trusted" / "certs" / refused.name)
+        sample = await _wait(sink, lambda s: s.signal == "parts_total", within=30)
+        assert (sample.value, sample.quality) == (55, "good")
+    again = [r.getMessage() for r in caplog.records if "again after" in r.getMessage()]
+    assert len(again) == 1
+    assert refusal_lines() == said
+    _assert_quiet_library(caplog)
 
 
 async def test_a_quiet_node_opcua_server_keeps_its_session_on_keep_alives(

@@ -3,6 +3,8 @@
 - docs/config-reference.md is exactly what scripts/gen-config-reference produces from the
   config models now (regenerate it after changing a model).
 - docs/troubleshooting.md explains every flag a KPI record can carry.
+- docs/kpi.md defines every field and flag of a KPI record, names every worked-example
+  case under tests/cases/kpi/, and points at nothing outside the repository.
 - Relative links in README.md and docs/ point at files that exist.
 """
 
@@ -81,6 +83,59 @@ def test_troubleshooting_explains_every_kpi_flag() -> None:
     text = (DOCS / "troubleshooting.md").read_text(encoding="utf-8")
     rows = set(re.findall(r"^\| `(\w+)` \|", text, flags=re.MULTILINE))
     assert flags <= rows, f"flags missing from docs/troubleshooting.md: {flags - rows}"
+
+
+KPI_DOC = DOCS / "kpi.md"
+KPI_CASES = REPO / "tests" / "cases" / "kpi"
+
+
+def test_kpi_doc_defines_every_record_field() -> None:
+    from rules.types import KPI_FIELDS
+
+    text = KPI_DOC.read_text(encoding="utf-8")
+    rows = set(re.findall(r"^\| `(\w+)`", text, flags=re.MULTILINE))
+    fields = {*KPI_FIELDS, "schema", "site", "line", "machine", "window", "flags"}
+    assert fields <= rows, f"fields missing from the table of docs/kpi.md: {fields - rows}"
+
+
+def test_kpi_doc_defines_every_flag() -> None:
+    text = KPI_DOC.read_text(encoding="utf-8")
+    rows = set(re.findall(r"^\| `(\w+)` \|", text, flags=re.MULTILINE))
+    flags = _documented_flags()
+    assert flags <= rows, f"flags missing from docs/kpi.md: {flags - rows}"
+
+
+def test_kpi_doc_names_every_case() -> None:
+    text = KPI_DOC.read_text(encoding="utf-8")
+    for case in sorted(p.name for p in KPI_CASES.iterdir() if p.is_dir()):
+        assert f"(../tests/cases/kpi/{case})" in text, f"docs/kpi.md does not link {case}"
+
+
+def test_kpi_doc_is_self_contained() -> None:
+    text = KPI_DOC.read_text(encoding="utf-8")
+    for outside in ("KPI.md", "DESIGN.md", "/work/", "/tmp/"):
+        assert outside not in text, f"docs/kpi.md refers to {outside}"
+
+
+def test_repository_points_at_nothing_outside_it() -> None:
+    """Code, docs and deploy files name only the repository's own documents."""
+    import subprocess
+
+    listed = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True,
+                            check=True).stdout.split()
+    pattern = re.compile(r"(?<![\w/])(?:KPI|DESIGN|LIBRARIES|STYLE)\.md|\.\./shared/")
+    offenders = []
+    for name in listed:
+        path = REPO / name
+        if name == "tests/unit/test_docs.py" or not path.is_file():
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue
+        offenders += [f"{name}:{n}" for n, line in enumerate(text.splitlines(), 1)
+                      if pattern.search(line)]
+    assert not offenders, f"references outside the repository: {offenders}"
 
 
 def test_troubleshooting_covers_the_field_problems() -> None:

@@ -206,6 +206,23 @@ os._exit(1)  # no close(), no checkpoint, no ack: as a crash would leave it
 """
 
 
+CLASHING_PUBLISHER = """
+import asyncio, sys
+from pathlib import Path
+from agent.config.common import MqttSettings
+from agent.logs import setup_logging
+from agent.mqtt.publisher import MqttPublisher
+from agent.outbox import SqliteOutbox
+
+setup_logging("info")
+settings = MqttSettings(port=int(sys.argv[1]), protocol=sys.argv[3], reconnect_min_s=0.1,
+                        reconnect_max_s=0.5)
+pub = MqttPublisher(settings, SqliteOutbox(Path(sys.argv[2])), site_id="s1",
+                    agent_id="twin", version="1.0")
+asyncio.run(pub.run())
+"""
+
+
 def _python(*args: str) -> list[str]:
     return [sys.executable, "-c", *args]
 
@@ -303,3 +320,38 @@ async def test_mqtt_311_mode(
     await stop(task)
     offline = await retained(mosquitto, STATUS, "probe-311b")
     assert offline["state"] == "offline"
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_two_agents_with_one_client_id_are_told_once_each(
+    mosquitto: ManagedMosquitto, tmp_path: Path, protocol: str
+) -> None:
+    """Each takes the session from the other at every reconnect; each process logs one
+    clash warning naming the client id, however many takeovers follow."""
+    logs = [tmp_path / f"agent{i}.log" for i in (1, 2)]
+    procs = []
+    for i, log_path in enumerate(logs, 1):
+        with log_path.open("wb") as out:
+            procs.append(await asyncio.create_subprocess_exec(
+                *_python(CLASHING_PUBLISHER, str(mosquitto.port),
+                         str(tmp_path / f"outbox{i}.sqlite"), protocol),
+                cwd=REPO, env=_env(), stderr=out))
+
+    def takeovers(path: Path) -> int:
+        return path.read_text(errors="replace").count("lost connection to MQTT broker")
+
+    try:
+        await until(lambda: all(takeovers(p) >= 8 for p in logs), 60)
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.terminate()
+        async with asyncio.timeout(20):
+            for proc in procs:
+                await proc.wait()
+    for path in logs:
+        text = path.read_text(errors="replace")
+        warnings = [line for line in text.splitlines() if "client id clash" in line]
+        assert len(warnings) == 1, text
+        assert "WARNING" in warnings[0] and "'edge-s1-twin'" in warnings[0]
+        assert "same client id" in warnings[0] and "[agent] id" in warnings[0]

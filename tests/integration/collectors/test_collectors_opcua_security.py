@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 from pathlib import Path
 
 import pytest
 from asyncua import ua
+from asyncua.common.utils import ServiceError
+from asyncua.ua.status_codes import StatusCodes
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from opcua_modbus_servers import free_port, running, start_cnc_server, wait_for_sample, wait_until
 from secure_servers import CNC_NS, start_secure_server
 
 from collectors.opcua import Deadband, OpcUaCollector, OpcUaSourceSpec, OpcUaTag
-from collectors.opcua_security import CLIENT_CERT_FILE, thumbprints
+from collectors.opcua_security import CLIENT_CERT_FILE, load_certificate_info, thumbprints
 from rules.types import Sample
 from simulators.plant import Plant
 from simulators.scenario import default_scenario
@@ -23,6 +27,10 @@ pytestmark = pytest.mark.integration
 PARTS_PATH = "Objects/cnc:Machines/cnc:cnc-01/cnc:PartsProducedInLifetime"
 POWER = f"nsu={CNC_NS};s=cnc-01.Power"
 APP_URI = "urn:test-host:factory-edge-agent"
+
+
+def _colons(hexdigest: str) -> str:
+    return ":".join(hexdigest[i:i + 2] for i in range(0, len(hexdigest), 2)).upper()
 
 
 def _spec(url: str, tags: tuple[OpcUaTag, ...], **kw: object) -> OpcUaSourceSpec:
@@ -66,6 +74,65 @@ async def test_sign_and_encrypt_refuses_untrusted_server_until_trusted(tmp_path:
         assert (pki / "client-key.pem").stat().st_mode & 0o077 == 0
     finally:
         await srv.stop()
+
+
+async def test_a_refused_client_certificate_is_told_once_with_what_to_trust(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The server answers CreateSession with BadCertificateUntrusted (the status is known,
+    so the line says so without "probably"). The collector starts before the server:
+    the first failure (nothing listening) and the refusal are different kinds, each
+    told once; the recovery once, after the server trusts the certificate."""
+    caplog.set_level(logging.INFO)
+    port = free_port()
+    pki = tmp_path / "pki"
+    trusted_by_server: set[bytes] = set()
+
+    async def validate(cert: x509.Certificate, _app: ua.ApplicationDescription) -> None:
+        if cert.public_bytes(serialization.Encoding.DER) not in trusted_by_server:
+            raise ServiceError(StatusCodes.BadCertificateUntrusted)
+
+    server_dir = tmp_path / "server"
+    tags = (OpcUaTag("cnc-01", "parts_total", browse_path=PARTS_PATH),)
+    spec = _spec(f"opc.tcp://127.0.0.1:{port}/", tags, security_policy="Basic256Sha256",
+                 security_mode="SignAndEncrypt", pki_dir=pki, application_uri=APP_URI)
+    collector = OpcUaCollector(spec)
+    sink: asyncio.Queue[Sample] = asyncio.Queue(100)
+    srv = None
+    try:
+        async with running(collector, sink):
+            await wait_until(lambda: collector.health["cnc-01"].errors >= 1)
+            srv = await start_secure_server(port, server_dir, [("Basic256Sha256",
+                                                                "SignAndEncrypt")])
+            srv.server.set_certificate_validator(validate)
+            (pki / "trusted").mkdir(parents=True, exist_ok=True)
+            shutil.copy(srv.cert_path, pki / "trusted" / "server.der")
+            await wait_until(lambda: "BadCertificateUntrusted" in (
+                collector.health["cnc-01"].last_error or ""))
+            errors = collector.health["cnc-01"].errors
+            await wait_until(lambda: collector.health["cnc-01"].errors >= errors + 3)
+            cert = load_certificate_info(pki / CLIENT_CERT_FILE)
+            refused = [r.getMessage() for r in caplog.records
+                       if str(cert.cert_path) in r.getMessage()
+                       and APP_URI in r.getMessage() and _colons(cert.sha256) in r.getMessage()]
+            assert len(refused) == 1, refused
+            assert ("did not accept the agent's certificate (it answered "
+                    "BadCertificateUntrusted to CreateSession)") in refused[0]
+            assert "probably" not in refused[0]
+            down = [r for r in caplog.records if "unavailable" in r.getMessage()]
+            assert len(down) == 1  # nothing listening yet: the other kind, told once
+            trusted_by_server.add((pki / CLIENT_CERT_FILE).read_bytes())
+            sample = await wait_for_sample(sink, lambda s: s.signal == "parts_total", within=15)
+            assert sample.value == 7
+        again = [r for r in caplog.records if "again after" in r.getMessage()]
+        assert len(again) == 1
+        loud = [f"{r.name}: {r.getMessage()}" for r in caplog.records
+                if r.name.startswith("asyncua.client") and r.levelno >= logging.WARNING]
+        assert loud == []
+        assert [r.getMessage() for r in caplog.records if r.exc_info] == []
+    finally:
+        if srv is not None:
+            await srv.stop()
 
 
 @pytest.mark.parametrize(("policy", "mode"), [("Aes128_Sha256_RsaOaep", "SignAndEncrypt"),

@@ -88,7 +88,7 @@ def kpi_topic(r: KpiRecord) -> str:
 def sample_records() -> list[KpiRecord]:
     base = {"window": "1m", "window_start_ms": T0, "window_end_ms": T0 + 60_000}
     return [
-        KpiRecord(site="s1", line="l1", machine="m1", planned_busy_time_s=60.0,
+        KpiRecord(site="s1", line="l1", machine="m1", observed_s=60.0, planned_busy_time_s=60.0,
                   producing_time_s=45.5, setup_time_s=4.5, unplanned_down_time_s=10.0,
                   parts_produced=7, parts_good=6, parts_scrap=1, availability=0.7583333333333333,
                   performance=1.0769230769230769, quality_ratio=6 / 7, oee=0.1 + 0.2,
@@ -329,3 +329,66 @@ async def test_two_ingests_in_one_shared_group_split_the_stream(
     assert first.stats.written + second.stats.written == len(records)
     assert normalise(influxdb.rows("SELECT * FROM kpi")) == normalise(
         [expected_row(r) for r in records])
+
+
+def stored_row(influxdb: ManagedInfluxd, r: KpiRecord) -> dict[str, object]:
+    """The one stored point of ``r``'s key, every field (absent ones as None)."""
+    line, machine = placeholder_tags(r.line, r.machine)
+    rows = influxdb.rows(
+        f"SELECT * FROM kpi WHERE site = '{r.site}' AND line = '{line}' AND "
+        f"machine = '{machine}' AND \"window\" = '{r.window}' AND time = {r.window_end_ms}ms")
+    assert len(rows) == 1, rows
+    return normalise(rows)[0]
+
+
+async def test_a_rewrite_with_null_fields_leaves_exactly_the_newer_record(
+    mosquitto: ManagedMosquitto, influxdb: ManagedInfluxd, publisher: Publisher, tmp_path: Path,
+) -> None:
+    """InfluxDB merges the fields of a point written again; the ingest deletes the stored
+    point first when the newer version lacks some of its fields."""
+    older = sample_records()[0]
+    newer = dataclasses.replace(
+        older, producing_time_s=40.0, parts_produced=6, parts_good=6, parts_scrap=0,
+        defect_rate=0.0, quality_ratio=1.0, energy_kwh=None, energy_per_unit_kwh=None,
+        energy_per_good_unit_kwh=None, kgce_per_good_unit=None, co2_kg=None,
+        co2_per_good_unit_kg=None, cycle_time_mean_s=None, flags=())
+    neighbour = dataclasses.replace(older, machine="m2")
+    service = IngestService(make_config(mosquitto, influxdb, tmp_path))
+    async with running(service):
+        publish_records(publisher, [older, neighbour])
+        await eventually(lambda: service.stats.acked == 2, what="the first version")
+        assert stored_row(influxdb, older) == normalise([expected_row(older)])[0]
+        publish_records(publisher, [newer])
+        await eventually(lambda: service.stats.acked == 3, what="the rewrite")
+    assert stored_row(influxdb, newer) == normalise([expected_row(newer)])[0]
+    assert stored_row(influxdb, newer)["energy_kwh"] is None
+    assert stored_row(influxdb, neighbour) == normalise([expected_row(neighbour)])[0]
+    assert service.stats.replaced == 1 and service.stats.dead_lettered == 0
+
+
+async def test_a_less_complete_record_never_replaces_the_stored_one(
+    mosquitto: ManagedMosquitto, influxdb: ManagedInfluxd, publisher: Publisher, tmp_path: Path,
+) -> None:
+    """An agent that lost its checkpoint re-sends a window it saw only part of."""
+    full = sample_records()[0]
+    partial = dataclasses.replace(
+        full, observed_s=12.0, planned_busy_time_s=12.0, producing_time_s=12.0,
+        setup_time_s=0.0, unplanned_down_time_s=0.0, parts_produced=0, parts_good=0,
+        parts_scrap=0, availability=1.0, performance=0.0, quality_ratio=None, oee=0.0,
+        defect_rate=None, cycle_time_mean_s=None, energy_kwh=0.1, energy_per_unit_kwh=None,
+        energy_per_good_unit_kwh=None, kgce_per_good_unit=None, co2_kg=0.05,
+        co2_per_good_unit_kg=None, flags=("incomplete",))
+    service = IngestService(make_config(mosquitto, influxdb, tmp_path))
+    async with running(service):
+        publish_records(publisher, [full])
+        await eventually(lambda: service.stats.acked == 1, what="the full record")
+        publish_records(publisher, [partial, partial])
+        await eventually(lambda: service.stats.acked == 3, what="the partial ones")
+        publish_records(publisher, [full])  # the original agent's replay still lands
+        await eventually(lambda: service.stats.acked == 4, what="the replay")
+    assert stored_row(influxdb, full) == normalise([expected_row(full)])[0]
+    dead = read_dead_letters(tmp_path / "dead.jsonl")
+    assert [d["code"] for d in dead] == ["less_complete_than_stored"] * 2
+    assert json.loads(dead[0]["payload"])["observed_s"] == 12.0
+    assert "observed 12 s of its window, the one stored 60 s" in dead[0]["reason"]
+    assert service.stats.rejected == {"less_complete_than_stored": 2}

@@ -218,3 +218,75 @@ def test_deploy_mosquitto_conf_starts_a_real_broker(tmp_path: Path, security: An
         proc.terminate()
         out, _ = proc.communicate(timeout=15)
     assert b"Error" not in out, out.decode(errors="replace")
+
+
+async def test_one_factory_cannot_write_into_another_factory_s_data(
+    secure_broker: tuple[ManagedMosquitto, int, Path], tmp_path: Path, influxdb: Any,
+) -> None:
+    """Factory A's credentials cannot publish into B's topic (the broker refuses), nor
+    into B's data through a payload naming B on A's own topic (the ingest refuses)."""
+    import contextlib
+
+    from agent.ingest.config import IngestConfig
+    from agent.ingest.deadletter import read_dead_letters
+    from agent.ingest.service import IngestService
+    from rules.types import KpiRecord
+
+    _, tls_port, ca = secure_broker
+    config = IngestConfig.model_validate({
+        "mqtt": {"host": "127.0.0.1", "port": tls_port, "username": "ingest",
+                 "password": USERS["ingest"], "tls": {"ca_file": str(ca)}},
+        "influxdb": {"url": influxdb.url, "token": influxdb.token, "org": influxdb.org,
+                     "bucket": influxdb.bucket, "timeout_s": 2},
+        "ingest": {"dead_letter_path": str(tmp_path / "dead.jsonl"), "client_id": "ingest-acl",
+                   "retry_min_s": 0.2, "retry_max_s": 1.0},
+    })
+    service = IngestService(config)
+    task = asyncio.create_task(service.run())
+    acks: dict[int, Any] = {}
+    done = threading.Event()
+
+    def record(site: str, value: int) -> bytes:
+        r = KpiRecord(site=site, line="line-a", machine="m1", window="1m",
+                      window_start_ms=1_795_680_000_000, window_end_ms=1_795_680_060_000,
+                      observed_s=60.0, planned_busy_time_s=60.0, parts_produced=value,
+                      parts_good=value)
+        return json.dumps(r.to_json_dict()).encode()
+
+    try:
+        await asyncio.wait_for(service.wait_subscribed(), 20)
+        site_a, rc = _client(tls_port, ca, "site-a", USERS["site-a"], "site-a-agent")
+        assert not rc.is_failure, rc
+
+        def on_publish(c: mqtt.Client, u: Any, mid: int, reason: Any, props: Any) -> None:
+            acks[mid] = reason
+            if len(acks) == 3:
+                done.set()
+
+        site_a.on_publish = on_publish
+        into_b = site_a.publish("factory/site-b/line-a/m1/kpi", record("site-b", 666), qos=1)
+        genuine = site_a.publish("factory/site-a/line-a/m1/kpi", record("site-a", 7), qos=1)
+        forged = site_a.publish("factory/site-a/line-a/m2/kpi", record("site-b", 999), qos=1)
+        assert await asyncio.to_thread(done.wait, 20), acks
+        assert acks[into_b.mid].is_failure and "Not authorized" in str(acks[into_b.mid])
+        assert not acks[genuine.mid].is_failure and not acks[forged.mid].is_failure
+        deadline = time.monotonic() + 30
+        while service.stats.acked < 2:
+            assert time.monotonic() < deadline, service.stats
+            await asyncio.sleep(0.1)
+        site_a.disconnect()
+        site_a.loop_stop()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    # the broker dropped the publish into B's topic: the ingest never saw it
+    assert service.stats.received == 2
+    rows = influxdb.rows("SELECT * FROM kpi")
+    assert [(r["site"], r["machine"], r["parts_produced"]) for r in rows] == [
+        ("site-a", "m1", 7)]
+    dead = read_dead_letters(tmp_path / "dead.jsonl")
+    assert [(d["topic"], d["code"]) for d in dead] == [
+        ("factory/site-a/line-a/m2/kpi", "ids_differ_from_topic")]
+    assert "'site-b'" in dead[0]["reason"] and "site 'site-a'" in dead[0]["reason"]
+    assert service.stats.rejected == {"ids_differ_from_topic": 1}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import load_agent_config
+from agent.config import load_agent_config, load_run_config
 from agent.config.build import engine_spec, modbus_specs, opcua_specs
 from rules.errors import ConfigError
 
@@ -72,7 +72,7 @@ def test_example_configs_are_valid(example: Path, monkeypatch: pytest.MonkeyPatc
 
         load_ingest_config(example)
         return
-    cfg = load_agent_config(example)
+    cfg = load_run_config(example, host=False)  # the host's files: test_example_configs
     assert engine_spec(cfg).machines
     assert opcua_specs(cfg) or modbus_specs(cfg)
 

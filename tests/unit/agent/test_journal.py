@@ -4,6 +4,7 @@ truncates what it covers, and a restart after a crash reaches exactly the same s
 from __future__ import annotations
 
 import asyncio
+import json
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,9 @@ from agent.runtime import (
     decode_journal_entry,
     encode_journal_entry,
 )
+from agent.samplelog import OBSERVATION_DEVICE, observation_marker
 from rules.engine import EngineOutput
-from rules.types import Sample
+from rules.types import Sample, rfc3339_to_ms
 
 REPO = Path(__file__).resolve().parents[3]
 T0 = 1_800_000_000_000  # a whole minute in epoch milliseconds
@@ -44,6 +46,9 @@ def _config(tmp_path: Path) -> AgentConfig:
     raw["kpi"]["windows"] = ["1m"]
     raw["kpi"]["lateness_s"] = 2
     raw.pop("calendar", None)
+    # Only the devices the tests feed: the engine loop holds the watermark at a start until
+    # every configured device has reported.
+    raw["meters"] = [m for m in raw["meters"] if m["id"] in ("meter-01", "meter-02")]
     path = tmp_path / "agent.toml"
     tmp_path.mkdir(parents=True, exist_ok=True)
     path.write_text(tomli_w.dumps(raw))
@@ -203,4 +208,70 @@ def test_unusable_checkpoint_discards_its_journal(tmp_path: Path) -> None:
     agent = Agent(cfg)
     assert not agent.restored
     assert agent.outbox.journal_items == 0
+    agent.outbox.close()
+
+
+def _kpi_payloads(agent: Agent) -> list[dict[str, Any]]:
+    return [json.loads(m.payload) for m in agent.outbox.pending(10_000)
+            if m.topic.endswith("/kpi")]
+
+
+async def test_a_fresh_start_observes_from_the_clock_and_replays_exactly(
+    tmp_path: Path,
+) -> None:
+    """No checkpoint: the engine observes from the agent's clock at the start. That start
+    is checkpointed before any sample, so a kill -9 soon after replays exactly; an initial
+    value dated an hour earlier counts from the start, and nothing earlier has a record."""
+    cfg = _config(tmp_path)
+    start_ms = T0 + 37_500
+    clock = Clock(start_ms / 1000)
+    record = tmp_path / "samples.jsonl"
+    fresh = Agent(cfg, clock=clock, record_path=record)
+    assert not fresh.restored and fresh.observing_from_ms == start_ms
+    saved = fresh.outbox.load_state(ENGINE_STATE_KEY)
+    assert saved is not None and json.loads(saved)["observe_from"] == start_ms
+
+    initial = [Sample(T0 - 3_600_000, machine, "state", "producing")
+               for machine in ("cnc-01", "cnc-02")]
+    initial += [s for s in _samples(start_ms, 1) if s.signal != "state"]
+    later = _samples(start_ms + 1_000, 120)
+    batches = [initial] + [later[i:i + 9] for i in range(0, len(later), 9)]
+    await _feed(fresh, clock, batches)
+    expected_state = fresh.engine.snapshot()
+    published = _kpi_payloads(fresh)
+    fresh.outbox._db = None  # like kill -9
+
+    again = Agent(cfg, clock=clock, record_path=record)
+    assert again.restored and again.observing_from_ms is None
+    assert again.engine.snapshot() == expected_state
+    assert _kpi_payloads(again) == published
+    again.outbox.close()
+
+    assert published, "the samples should close windows"
+    assert min(rfc3339_to_ms(p["window_end"]) for p in published) > start_ms
+    first = [p for p in published if rfc3339_to_ms(p["window_start"]) == T0]
+    assert len(first) == 2 + 1 + 1  # both machines, their line, the site
+    for p in first:
+        assert p["observed_s"] == 22.5 and "incomplete" in p["flags"]
+    by_machine = {p["machine"]: p for p in first}
+    assert by_machine["cnc-01"]["producing_time_s"] == 22.5
+    # 112 at the start is a baseline, not 112 parts; the last count in the minute is 119.
+    assert by_machine["cnc-01"]["parts_produced"] == 119 - 112
+    whole = [p for p in published if rfc3339_to_ms(p["window_start"]) == T0 + 60_000]
+    assert whole and all(p["observed_s"] == 60.0 for p in whole)
+
+    lines = record.read_text().splitlines()
+    assert json.loads(lines[0]) == observation_marker(start_ms)
+    assert sum(OBSERVATION_DEVICE in line for line in lines) == 1
+
+
+def test_an_unusable_checkpoint_starts_observing_afresh(tmp_path: Path) -> None:
+    cfg = _config(tmp_path)
+    box = SqliteOutbox(cfg.agent.state_dir / "outbox.sqlite")
+    box.put_many([], state={ENGINE_STATE_KEY: '{"version": -1}', JOURNAL_POS_KEY: "0"})
+    box.close()
+    agent = Agent(cfg, clock=Clock(T0 / 1000))
+    assert not agent.restored and agent.observing_from_ms == T0
+    saved = agent.outbox.load_state(ENGINE_STATE_KEY)
+    assert saved is not None and json.loads(saved)["observe_from"] == T0
     agent.outbox.close()

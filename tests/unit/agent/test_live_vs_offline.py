@@ -15,6 +15,12 @@
   newest sample time itself) drops nothing as late and never carries energy, and no live
   schedule of the kind above can either.
 
+The stream may hold observation starts (the agent started without a checkpoint: first,
+or again mid-stream), each followed by initial values dated before it, as an OPC UA
+server sends them. The live engine gets :meth:`KpiEngine.observe_from` there; the log
+gets the observation marker ``edge-agent run --record`` writes, which the offline command
+turns into the same call.
+
 Under these conditions the records (every field, every flag, in the same order), the
 alarm events and the engine's counters are identical. Outside them the two runs may
 legitimately differ, and each says so: a sample dropped as late is counted in
@@ -26,15 +32,25 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.config.build import engine_spec
 from agent.config.model import AgentConfig
 from agent.offline import recompute
+from agent.samplelog import (
+    OBSERVATION_DEVICE,
+    SampleRecorder,
+    is_observation_start,
+    observation_marker,
+    read_samples,
+)
 from rules.engine import KpiEngine
+from rules.errors import InputError
 from rules.types import Sample
 
 LATENESS_MS = 5_000
@@ -72,6 +88,22 @@ CONFIG: dict[str, Any] = {
     ],
 }
 CFG = AgentConfig.model_validate(CONFIG)
+# The same plant with a gas meter for e2 and a time-of-use tariff whose boundaries fall
+# inside the slow meters' intervals: a revision moves quantities and exact costs.
+PRICED = AgentConfig.model_validate({
+    **CONFIG,
+    "meters": [CONFIG["meters"][0],
+               {"id": "e2", "line": "L", "carrier": "natural_gas", "resolution": 0.01}],
+    "tariff": {
+        "prices": {"valley": 0.3, "peak": 1.1, "flat": 0.7},
+        "carrier_prices": {"natural_gas": 3.6},
+        "seasons": [{"months": list(range(1, 13)), "periods": [
+            {"start": "00:00", "end": "08:02", "period": "valley"},
+            {"start": "08:02", "end": "08:06", "period": "peak"},
+            {"start": "08:06", "end": "00:00", "period": "flat"},
+        ]}],
+    },
+})
 
 
 @st.composite
@@ -82,8 +114,20 @@ def on_time_streams(draw: st.DrawFn) -> list[Sample]:
     counters = {"m1": [0, 0], "m2": [0, 0]}
     energy = {"e1": 990.0, "e2": 5.0}
     out: list[Sample] = []
-    for _ in range(steps):
+    fresh = draw(st.booleans())
+    for step in range(steps):
         t += draw(st.integers(min_value=0, max_value=MAX_STEP_MS))
+        if (step == 0 and fresh) or draw(st.integers(0, 40)) == 0:
+            t += draw(st.sampled_from([0, 1, 2_000, 45_000]))  # the agent was down
+            out.append(_marker(t))
+            for _ in range(draw(st.integers(0, 4))):
+                old = t - draw(st.integers(0, 600_000))
+                machine = draw(st.sampled_from(["m1", "m2"]))
+                out.append(draw(st.sampled_from([
+                    Sample(old, machine, "state", draw(st.sampled_from(STATES))),
+                    Sample(old, machine, "parts_total", counters[machine][0]),
+                    Sample(old, "e1", "energy_kwh", round(energy["e1"] % 1000.0, 2)),
+                ])))
         for meter in ("e1", "e2"):  # every meter, good, in its own order, at each step
             energy[meter] += draw(st.integers(0, 30)) / 10
             value = energy[meter] % 1000.0 if meter == "e1" else energy[meter]
@@ -121,10 +165,29 @@ def on_time_streams(draw: st.DrawFn) -> list[Sample]:
     return out
 
 
-def _offline(samples: list[Sample], flush_every: int) -> tuple[list[dict[str, Any]], str]:
-    lines = [json.dumps(s.to_json_dict()) + "\n" for s in samples]
+def _marker(ts_ms: int) -> Sample:
+    """Where the agent (re)started observing: ``observe_from`` live, the marker offline."""
+    return Sample(ts_ms, OBSERVATION_DEVICE, "observing", "start")
+
+
+def _feed(engine: KpiEngine, sample: Sample) -> None:
+    if sample.device == OBSERVATION_DEVICE:
+        engine.observe_from(sample.ts_ms)
+    else:
+        engine.add(sample)
+
+
+def _line(sample: Sample) -> str:
+    if sample.device == OBSERVATION_DEVICE:
+        return json.dumps(observation_marker(sample.ts_ms)) + "\n"
+    return json.dumps(sample.to_json_dict()) + "\n"
+
+
+def _offline(samples: list[Sample], flush_every: int,
+             cfg: AgentConfig = CFG) -> tuple[list[dict[str, Any]], str]:
+    lines = [_line(s) for s in samples]
     out, err = io.StringIO(), io.StringIO()
-    recompute(CFG, lines, out, "s.jsonl", summary=err, flush_every=flush_every)
+    recompute(cfg, lines, out, "s.jsonl", summary=err, flush_every=flush_every)
     return [json.loads(line) for line in out.getvalue().splitlines()], err.getvalue()
 
 
@@ -136,7 +199,7 @@ def test_live_engine_and_offline_command_agree(samples: list[Sample], data: st.D
     alarms: list[dict[str, Any]] = []
     newest = None
     for s in samples:
-        live.add(s)
+        _feed(live, s)
         newest = s.ts_ms if newest is None else max(newest, s.ts_ms)
         if data.draw(st.integers(0, 4)) == 0:
             lag = data.draw(st.sampled_from([0, 1, 999, 4_000, 5_000, 6_001, 20_000, 400_000]))
@@ -156,8 +219,101 @@ def test_live_engine_and_offline_command_agree(samples: list[Sample], data: st.D
     replay = KpiEngine(engine_spec(CFG))
     replayed: list[dict[str, Any]] = []
     for s in samples:
-        replay.add(s)
+        _feed(replay, s)
         replayed += [a.to_json_dict() for a in replay.collect().alarms]
     replayed += [a.to_json_dict() for a in replay.finish().alarms]
     assert replayed == alarms
     assert dict(replay.stats) == dict(live.stats)
+
+
+def test_the_recorder_writes_the_marker_the_offline_command_reads(tmp_path: Path) -> None:
+    path = tmp_path / "samples.jsonl"
+    rec = SampleRecorder(path)
+    rec.observing(T0)
+    rec.write([Sample(T0 - 3_600_000, "m1", "state", "idle")])
+    rec.close()
+    lines = path.read_text().splitlines()
+    assert json.loads(lines[0]) == {"ts": "2026-11-25T23:59:00.000Z", "device": "_agent",
+                                    "signal": "observing", "value": "start"}
+    marker, initial = read_samples(lines, "s.jsonl")
+    assert is_observation_start(marker) and marker.ts_ms == T0
+    assert not is_observation_start(initial)
+    out, err = io.StringIO(), io.StringIO()
+    lines.append(json.dumps(Sample(T0 + 10_000, "m1", "state", "idle").to_json_dict()))
+    assert recompute(CFG, lines, out, "s.jsonl", summary=err) > 0
+    first = json.loads(out.getvalue().splitlines()[0])
+    # The hour-old initial value counts at the start: nothing before it has a record, and
+    # the state is known from the start on.
+    assert first["window_start"] == "2026-11-25T23:59:00.000Z"
+    assert first["observed_s"] == 10.0 and "incomplete" not in first["flags"]
+    assert "2 samples" in err.getvalue()
+
+
+@pytest.mark.parametrize("line", [
+    '{"ts": "2026-11-26T08:00:00Z", "device": "_agent", "signal": "observing", "value": "stop"}',
+    '{"ts": "2026-11-26T08:00:00Z", "device": "_agent", "signal": "state", "value": "start"}',
+    '{"ts": "2026-11-26T08:00:00Z", "device": "_agent", "signal": "observing", "value": "start",'
+    ' "quality": "bad"}',
+])
+def test_a_malformed_marker_names_its_line(line: str) -> None:
+    good = json.dumps(observation_marker(T0))
+    with pytest.raises(InputError, match=r"s\.jsonl:2: device '_agent' is reserved"):
+        list(read_samples([good, line], "s.jsonl"))
+
+
+@st.composite
+def slow_meter_streams(draw: st.DrawFn) -> list[Sample]:
+    """On-time streams whose meters are read only every ``n``-th step (up to about 36 s
+    apart, far beyond the 5 s lateness but well inside the revision horizon)."""
+    samples = draw(on_time_streams())
+    every = {"e1": draw(st.integers(1, 12)), "e2": draw(st.integers(1, 12))}
+    seen = {"e1": 0, "e2": 0}
+    out = []
+    for s in samples:
+        if s.signal == "energy_kwh" and s.device in every:
+            seen[s.device] += 1
+            if seen[s.device] % every[s.device]:
+                continue
+        out.append(s)
+    return out
+
+
+def _final(records: list[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """What stands downstream: the latest copy of each key, ``revised`` aside (which
+    windows a run revises depends on when it sealed them)."""
+    out = {}
+    for r in records:
+        key = (r["line"], r["machine"], r["window"], r["window_end"])
+        out[key] = {**r, "flags": [f for f in r["flags"] if f != "revised"]}
+    return out
+
+
+@settings(max_examples=100, deadline=None)
+@given(slow_meter_streams(), st.data())
+def test_slow_meters_end_with_the_same_records_live_and_offline(
+        samples: list[Sample], data: st.DataObject) -> None:
+    """Meters read less often than the lateness: the live engine and the replay may
+    revise different windows, but what finally stands for every key is identical, with
+    no energy carried or pending, and no other KPI waited for the meters; also with a
+    gas meter and a time-of-use tariff (every energy field: quantities, kgce, CO2, cost)."""
+    cfg = data.draw(st.sampled_from([CFG, PRICED]))
+    if cfg is PRICED:
+        samples = [Sample(s.ts_ms, s.device, "reading", s.value, s.quality)
+                   if (s.device, s.signal) == ("e2", "energy_kwh") else s for s in samples]
+    live = KpiEngine(engine_spec(cfg))
+    records: list[dict[str, Any]] = []
+    newest = None
+    for s in samples:
+        _feed(live, s)
+        newest = s.ts_ms if newest is None else max(newest, s.ts_ms)
+        if data.draw(st.integers(0, 4)) == 0:
+            lag = data.draw(st.sampled_from([0, 1, 999, 4_000, 5_000, 6_001, 20_000]))
+            records += [r.to_json_dict() for r in live.advance(newest - lag).records]
+    records += [r.to_json_dict() for r in live.finish().records]
+
+    offline, summary = _offline(samples, data.draw(st.sampled_from([1, 7, 4096])), cfg)
+    final = _final(records)
+    assert _final(offline) == final
+    assert "0 late" in summary
+    for rec in final.values():
+        assert "energy_carried" not in rec["flags"] and "energy_pending" not in rec["flags"]

@@ -140,6 +140,12 @@ CASES = [
          lines={"line-b": "added"}),
     Case("grid factor changed applies live",
          lambda raw: raw["site"].update(grid_factor_kg_per_kwh=0.6), other=1),
+    Case("coal basis changed applies live",
+         lambda raw: raw.update(energy={"coal_basis": "equal_value",
+                                        "equal_value_kgce_per_kwh": 0.3}), other=1),
+    Case("an off day added: the engine restarts",
+         lambda raw: raw.update(calendar={"off_days": ["2026-10-01"]}),
+         engine_reset=("calendar",)),
     Case("windows changed: the engine restarts",
          lambda raw: raw["kpi"].update(windows=["1m", "15m"]),
          engine_reset=("kpi.windows",)),
@@ -302,6 +308,29 @@ def test_rebaselined_counter_neither_jumps_nor_loses_the_window() -> None:
     assert first["cnc-01"].producing_time_s == 60
 
 
+def test_a_reload_keeps_where_observation_started() -> None:
+    """An agent that started without a checkpoint 20 s into a minute and is reloaded
+    later: the minute is still observed only from the start, for everyone."""
+    old = cfg_of(BASE)
+    new = cfg_of(edit(lambda raw: machine(raw, "cnc-02").update(ideal_cycle_time_s=28.0)))
+    plan = plan_reload(old, new)
+    engine = KpiEngine(engine_spec(old))
+    engine.observe_from(T0 + 20_000)
+    engine.add(Sample(T0 - 3_600_000, "cnc-01", "state", "producing"))  # an initial value
+    for s in samples(20, 30, ("cnc-01", "cnc-02")):
+        engine.add(s)
+    engine = rebuild_engine(engine, engine_spec(new), plan)
+    assert engine.observing_from_ms == T0 + 20_000
+    for s in samples(30, 90, ("cnc-01", "cnc-02")):
+        engine.add(s)
+    records = engine.finish(T0 + 90_000).records
+    assert min(r.window_end_ms for r in records) == T0 + 60_000
+    first = [r for r in records if r.window_end_ms == T0 + 60_000]
+    assert {r.observed_s for r in first} == {40.0}
+    assert all("incomplete" in r.flags for r in first)
+    assert by_machine(records, T0 + 60_000)["cnc-01"].producing_time_s == 40.0
+
+
 def test_no_carry_for_plant_wide_changes_or_foreign_snapshots() -> None:
     old = cfg_of(BASE)
     new = cfg_of(edit(lambda raw: raw["kpi"].update(windows=["5m"])))
@@ -312,6 +341,23 @@ def test_no_carry_for_plant_wide_changes_or_foreign_snapshots() -> None:
     assert carry_engine_state({**snap, "version": 99}, engine_spec(old), same) is None
     fresh = rebuild_engine(KpiEngine(engine_spec(old)), engine_spec(new), plan)
     assert fresh.spec.windows == ("5m",)
+
+
+def test_a_fresh_engine_after_a_reload_observes_from_the_reload() -> None:
+    old = cfg_of(BASE)
+    new = cfg_of(edit(lambda raw: raw["kpi"].update(windows=["5m"])))
+    fresh = rebuild_engine(KpiEngine(engine_spec(old)), engine_spec(new),
+                           plan_reload(old, new), now_ms=T0 + 90_000)
+    assert fresh.observing_from_ms == T0 + 90_000
+    # A restarted source's initial value, stamped long before the reload, books nothing
+    # into the windows before it.
+    fresh.add(Sample(T0 - 3_600_000, "cnc-01", "state", "producing"))
+    fresh.add(Sample(T0 + 400_000, "cnc-01", "state", "idle"))
+    records = fresh.advance(T0 + 900_000).records
+    assert records and min(r.window_end_ms for r in records) == T0 + 300_000
+    first = [r for r in records if r.window_end_ms == T0 + 300_000]
+    assert all("incomplete" in r.flags for r in first)
+    assert {r.observed_s for r in first} == {210.0}
 
 
 def test_alarm_states_follow_their_names() -> None:

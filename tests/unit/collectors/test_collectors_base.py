@@ -1,33 +1,14 @@
-"""Backoff, presets and spec validation of the collectors."""
+"""Stats, presets and spec validation of the collectors."""
 
 from __future__ import annotations
 
-import random
-
 import pytest
 
-from collectors.base import Backoff, CollectorStats
+from collectors.base import CollectorStats
 from collectors.modbus import ModbusCollector, ModbusDeviceSpec, ModbusSourceSpec, RegisterPoint
 from collectors.opcua import OpcUaCollector, OpcUaSourceSpec, OpcUaTag, parse_browse_path
 from collectors.presets import PRESETS, preset_points
 from rules.errors import ConfigError
-
-
-def test_backoff_grows_with_jitter_and_resets() -> None:
-    b = Backoff(1.0, 8.0, jitter=0.25, rng=random.Random(1))
-    delays = [b.next_delay() for _ in range(6)]
-    bases = [1, 2, 4, 8, 8, 8]
-    for d, base in zip(delays, bases, strict=True):
-        assert base * 0.75 <= d <= base
-    assert len(set(delays)) == len(delays)  # jittered
-    b.reset()
-    assert b.next_delay() <= 1.0
-
-
-@pytest.mark.parametrize(("lo", "hi", "jitter"), [(0, 1, 0.1), (2, 1, 0.1), (1, 2, 1.0)])
-def test_backoff_rejects(lo: float, hi: float, jitter: float) -> None:
-    with pytest.raises(ValueError):
-        Backoff(lo, hi, jitter=jitter)
 
 
 def test_stats_snapshot_is_detached() -> None:

@@ -1,4 +1,4 @@
-"""decode_registers and plan_reads: table-driven."""
+"""decode_registers, point_problem and plan_reads: table-driven."""
 
 from __future__ import annotations
 
@@ -12,9 +12,18 @@ from collectors.decode import (
     MAX_REGISTERS_PER_READ,
     decode_registers,
     plan_reads,
+    point_problem,
     register_count,
 )
-from rules.errors import DecodeError
+from collectors.modbus import (
+    ModbusCollector,
+    ModbusDeviceSpec,
+    ModbusSourceSpec,
+    RegisterPoint,
+    validate_source,
+)
+from collectors.presets import PRESETS, preset_points
+from rules.errors import ConfigError, DecodeError
 
 
 def regs_of(fmt: str, value: float | int) -> list[int]:
@@ -188,3 +197,52 @@ def test_plan_offsets_point_into_the_reply() -> None:
 def test_plan_rejects(points: list[P], max_gap: int, max_count: int) -> None:
     with pytest.raises(ValueError):
         plan_reads(points, max_gap, max_count)
+
+
+@pytest.mark.parametrize(("table", "address", "dtype", "length", "problem"), [
+    ("holding", 0, "u16", None, None),
+    ("holding", 65535, "u16", None, None),
+    ("input", 65534, "u32", None, None),
+    ("holding", 65532, "f64", None, None),
+    ("holding", 65535, "u32", None, "a u32 at address 65535 needs registers 65535..65536"),
+    ("holding", 65533, "u64", None, "needs registers 65533..65536, past the last register"),
+    ("holding", 0, "string", 8, None),
+    ("holding", 65530, "string", 6, None),
+    ("holding", 65530, "string", 7, "a string of 7 registers at address 65530 needs "
+                                    "registers 65530..65536"),
+    ("holding", 0, "string", None, "type 'string' needs length"),
+    ("holding", 0, "string", 0, "length 0 is outside 1..125"),
+    ("holding", 0, "string", 126, "length 126 is outside 1..125"),
+    ("holding", 0, "u32", 2, "length applies to type 'string' only; a u32 always "
+                             "occupies 2 register(s)"),
+    ("coil", 65535, "u16", None, None),
+    ("coil", 0, "string", 4, "a coil is one bit"),
+    ("discrete", 0, "u16", 1, "a discrete is one bit"),
+    ("holding", 65536, "u16", None, "address 65536 is outside 0..65535"),
+    ("holding", -1, "u16", None, "address -1 is outside 0..65535"),
+    ("register", 0, "u16", None, "unknown table 'register'"),
+    ("holding", 0, "u128", None, "unknown type 'u128'"),
+])
+def test_point_problem(table: str, address: int, dtype: str, length: int | None,
+                       problem: str | None) -> None:
+    found = point_problem(table, address, dtype, length)
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None and problem in found
+
+
+def test_collector_refuses_what_point_problem_refuses() -> None:
+    bad = RegisterPoint("m1", "energy_kwh", "holding", 65535, "u32")
+    spec = ModbusSourceSpec(id="gw", devices=(ModbusDeviceSpec("m1", 1, (bad,)),))
+    (problem,) = validate_source(spec)
+    assert problem == ("modbus source 'gw' devices[0] 'm1' points[0] energy_kwh",
+                       point_problem("holding", 65535, "u32"))
+    with pytest.raises(ConfigError):
+        ModbusCollector(spec)
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_preset_point_is_readable(preset: str) -> None:
+    for pt in preset_points(preset, "m1"):
+        assert point_problem(pt.table, pt.address, pt.dtype, pt.length) is None, pt

@@ -8,16 +8,17 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from agent.ingest.config import IngestConfig, IngestSettings
 from agent.ingest.deadletter import DeadLetter, DeadLetterFile, read_dead_letters
-from agent.ingest.points import InfluxPoint
+from agent.ingest.points import FieldValue, InfluxPoint, PointKey
 from agent.ingest.service import Handoff, Inbound, IngestPipeline, IngestService, _MqttBridge
-from agent.ingest.sink import WriteError
+from agent.ingest.sink import StoredFields, WriteError
 from rules.errors import ConfigError, DeliveryError
-from rules.types import KpiRecord
+from rules.types import AlarmEvent, KpiRecord
 
 T0 = 1_795_680_000_000
 
@@ -36,7 +37,10 @@ class Log:
 
 
 class FakeSink:
-    """Fails according to ``decide(points)``; records every attempt in the shared log."""
+    """Fails according to ``decide(points)``; records every attempt in the shared log.
+
+    Keeps points as InfluxDB does: by key, merging the fields of a point written again.
+    """
 
     def __init__(self, log: Log,
                  decide: Callable[[Sequence[InfluxPoint]], Exception | None] | None = None
@@ -44,14 +48,27 @@ class FakeSink:
         self.log = log
         self.decide = decide or (lambda points: None)
         self.stored: list[InfluxPoint] = []
+        self.db: dict[PointKey, dict[str, FieldValue]] = {}
+        self.deleted: list[PointKey] = []
+
+    def read_stored(self, keys: Sequence[PointKey]) -> dict[PointKey, StoredFields]:
+        return {k: dict(self.db[k]) for k in keys if k in self.db}
+
+    def delete(self, keys: Sequence[PointKey]) -> None:
+        self.log.events.append(("delete", [dict(k[1])["machine"] for k in keys]))
+        for key in keys:
+            self.db.pop(key, None)
+            self.deleted.append(key)
 
     def write(self, points: Sequence[InfluxPoint]) -> None:
         err = self.decide(points)
-        machines = [p.tags["machine"] for p in points]
+        machines = [p.tags.get("machine") or p.tags["agent"] for p in points]
         self.log.events.append(("write-fail" if err else "write", machines))
         if err is not None:
             raise err
         self.stored.extend(points)
+        for p in points:
+            self.db.setdefault(p.key, {}).update(p.fields)
 
     def close(self) -> None:
         pass
@@ -214,7 +231,8 @@ async def test_bad_payload_is_dead_lettered_and_the_rest_lands(tmp_path: Path) -
     dead = read_dead_letters(tmp_path / "dead.jsonl")
     assert [d["topic"] for d in dead] == ["factory/s/l/m2/kpi", "factory/s/l/m4/status"]
     assert "key 'schema'" in dead[0]["reason"] and "factory/s/l/m2/kpi" in dead[0]["reason"]
-    assert "'kpi' or 'alarm'" in dead[1]["reason"]
+    assert "'_agent' as third level" in dead[1]["reason"]
+    assert [d["code"] for d in dead] == ["invalid_payload", "invalid_topic"]
     assert r.acker.mids == [101, 102, 103, 7]
 
 
@@ -332,3 +350,192 @@ async def test_unset_secret_is_a_config_error(monkeypatch: pytest.MonkeyPatch,
         "ingest": {"dead_letter_path": str(tmp_path / "d.jsonl")}})
     with pytest.raises(ConfigError, match="NO_SUCH_INGEST_TOKEN"):
         await IngestService(config).run()
+
+
+# --- the topic is the identity; whole-record replacement; no downgrade; agent status ----
+
+
+def kpi_message(record: KpiRecord, mid: int, topic: str | None = None) -> Inbound:
+    line = record.line or "_site"
+    machine = record.machine or ("_line" if record.line else "_site")
+    return Inbound(topic=topic or f"factory/{record.site}/{line}/{machine}/kpi",
+                   payload=json.dumps(record.to_json_dict()).encode(), mid=mid, qos=1)
+
+
+def window(machine: str | None = "m1", **kw: object) -> KpiRecord:
+    base: dict[str, object] = {"site": "s", "line": "l", "machine": machine, "window": "1m",
+                               "window_start_ms": T0, "window_end_ms": T0 + 60_000,
+                               "observed_s": 60.0, "planned_busy_time_s": 60.0}
+    base.update(kw)
+    return KpiRecord(**base)  # type: ignore[arg-type]
+
+
+def stored_fields(r: Rig, record: KpiRecord) -> dict[str, FieldValue]:
+    from agent.ingest.points import record_to_point
+
+    return r.sink.db[record_to_point(record).key]
+
+
+async def test_payload_ids_must_be_the_topic_s(tmp_path: Path,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    """A factory's credentials can only publish under its own site (the broker's ACL);
+    a payload naming another site, line or machine there is refused, counted and logged."""
+    r = rig(tmp_path)
+    forged_site = kpi_message(window(site="hb-bd-02"), 1, topic="factory/demo-site/l/m1/kpi")
+    forged_machine = kpi_message(window(machine="m9"), 2, topic="factory/s/l/m1/kpi")
+    line_as_machine = kpi_message(window(machine=None), 3, topic="factory/s/l/m1/kpi")
+    alarm = AlarmEvent(ts_ms=T0, site="other", line="l", machine="m1", rule="r",
+                       state="raised")
+    forged_alarm = Inbound("factory/s/l/m1/alarm", json.dumps(alarm.to_json_dict()).encode(),
+                           4, 1)
+    genuine = kpi_message(window(), 5)
+    with caplog.at_level("WARNING", logger="agent.ingest"):
+        await r.pipe.process([forged_site, forged_machine, line_as_machine, forged_alarm,
+                              genuine])
+    assert [p.tags["site"] for p in r.sink.stored] == ["s"]
+    dead = read_dead_letters(tmp_path / "dead.jsonl")
+    assert [d["code"] for d in dead] == ["ids_differ_from_topic"] * 4
+    assert r.pipe.stats.rejected == {"ids_differ_from_topic": 4}
+    lines = [rec.getMessage() for rec in caplog.records]
+    assert len(lines) == 4
+    assert "factory/demo-site/l/m1/kpi" in lines[0] and "'hb-bd-02'" in lines[0]
+    assert "site 'demo-site'" in lines[0]
+    assert "machine 'm9'" in lines[1] and "machine None" in lines[2]
+    assert r.acker.mids == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("topic", [
+    "factory/_x/l/m1/kpi", "factory/s/_site/m1/kpi", "factory/s/l/m1/kpi/extra",
+    "other/s/l/m1/kpi", "factory/s/l/m1/state", "factory/s//m1/kpi",
+    "factory/s/_agent/a1/kpi",
+])
+async def test_topics_that_are_not_ids_are_refused(tmp_path: Path, topic: str) -> None:
+    r = rig(tmp_path)
+    await r.pipe.process([kpi_message(window(), 1, topic=topic)])
+    dead = read_dead_letters(tmp_path / "dead.jsonl")
+    assert [d["code"] for d in dead] == ["invalid_topic"]
+    assert repr(topic) in dead[0]["reason"]
+    assert r.sink.stored == []
+
+
+async def test_a_rewrite_leaves_exactly_the_newer_record(tmp_path: Path) -> None:
+    """InfluxDB merges fields; a field null in the newer version must not survive."""
+    r = rig(tmp_path)
+    old = window(oee=0.5, energy_kwh=2.0, cycle_time_mean_s=4.0, flags=("meter_reset",))
+    new = window(oee=0.4, planned_busy_time_s=60.0)
+    await r.pipe.process([kpi_message(old, 1)])
+    await r.pipe.process([kpi_message(new, 2)])
+    from agent.ingest.points import record_to_point
+
+    assert stored_fields(r, new) == dict(record_to_point(new).fields)
+    assert ("delete", ["m1"]) in r.events
+    assert r.pipe.stats.replaced == 1
+    # a plain replay of the same record needs no delete
+    await r.pipe.process([kpi_message(new, 3)])
+    assert [e for e in r.events if e[0] == "delete"] == [("delete", ["m1"])]
+
+
+async def test_a_less_complete_record_is_refused_and_logged_once_per_burst(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    r = rig(tmp_path)
+    machines = [f"m{i}" for i in range(4)]
+    full = [window(m, energy_kwh=1.0, parts_produced=10, parts_good=10) for m in machines]
+    await r.pipe.process([kpi_message(x, i) for i, x in enumerate(full)])
+    partial = [window(m, observed_s=12.5, parts_produced=0) for m in machines]
+    with caplog.at_level("WARNING", logger="agent.ingest"):
+        await r.pipe.process([kpi_message(x, 10 + i) for i, x in enumerate(partial[:2])])
+        await r.pipe.process([kpi_message(x, 20 + i) for i, x in enumerate(partial[2:])])
+    for x in full:
+        assert stored_fields(r, x)["parts_produced"] == 10
+        assert stored_fields(r, x)["observed_s"] == 60.0
+    dead = read_dead_letters(tmp_path / "dead.jsonl")
+    assert [d["code"] for d in dead] == ["less_complete_than_stored"] * 4
+    assert "observed 12.5 s of its window, the one stored 60 s" in dead[0]["reason"]
+    assert r.pipe.stats.rejected == {"less_complete_than_stored": 4}
+    warnings = [rec.getMessage() for rec in caplog.records]
+    assert len(warnings) == 1 and "less complete than the stored ones" in warnings[0]
+    assert r.acker.mids[-4:] == [10, 11, 20, 21]
+
+
+async def test_a_server_that_cannot_delete_refuses_instead_of_merging(tmp_path: Path) -> None:
+    from agent.ingest.sink import DeleteUnsupported
+
+    class NoDelete(FakeSink):
+        def delete(self, keys: Sequence[PointKey]) -> None:
+            raise DeleteUnsupported("InfluxDB 3 cannot delete a single point")
+
+    log = Log()
+    sink, acker = NoDelete(log), FakeAcker(log)
+    pipe = IngestPipeline(settings(tmp_path), sink, acker)
+    old = window(energy_kwh=2.0)
+    await pipe.process([kpi_message(old, 1)])
+    await pipe.process([kpi_message(window(), 2), kpi_message(window("m2"), 3)])
+    from agent.ingest.points import record_to_point
+
+    assert sink.db[record_to_point(old).key]["energy_kwh"] == 2.0
+    assert [p.tags["machine"] for p in sink.stored] == ["m1", "m2"]
+    dead = read_dead_letters(tmp_path / "dead.jsonl")
+    assert [(d["code"], d["topic"]) for d in dead] == [
+        ("cannot_replace_stored", "factory/s/l/m1/kpi")]
+    assert acker.mids == [1, 2, 3]
+
+
+async def test_a_failed_write_after_the_delete_is_retried_whole(tmp_path: Path) -> None:
+    failures = [None, WriteError("down", retryable=True)]
+    r = rig(tmp_path, lambda p: failures.pop(0) if failures else None)
+    await r.pipe.process([kpi_message(window(energy_kwh=3.0), 1)])
+    new = window()
+    await r.pipe.process([kpi_message(new, 2)])
+    assert [e[0] for e in r.events] == ["write", "ack", "delete", "write-fail", "write", "ack"]
+    from agent.ingest.points import record_to_point
+
+    assert stored_fields(r, new) == dict(record_to_point(new).fields)
+
+
+async def test_status_messages_become_agent_status_points(tmp_path: Path) -> None:
+    r = rig(tmp_path)
+    online = {"state": "online", "agent_id": "a1", "version": "1.4.0",
+              "started": "2026-11-26T08:00:00.000Z", "uptime_s": 30.0, "outbox_depth": 0}
+    offline = {"state": "offline", "agent_id": "a1", "version": "1.4.0",
+               "started": "2026-11-26T08:00:00.000Z", "reason": "connection lost"}
+    topic = "factory/s/_agent/a1/status"
+    await r.pipe.process([
+        Inbound(topic, json.dumps(online).encode(), 1, 1, received_ms=T0 + 31_000),
+        Inbound(topic, json.dumps(offline).encode(), 2, 1, received_ms=T0 + 95_000),
+        Inbound(topic, b"", 3, 1, received_ms=T0 + 99_000),  # retained status cleared
+        Inbound(topic, json.dumps({**online, "agent_id": "a2"}).encode(), 4, 1),
+    ])
+    points = [(p.measurement, dict(p.tags), dict(p.fields), p.time_ms) for p in r.sink.stored]
+    assert points == [
+        ("agent_status", {"site": "s", "agent": "a1"},
+         {"state": "online", "version": "1.4.0", "started": "2026-11-26T08:00:00.000Z",
+          "last_seen": "2026-11-26T08:00:31.000Z", "uptime_s": 30.0, "outbox_depth": 0},
+         T0 + 31_000),
+        ("agent_status", {"site": "s", "agent": "a1"},
+         {"state": "offline", "version": "1.4.0", "started": "2026-11-26T08:00:00.000Z",
+          "reason": "connection lost"}, T0 + 95_000),
+    ]
+    dead = read_dead_letters(tmp_path / "dead.jsonl")
+    assert [d["code"] for d in dead] == ["ids_differ_from_topic"]
+    assert "agent 'a2'" in dead[0]["reason"] and "agent 'a1'" in dead[0]["reason"]
+    assert r.pipe.stats.ignored == 1 and r.acker.mids == [1, 2, 3, 4]
+
+
+def test_rejections_by_reason_on_metrics(tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from agent.health import IngestStatus
+    from agent.metrics import Registry
+
+    stats = rig(tmp_path).pipe.stats
+    stats.rejected.update({"ids_differ_from_topic": 3, "less_complete_than_stored": 2})
+    stats.replaced = 4
+    reg = Registry()
+    IngestStatus(SimpleNamespace(stats=stats), clock=lambda: 0.0).collect(reg)
+    fams = {f.name: f for f in text_string_to_metric_families(reg.render())}
+    by_reason = {s.labels["reason"]: s.value for s in fams["edge_ingest_rejected"].samples}
+    assert by_reason["ids_differ_from_topic"] == 3
+    assert by_reason["less_complete_than_stored"] == 2
+    assert by_reason["invalid_payload"] == 0  # every reason is exported, zero or not
+    assert fams["edge_ingest_replaced"].samples[0].value == 4

@@ -7,7 +7,13 @@ from typing import Any
 
 import pytest
 
-from agent.ingest.schema import parse_alarm_payload, parse_kpi_payload
+from agent.ingest.schema import (
+    LATER_FIELDS,
+    StatusMessage,
+    parse_alarm_payload,
+    parse_kpi_payload,
+    parse_status_payload,
+)
 from rules.errors import InputError
 from rules.types import KPI_FIELDS, AlarmEvent, KpiRecord
 
@@ -16,7 +22,7 @@ TOPIC = "factory/s1/l1/m1/kpi"
 
 MACHINE = KpiRecord(
     site="s1", line="l1", machine="m1", window="1m", window_start_ms=T0,
-    window_end_ms=T0 + 60_000, planned_busy_time_s=60.0, producing_time_s=45.5,
+    window_end_ms=T0 + 60_000, observed_s=60.0, planned_busy_time_s=60.0, producing_time_s=45.5,
     setup_time_s=4.5, unplanned_down_time_s=10.0, idle_time_s=0.0, parts_produced=7,
     parts_good=6, parts_scrap=1, availability=0.7583333333333333, performance=1.0769230769230769,
     quality_ratio=6 / 7, oee=0.1 + 0.2, defect_rate=1 / 7, cycle_time_mean_s=6.5,
@@ -59,6 +65,25 @@ def test_whole_numbers_in_float_fields_and_integral_counts_are_accepted() -> Non
     assert isinstance(parsed.parts_produced, int)
 
 
+def test_fields_added_later_are_optional_for_older_agents() -> None:
+    older = good()
+    for name in LATER_FIELDS:
+        older.pop(name, None)
+    record = parse_kpi_payload(encode(older), TOPIC)
+    assert all(getattr(record, name) is None for name in LATER_FIELDS)
+    assert parse_kpi_payload(encode(_with(scrap_all_machines=3)), TOPIC).scrap_all_machines == 3
+
+
+def test_observed_s_is_optional_for_agents_that_predate_it() -> None:
+    """Absent or null: unknown (ranks as 0 s against a stored record); a window's full
+    length, give or take a rounding millisecond, is fine."""
+    older = _without("observed_s")
+    assert parse_kpi_payload(encode(older), TOPIC).observed_s is None
+    assert parse_kpi_payload(encode(_with(observed_s=None)), TOPIC).observed_s is None
+    assert parse_kpi_payload(encode(_with(observed_s=60.0005)), TOPIC).observed_s == 60.0005
+    assert parse_kpi_payload(encode(_with(observed_s=0)), TOPIC).observed_s == 0.0
+
+
 def test_other_utc_offsets_are_converted() -> None:
     wire = good()
     wire["window_start"] = "2026-11-26T16:00:00+08:00"
@@ -90,7 +115,8 @@ KPI_ERRORS: list[tuple[str, bytes, str, str]] = [
     # (case, payload, key named, phrase)
     *[(f"missing {k}", encode(_without(k)), k, "missing")
       for k in ("schema", "site", "line", "machine", "window", "window_start", "window_end",
-                "flags", *KPI_FIELDS)],
+                "flags",
+                *(f for f in KPI_FIELDS if f != "observed_s" and f not in LATER_FIELDS))],
     ("bad schema", encode(_with(schema="factory-kpi/2")), "schema", "factory-kpi/1"),
     ("alarm schema", encode(ALARM.to_json_dict()), "schema", "factory-kpi/1"),
     ("unknown key", encode(_with(extra=1)), "extra", "unknown key"),
@@ -108,6 +134,14 @@ KPI_ERRORS: list[tuple[str, bytes, str, str]] = [
     ("site number", encode(_with(site=3)), "site", "string"),
     ("empty window", encode(_with(window="")), "window", "empty"),
     ("reserved id", encode(_with(machine="_line")), "machine", "reserved"),
+    *[(f"{name} {level!r}", encode(_with(**{name: f"a{level}b"})), name,
+       "not a valid topic level") for name in ("site", "line", "machine", "window")
+      for level in ("/", "+", "#", "\x00")],
+    ("observed negative", encode(_with(observed_s=-1.0)), "observed_s", "negative"),
+    ("observed beyond the window", encode(_with(observed_s=60.5)), "observed_s",
+     "exceeds the window's length (60 s)"),
+    ("observed string", encode(_with(observed_s="60")), "observed_s", "number"),
+    ("observed NaN", encode(_with(observed_s=float("nan"))), "observed_s", "finite"),
     ("machine without line", encode(_with(line=None)), "line", "machine is set"),
     ("naive time", encode(_with(window_start="2026-11-26T08:00:00")), "window_start", "RFC 3339"),
     ("garbage time", encode(_with(window_end="yesterday")), "window_end", "RFC 3339"),
@@ -166,3 +200,38 @@ def test_alarm_errors_name_key_and_topic(payload: bytes, key: str, phrase: str) 
         parse_alarm_payload(payload, topic)
     message = str(info.value)
     assert repr(topic) in message and f"key {key!r}" in message and phrase in message
+
+
+ONLINE = {"state": "online", "agent_id": "a1", "version": "1.4.0",
+          "started": "2026-11-26T08:00:00.000Z", "uptime_s": 31.5, "outbox_depth": 3}
+OFFLINE = {"state": "offline", "agent_id": "a1", "version": "1.4.0",
+           "started": "2026-11-26T08:00:00.000Z", "reason": "connection lost"}
+STATUS_TOPIC = "factory/s1/_agent/a1/status"
+
+
+def test_status_payloads_as_the_publisher_sends_them() -> None:
+    assert parse_status_payload(encode(ONLINE), STATUS_TOPIC) == StatusMessage(
+        agent_id="a1", state="online", version="1.4.0", started_ms=T0, uptime_s=31.5,
+        outbox_depth=3)
+    assert parse_status_payload(encode({**OFFLINE, "later_key": [1]}),
+                                STATUS_TOPIC) == StatusMessage(
+        agent_id="a1", state="offline", version="1.4.0", started_ms=T0,
+        reason="connection lost")
+
+
+@pytest.mark.parametrize(("payload", "key", "phrase"), [
+    (encode({**ONLINE, "state": "sleeping"}), "state", "'online' or 'offline'"),
+    (encode({k: v for k, v in ONLINE.items() if k != "agent_id"}), "agent_id", "missing"),
+    (encode({**ONLINE, "agent_id": "a/b"}), "agent_id", "topic level"),
+    (encode({**ONLINE, "version": 2}), "version", "string"),
+    (encode({**ONLINE, "started": "soon"}), "started", "RFC 3339"),
+    (encode({**ONLINE, "uptime_s": -1}), "uptime_s", "negative"),
+    (encode({**ONLINE, "outbox_depth": 1.5}), "outbox_depth", "integer"),
+])
+def test_status_errors_name_key_and_topic(payload: bytes, key: str, phrase: str) -> None:
+    with pytest.raises(InputError) as info:
+        parse_status_payload(payload, STATUS_TOPIC)
+    message = str(info.value)
+    assert repr(STATUS_TOPIC) in message and f"key {key!r}" in message and phrase in message
+    with pytest.raises(InputError, match="not valid JSON"):
+        parse_status_payload(b"{", STATUS_TOPIC)

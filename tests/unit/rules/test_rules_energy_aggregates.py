@@ -1,4 +1,4 @@
-"""Energy registers (KPI.md "Energy") and line/site aggregates (KPI.md "Aggregates")."""
+"""Energy registers (docs/kpi.md "Energy") and line/site aggregates (docs/kpi.md "Aggregates")."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import pytest
 from rules_helpers import T0, H, M, S, one_machine, pick, run, smp
 
 from rules.energy import RESET, ROLLOVER, MeterModel, share
+from rules.engine import KpiEngine
 from rules.spec import EngineSpec, LineSpec, MachineSpec, MeterSpec
+from rules.types import KpiRecord, Sample
 
 # (name, modulus, max_power_kw, old, new, dt_min, expected steps, flag)
 REGISTER_CASES = [
@@ -139,24 +141,60 @@ def test_line_and_site_aggregates() -> None:
     assert la.energy_per_unit_kwh == 35.0 / 50
     assert la.energy_per_good_unit_kwh == 35.0 / 45
     assert a2.energy_kwh == 20.0
+    # every machine of the line: a1 scraps 1 of 100, a2 5 of 50
+    assert la.scrap_all_machines == 6
+    assert la.rolled_throughput_yield == pytest.approx(0.99 * 0.9, rel=1e-15)
+    assert a2.scrap_all_machines is None and a2.rolled_throughput_yield is None
     site = pick(records, machine=None, line=None)
     assert site.energy_kwh == 100.0
     assert (site.parts_produced, site.parts_scrap, site.parts_good) == (200, 5, 195)
     assert site.energy_per_good_unit_kwh == 100.0 / 195
     assert site.co2_kg == pytest.approx(53.06, abs=1e-12)
-    for name in ("availability", "performance", "quality_ratio", "oee", "defect_rate",
-                 "cycle_time_mean_s", "ideal_cycle_time_s"):
+    # quality from the lines' outputs (a2 and b1), scrap from every machine
+    assert (site.quality_ratio, site.defect_rate) == (195 / 200, 5 / 200)
+    assert site.scrap_all_machines == 6
+    assert site.rolled_throughput_yield is None
+    for name in ("availability", "performance", "oee", "cycle_time_mean_s",
+                 "ideal_cycle_time_s"):
         assert getattr(site, name) is None, name
 
 
-def test_sparse_meter_energy_is_carried_not_lost() -> None:
-    """A meter silent for longer than the lateness: the energy of the closed part of its
-    interval goes to the earliest open window, flagged, so the total is kept."""
-    spec = one_machine(windows=("1m",), lateness_s=5.0)
+def _sparse_meter_samples() -> list[Sample]:
     samples = [smp(T0, "m1", "state", "producing"), smp(T0, "e1", "energy_kwh", 10.0)]
     samples += [smp(T0 + 30 * M, "m1", "state", "producing")]
     samples += [smp(T0 + 50 * M + 30 * S, "e1", "energy_kwh", 20.0)]
-    records = [r for r in run(spec, samples, end=T0 + H) if r.machine == "m1"]
+    return samples
+
+
+def test_sparse_meter_energy_is_revised_into_its_windows() -> None:
+    """A meter silent for longer than the lateness: the windows it spans are emitted on
+    time and revised once its closing reading arrives, each with its exact share."""
+    spec = one_machine(windows=("1m",), lateness_s=5.0)
+    latest: dict[int, KpiRecord] = {}
+    for r in run(spec, _sparse_meter_samples(), end=T0 + H):
+        if r.machine == "m1":
+            latest[r.window_end_ms] = r
+    per_minute = 10.0 / 50.5
+    for end, r in latest.items():
+        if end > T0 + 51 * M:
+            continue  # after the last reading: no closing reading, no energy
+        start = end - M
+        inside = max(0, min(end, T0 + 50 * M + 30 * S) - max(start, T0)) / M
+        assert r.energy_kwh == pytest.approx(per_minute * inside, abs=1e-12), end
+        assert "energy_carried" not in r.flags and "energy_pending" not in r.flags
+    assert sum(r.energy_kwh or 0.0 for r in latest.values()) == pytest.approx(10.0, abs=1e-12)
+    # the windows closed before the closing reading arrived were emitted, then revised
+    assert all("revised" in latest[T0 + k * M].flags for k in range(1, 30))
+
+
+def test_sparse_meter_energy_beyond_the_revision_horizon_is_carried_not_lost() -> None:
+    """Past the revision horizon the energy of the closed part of the interval goes to the
+    earliest open window, flagged, so the total is kept."""
+    spec = one_machine(windows=("1m",), lateness_s=5.0)
+    eng = KpiEngine(spec, revision_horizon_s=0.0)
+    for s in sorted(_sparse_meter_samples(), key=lambda x: x.ts_ms):
+        eng.add(s)
+    records = [r for r in eng.finish(T0 + H).records if r.machine == "m1"]
     energy = [r.energy_kwh or 0.0 for r in records]
     assert sum(energy) == pytest.approx(10.0, abs=1e-12)
     carried = [r for r in records if "energy_carried" in r.flags]

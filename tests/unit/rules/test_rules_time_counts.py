@@ -1,4 +1,4 @@
-"""Time model, counters and null rules (KPI.md "Time model", "Counts", "KPIs")."""
+"""Time model, counters and null rules (docs/kpi.md "Time model", "Counts", "KPIs")."""
 
 from __future__ import annotations
 

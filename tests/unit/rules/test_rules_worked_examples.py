@@ -1,4 +1,4 @@
-"""KPI.md "Worked examples", verbatim, end to end through the engine and record builder."""
+"""docs/kpi.md "Worked examples", verbatim, end to end through the engine and record builder."""
 
 from __future__ import annotations
 
