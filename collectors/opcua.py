@@ -505,7 +505,7 @@ _STEPS: dict[int, sec.HandshakeStep] = {1: "OpenSecureChannel", 2: "CreateSessio
                                         3: "ActivateSession"}
 
 
-class _Heard(Observer):  # type: ignore[misc]
+class _Heard(Observer):  # type: ignore[misc,unused-ignore]
     """When the server last sent a publish response (notifications or a keep-alive), and
     which handshake request a failed connect was on.
 

@@ -4,9 +4,11 @@ The test InfluxDB is 1.8.10 with Flux enabled (Flux 0.65, older than the 2.x the
 dashboards are meant for), so a query that runs here uses nothing newer. Sample KPI
 points are written exactly as the ingest writes them (``record_to_point``): machines with
 and without a meter, line and site records, two KPI windows, undefined ratios left out and
-flags; agent status points as the ingest writes them (``status_to_point``). Grafana's
-variables are replaced by concrete values, as Grafana would, for "All" and for single,
-regex-escaped selections. Each query must answer without error and with rows.
+flags; a second site, and the first site's baseline period one week earlier; agent
+status points as the ingest writes them (``status_to_point``). Grafana's variables are
+replaced by concrete values, as Grafana would, for "All" and for single, regex-escaped
+selections, and the time range by RFC 3339 literals. Each query must answer without error
+and with rows.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ pytestmark = pytest.mark.integration
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "dashboards"
 SITE = "hb-sjz-01"
+OTHER_SITE = "hb-bd-02"
+WEEK_MS = 7 * 86_400_000
 WINDOW_MS = 15 * 60_000
 KGCE_PER_KWH = 0.1229
 GRID = 0.5306
@@ -42,7 +46,7 @@ GRID = 0.5306
 
 def _record(line: str | None, machine: str | None, window: str, end_ms: int, *,
             pbt: float, pt: float, pq: int, sq: int, ideal: float | None,
-            energy: float | None, flags: tuple[str, ...] = ()) -> KpiRecord:
+            energy: float | None, flags: tuple[str, ...] = (), site: str = SITE) -> KpiRecord:
     """A consistent record: the ratios follow from the times and counts (docs/kpi.md)."""
     gq = pq - sq
     schedule = pbt > 0 and ideal is not None
@@ -52,13 +56,14 @@ def _record(line: str | None, machine: str | None, window: str, end_ms: int, *,
             "energy_kwh": energy,
             "energy_per_unit_kwh": energy / pq if pq else None,
             "energy_per_good_unit_kwh": energy / gq if gq else None,
+            "kgce": KGCE_PER_KWH * energy,
             "kgce_per_good_unit": KGCE_PER_KWH * energy / gq if gq else None,
             "co2_kg": GRID * energy,
             "co2_per_good_unit_kg": GRID * energy / gq if gq else None,
         }
     length_ms = WINDOW_MS if window == "15m" else 3_600_000
     return KpiRecord(
-        site=SITE, line=line, machine=machine, window=window,
+        site=site, line=line, machine=machine, window=window,
         window_start_ms=end_ms - length_ms, window_end_ms=end_ms,
         planned_busy_time_s=pbt, producing_time_s=pt, idle_time_s=pbt - pt,
         parts_produced=pq, parts_good=gq, parts_scrap=sq,
@@ -74,43 +79,48 @@ def _record(line: str | None, machine: str | None, window: str, end_ms: int, *,
     )
 
 
-def sample_records(now_ms: int) -> list[KpiRecord]:
-    """Eight 15-minute windows and two hourly windows of a two-line site."""
+def sample_records(now_ms: int, site: str = SITE, *, scrap: int = 0,
+                   energy_scale: float = 1.0) -> list[KpiRecord]:
+    """Eight 15-minute windows and two hourly windows of a two-line site; ``scrap`` more
+    scrap parts per output machine and window, energy times ``energy_scale``."""
     records: list[KpiRecord] = []
     last_end = now_ms // WINDOW_MS * WINDOW_MS
     for i in range(8):
         end = last_end - i * WINDOW_MS
         idle_window = i == 3  # nothing planned: schedule ratios undefined
         pbt = 0.0 if idle_window else 900.0
-        c1 = dict(pbt=pbt, pt=0.0 if idle_window else 720.0, pq=0 if idle_window else 14,
-                  sq=0 if idle_window else 1, ideal=45.0)
-        c2 = dict(pbt=pbt, pt=0.0 if idle_window else 810.0, pq=0 if idle_window else 15,
-                  sq=0, ideal=50.0)
-        c3 = dict(pbt=pbt, pt=0.0 if idle_window else 600.0, pq=0 if idle_window else 20,
-                  sq=0 if idle_window else 2, ideal=25.0)
+        c1: dict[str, Any] = dict(pbt=pbt, pt=0.0 if idle_window else 720.0,
+                                  pq=0 if idle_window else 14, sq=0 if idle_window else 1,
+                                  ideal=45.0)
+        more = 0 if idle_window else scrap
+        c2: dict[str, Any] = dict(pbt=pbt, pt=0.0 if idle_window else 810.0,
+                                  pq=0 if idle_window else 15, sq=more, ideal=50.0)
+        c3: dict[str, Any] = dict(pbt=pbt, pt=0.0 if idle_window else 600.0,
+                                  pq=0 if idle_window else 20,
+                                  sq=0 if idle_window else 2 + more, ideal=25.0)
         flags = ("incomplete",) if i == 5 else ()
-        e1, e3, e_line_b = 1.5 + 0.1 * i, 2.0, 0.5
+        e1, e3, e_line_b = (energy_scale * e for e in (1.5 + 0.1 * i, 2.0, 0.5))
         records += [
-            _record("line-a", "cnc-01", "15m", end, energy=e1, flags=flags, **c1),
-            _record("line-a", "cnc-02", "15m", end, energy=None, **c2),  # no meter
-            _record("line-b", "cnc-03", "15m", end, energy=e3, **c3),
+            _record("line-a", "cnc-01", "15m", end, energy=e1, flags=flags, site=site, **c1),
+            _record("line-a", "cnc-02", "15m", end, energy=None, site=site, **c2),  # no meter
+            _record("line-b", "cnc-03", "15m", end, energy=e3, site=site, **c3),
             # line records: the output machine's counts, the line's energy
-            _record("line-a", None, "15m", end, energy=e1, flags=flags, **c2),
-            _record("line-b", None, "15m", end, energy=e3 + e_line_b, **c3),
+            _record("line-a", None, "15m", end, energy=e1, flags=flags, site=site, **c2),
+            _record("line-b", None, "15m", end, energy=e3 + e_line_b, site=site, **c3),
         ]
         records.append(_record(
             None, None, "15m", end, pbt=2 * pbt, pt=c2["pt"] + c3["pt"],
             pq=c2["pq"] + c3["pq"], sq=c2["sq"] + c3["sq"], ideal=None,
-            energy=e1 + e3 + e_line_b))
+            energy=e1 + e3 + e_line_b, site=site))
     for j in range(2):
         end = now_ms // 3_600_000 * 3_600_000 - j * 3_600_000
         records += [
             _record("line-a", "cnc-01", "1h", end, pbt=3600, pt=3000, pq=60, sq=3, ideal=45.0,
-                    energy=6.0),
+                    energy=6.0, site=site),
             _record("line-a", None, "1h", end, pbt=3600, pt=3300, pq=62, sq=0, ideal=50.0,
-                    energy=6.0),
+                    energy=6.0, site=site),
             _record(None, None, "1h", end, pbt=3600, pt=3300, pq=62, sq=0, ideal=None,
-                    energy=6.0),
+                    energy=6.0, site=site),
         ]
     return records
 
@@ -178,12 +188,21 @@ def run_flux(influxdb: ManagedInfluxd, query: str) -> list[dict[str, str]]:
     return rows
 
 
-def substitute(query: str, *, bucket: str, line: str, machine: str, window: str = "15m") -> str:
-    """What Grafana sends: variables replaced, time range and interval filled in."""
+def _rfc3339(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
+
+
+def substitute(query: str, *, bucket: str, line: str, machine: str, window: str = "15m",
+               site: str = re.escape(SITE), offset: str = "7d") -> str:
+    """What Grafana sends: variables replaced, the time range (six hours up to a minute
+    after the newest record: the same for every query, so that their display intervals
+    line up) as RFC 3339 literals and the interval filled in."""
+    stop_ms = NOW_MS + 60_000
     values = {
-        "${bucket}": bucket, "${site}": SITE, "${window}": window,
-        "${line:regex}": line, "${machine:regex}": machine,
-        "v.timeRangeStart": "-6h", "v.timeRangeStop": "now()", "v.windowPeriod": "15m",
+        "${bucket}": bucket, "${site:regex}": site, "${window}": window,
+        "${line:regex}": line, "${machine:regex}": machine, "${baseline_offset}": offset,
+        "v.timeRangeStart": _rfc3339(stop_ms - 6 * 3_600_000),
+        "v.timeRangeStop": _rfc3339(stop_ms), "v.windowPeriod": "15m",
     }
     for key, value in values.items():
         query = query.replace(key, value)
@@ -212,6 +231,10 @@ def queries() -> list[tuple[str, str]]:
 
 NOW_MS = int(time.time() * 1000) - 60_000
 SAMPLE = sample_records(NOW_MS)
+# the same site one week earlier, one more scrap part per output machine and window
+BASELINE = sample_records(NOW_MS - WEEK_MS, scrap=1)
+# a second site: more scrap (lower OEE, higher defect rate) but half the energy
+OTHER = sample_records(NOW_MS, OTHER_SITE, scrap=3, energy_scale=0.5)
 STATUS = status_points(NOW_MS)
 
 
@@ -227,17 +250,17 @@ def kpi_influxdb() -> Iterator[ManagedInfluxd]:
             pytest.fail(f"influxd unavailable: {err}")
         pytest.skip(f"influxd unavailable: {err}")
     try:
-        write_records(server, SAMPLE, STATUS)
+        write_records(server, [*SAMPLE, *BASELINE, *OTHER], STATUS)
         yield server
     finally:
         server.close()
 
 
 def _run_all(influxdb: ManagedInfluxd, todo: list[tuple[str, str]], line: str,
-             machine: str) -> list[str]:
+             machine: str, site: str) -> list[str]:
     failures: list[str] = []
     for where, flux in todo:
-        query = substitute(flux, bucket=influxdb.bucket, line=line, machine=machine)
+        query = substitute(flux, bucket=influxdb.bucket, line=line, machine=machine, site=site)
         try:
             rows = run_flux(influxdb, query)
         except AssertionError as err:
@@ -249,10 +272,10 @@ def _run_all(influxdb: ManagedInfluxd, todo: list[tuple[str, str]], line: str,
 
 
 def test_every_dashboard_query_runs_and_returns_rows(kpi_influxdb: ManagedInfluxd) -> None:
-    # "All": Grafana's custom all value of the line and machine variables.
+    # "All": Grafana's custom all value of the site, line and machine variables.
     all_queries = queries()
     assert len(all_queries) > 40
-    failures = _run_all(kpi_influxdb, all_queries, ".*", ".*")
+    failures = _run_all(kpi_influxdb, all_queries, ".*", ".*", ".*")
     assert not failures, "\n\n".join(failures)
 
 
@@ -267,7 +290,7 @@ def test_single_selections_work_as_grafana_escapes_them(kpi_influxdb: ManagedInf
             seen.add(uses)
             todo.append((where, flux))
     assert len(todo) >= 3
-    failures = _run_all(kpi_influxdb, todo, r"line\-a", r"cnc\-01")
+    failures = _run_all(kpi_influxdb, todo, r"line\-a", r"cnc\-01", r"hb\-sjz\-01")
     assert not failures, "\n\n".join(failures)
 
 
@@ -322,3 +345,118 @@ def test_agents_offline_lists_exactly_the_agents_whose_latest_status_is_offline(
     online = next(p for p in STATUS if p.tags["agent"] == "edge-1" and
                   p.fields["state"] == "online")
     assert rows[0]["last_seen"] == online.fields["last_seen"]
+
+
+def _line_oee(records: Sequence[KpiRecord], site: str) -> float:
+    """OEE of a site's lines from sums: ideal cycle time x good parts / planned busy time."""
+    lines = [r for r in records if r.site == site and r.window == "15m"
+             and r.line is not None and r.machine is None]
+    ideal_good = sum((r.ideal_cycle_time_s or 0) * r.parts_good for r in lines)
+    return ideal_good / sum(r.planned_busy_time_s for r in lines)
+
+
+def _site_sums(records: Sequence[KpiRecord], site: str) -> tuple[float, float]:
+    """(defect rate, kgce per good unit) of a site's site records, from sums."""
+    sites = [r for r in records if r.site == site and r.window == "15m" and r.line is None]
+    defect = sum(r.parts_scrap for r in sites) / sum(r.parts_produced for r in sites)
+    with_kgce = [r for r in sites if r.kgce is not None]
+    kgce = sum(r.kgce or 0 for r in with_kgce) / sum(r.parts_good for r in with_kgce)
+    return defect, kgce
+
+
+def _value(rows: list[dict[str, str]], column: str) -> float:
+    assert len(rows) == 1, rows
+    return float(rows[0][column])
+
+
+def test_baseline_series_return_the_baseline_periods_values(
+        kpi_influxdb: ManagedInfluxd) -> None:
+    def run(board: str, title: str, ref: str) -> list[dict[str, str]]:
+        return run_flux(kpi_influxdb, substitute(_panel_query(board, title, ref),
+                                                 bucket=kpi_influxdb.bucket, line=".*",
+                                                 machine=".*"))
+
+    workshop, green = "intelligent-workshop.json", "green-factory.json"
+    current, baseline = _line_oee(SAMPLE, SITE), _line_oee(BASELINE, SITE)
+    assert current != pytest.approx(baseline)
+    assert _value(run(workshop, "OEE", "A"), "oee") == pytest.approx(current)
+    assert _value(run(workshop, "OEE", "B"), "oee_baseline") == pytest.approx(baseline)
+    defect, kgce = _site_sums(BASELINE, SITE)
+    assert _value(run(workshop, "Defect rate", "B"), "defect_rate_baseline") == \
+        pytest.approx(defect)
+    assert _value(run(green, "Standard coal per good unit", "B"),
+                  "kgce_per_good_unit_baseline") == pytest.approx(kgce)
+
+    # The time-shifted series lies on the current period: same points, baseline values.
+    now_rows = run(workshop, "Line OEE", "A")
+    base_rows = run(workshop, "Line OEE", "B")
+    assert {(r["_time"], r["line"]) for r in base_rows} == \
+        {(r["_time"], r["line"]) for r in now_rows}
+    lines = [r for r in BASELINE if r.window == "15m" and r.line == "line-b"
+             and r.machine is None and r.oee is not None]
+    # aggregateWindow labels a display interval by its end, so compare in time order
+    expected = [r.oee for r in sorted(lines, key=lambda r: r.window_end_ms)]
+    got = [float(r["oee_baseline"]) for r in sorted(base_rows, key=lambda r: r["_time"])
+           if r["line"] == "line-b"]
+    assert got == pytest.approx(expected)
+
+
+def test_baseline_queries_accept_every_offset_of_the_variable(
+        kpi_influxdb: ManagedInfluxd) -> None:
+    offsets = set()
+    shifted = [(where, flux) for where, flux in queries() if "${baseline_offset}" in flux]
+    assert len(shifted) >= 7
+    for _, board in dashboards():
+        var = next(v for v in board["templating"]["list"] if v["name"] == "baseline_offset")
+        offsets |= {o["value"] for o in var["options"]}
+    assert offsets == {"7d", "28d", "1y"}
+    for offset in sorted(offsets):
+        for where, flux in shifted:
+            query = substitute(flux, bucket=kpi_influxdb.bucket, line=".*", machine=".*",
+                               offset=offset)
+            try:
+                run_flux(kpi_influxdb, query)  # no data that far back: no rows, no error
+            except AssertionError as err:
+                pytest.fail(f"{where} [{offset}]: {err}")
+
+
+@pytest.mark.parametrize("site", [".*", rf"({re.escape(SITE)}|{re.escape(OTHER_SITE)})"],
+                         ids=["all", "two-selected"])
+def test_site_ranking_orders_the_sites_by_each_kpi(kpi_influxdb: ManagedInfluxd,
+                                                   site: str) -> None:
+    def ranked(ref: str, column: str) -> list[tuple[str, float]]:
+        query = substitute(_panel_query("intelligent-workshop.json", "Site ranking", ref),
+                           bucket=kpi_influxdb.bucket, line=".*", machine=".*", site=site)
+        return [(r["site"], float(r[column])) for r in run_flux(kpi_influxdb, query)]
+
+    records = [*SAMPLE, *OTHER]
+    oee = {s: _line_oee(records, s) for s in (SITE, OTHER_SITE)}
+    sums = {s: _site_sums(records, s) for s in (SITE, OTHER_SITE)}
+    # the sample is built so that the order differs between the KPIs
+    assert oee[SITE] > oee[OTHER_SITE]
+    assert sums[SITE][0] < sums[OTHER_SITE][0] and sums[SITE][1] > sums[OTHER_SITE][1]
+
+    got = ranked("A", "oee")  # best (highest) first
+    assert [s for s, _ in got] == [SITE, OTHER_SITE]
+    assert dict(got) == pytest.approx(oee)
+    got = ranked("B", "defect_rate")  # best (lowest) first
+    assert [s for s, _ in got] == [SITE, OTHER_SITE]
+    assert dict(got) == pytest.approx({s: v[0] for s, v in sums.items()})
+    got = ranked("C", "kgce_per_good_unit")
+    assert [s for s, _ in got] == [OTHER_SITE, SITE]
+    assert dict(got) == pytest.approx({s: v[1] for s, v in sums.items()})
+
+
+def test_agents_overview_counts_and_lists_every_agent(kpi_influxdb: ManagedInfluxd) -> None:
+    def run(title: str, ref: str = "A") -> list[dict[str, str]]:
+        return run_flux(kpi_influxdb, substitute(
+            _panel_query("intelligent-workshop.json", title, ref), bucket=kpi_influxdb.bucket,
+            line=".*", machine=".*"))
+
+    assert _value(run("Agents online / offline", "A"), "online") == 2
+    assert _value(run("Agents online / offline", "B"), "offline") == 1
+    rows = run("Agents (all sites)")
+    assert [(r["site"], r["agent"], r["state"]) for r in rows] == [
+        (OTHER_SITE, "edge-9", "online"), (SITE, "edge-1", "offline"), (SITE, "edge-2", "online")]
+    last = {p.tags["agent"]: p.fields["last_seen"] for p in STATUS if "last_seen" in p.fields}
+    assert {r["agent"]: r["last_seen"] for r in rows} == last

@@ -8,13 +8,16 @@ import os
 import random
 import subprocess
 import sys
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from agent.ingest.points import record_to_point
 from agent.services import ManagedInfluxd, free_port
+from rules.calendar import calendar_window
 from rules.types import KpiRecord, rfc3339_to_ms
 
 pytestmark = pytest.mark.integration
@@ -48,7 +51,7 @@ def _record(line: str | None, machine: str | None, end: int, pq: int, sq: int, a
         planned_busy_time_s=3600.0, producing_time_s=apt, idle_time_s=3600.0 - apt,
         parts_produced=pq, parts_good=gq, parts_scrap=sq,
         availability=apt / 3600 if sched else None,
-        performance=ideal * pq / apt if sched and apt else None,
+        performance=ideal * pq / apt if ideal is not None and apt else None,
         quality_ratio=gq / pq if sched and pq else None,
         oee=ideal * gq / 3600 if sched and ideal is not None else None,
         defect_rate=sq / pq if sched and pq else None,
@@ -223,3 +226,68 @@ def test_several_sites_need_a_site_and_dates_follow_the_timezone(tmp_path: Path)
     cur = json.loads(res.stdout)["current"]
     assert cur["start"] == "2026-10-11T16:00:00.000Z"
     assert (cur["windows"], cur["windows_expected"]) == (16, 24)
+
+
+def _calendar_records(window: str, zone: str, days: list[str]) -> list[KpiRecord]:
+    """Machine records of the calendar windows containing ``days`` (local dates), bounded
+    as the engine bounds them in ``zone``."""
+    tz = ZoneInfo(zone)
+    out: list[KpiRecord] = []
+    for i, text in enumerate(days):
+        noon = int(datetime.combine(date.fromisoformat(text), time(12), tz).timestamp() * 1000)
+        start, end = calendar_window(window, noon, tz)
+        span = (end - start) / 1000
+        pq = 1000 + 10 * i
+        out.append(KpiRecord(
+            site="hb-sjz-01", line="line-a", machine="cnc-01", window=window,
+            window_start_ms=start, window_end_ms=end, observed_s=span,
+            planned_busy_time_s=span, producing_time_s=span * 0.8, parts_produced=pq,
+            parts_good=pq - 20, parts_scrap=20, ideal_cycle_time_s=4.5,
+            oee=4.5 * (pq - 20) / span, energy_kwh=span / 100, co2_kg=span / 100 * GRID,
+            kgce=0.1229 * span / 100, energy_cost=0.8 * span / 100))
+    return out
+
+
+def test_calendar_windows_follow_the_sites_local_calendar(tmp_path: Path) -> None:
+    """1d windows of a Shanghai site and 1mo windows of a Berlin one: each period expects
+    the site's local days and months, however long the DST change makes them."""
+    days = _calendar_records("1d", "Asia/Shanghai",
+                             [f"2024-03-{d:02d}" for d in range(1, 15)])
+    path = _jsonl(tmp_path, days)
+    args = ("report", "--records", str(path), "--machine", "cnc-01", "--window", "1d",
+            "--period", "2024-03-08/2024-03-15", "--baseline", "2024-03-01/2024-03-08",
+            "--format", "json")
+    res = edge_agent(*args, "--timezone", "Asia/Shanghai")
+    assert res.returncode == 0, res.stderr
+    cur = json.loads(res.stdout)["current"]
+    assert cur["start"] == "2024-03-07T16:00:00.000Z"
+    assert (cur["windows"], cur["windows_expected"], cur["complete"]) == (7, 7, True)
+    assert cur["observed_s"] == cur["expected_s"] == 7 * 86_400
+    assert cur["parts_produced"] == sum(r.parts_produced for r in days[7:])
+    # Read as UTC days, no record is a window of the period: refused, naming the offset.
+    res = edge_agent(*args)
+    assert res.returncode == 2, res.stdout
+    assert "--timezone: the 1d record of machine cnc-01" in res.stderr, res.stderr
+    assert "UTC+08:00" in res.stderr and "Traceback" not in res.stderr
+
+    months = _calendar_records("1mo", "Europe/Berlin", [f"2023-{m:02d}-15" for m in range(1, 13)])
+    path = _jsonl(tmp_path, months)
+    out = tmp_path / "months.html"
+    args = ("report", "--records", str(path), "--machine", "cnc-01", "--window", "1mo",
+            "--timezone", "Europe/Berlin", "--period", "2023-10-01/2023-11-01",
+            "--baseline", "2023-03-01/2023-04-01")
+    res = edge_agent(*args, "--format", "json")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    cur, base = report["current"], report["baseline"]
+    assert (cur["windows"], cur["windows_expected"], cur["complete"]) == (1, 1, True)
+    assert (base["windows"], base["windows_expected"], base["complete"]) == (1, 1, True)
+    assert cur["expected_s"] == 745 * 3600 and base["expected_s"] == 743 * 3600
+    assert (cur["start"], cur["end"]) == ("2023-09-30T22:00:00.000Z", "2023-10-31T23:00:00.000Z")
+    october_cost = months[9].energy_cost
+    assert october_cost is not None
+    assert cur["energy_cost"] == pytest.approx(october_cost)
+    assert cur["energy_cost_per_good_unit"] == pytest.approx(october_cost / months[9].parts_good)
+    res = edge_agent(*args, "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    assert "1mo" in out.read_text(encoding="utf-8")

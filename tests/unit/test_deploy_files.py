@@ -566,10 +566,21 @@ def test_dashboard_panels_query_the_provisioned_datasource(path: Path) -> None:
     board = json.loads(path.read_text())
     uids = _datasource_uids()
     variables = {v["name"]: v for v in board["templating"]["list"]}
-    assert {"site", "line", "machine", "window", "bucket"} <= set(variables)
+    assert {"site", "line", "machine", "window", "bucket", "baseline_offset"} <= set(variables)
     for name in ("site", "line", "machine", "window"):
         assert variables[name]["type"] == "query" and variables[name]["query"].strip()
         assert variables[name]["datasource"]["uid"] in uids
+    # Several sites or All (a regex, as for lines and machines); one window only.
+    for name in ("site", "line", "machine"):
+        assert variables[name]["multi"] and variables[name]["includeAll"], name
+        assert variables[name]["allValue"] == ".*", name
+    assert not variables["window"]["multi"]
+    for name in ("window", "line", "machine"):
+        assert 'r.site =~ /^${site:regex}$/' in variables[name]["query"], name
+    offset = variables["baseline_offset"]
+    assert offset["type"] == "custom" and not offset["multi"]
+    assert [o["value"] for o in offset["options"]] == ["7d", "28d", "1y"]
+    assert offset["current"]["value"] == "1y"
     ids = [p["id"] for p in board["panels"]]
     assert len(ids) == len(set(ids))
     panels = [p for p in board["panels"] if p["type"] != "row"]
@@ -577,6 +588,8 @@ def test_dashboard_panels_query_the_provisioned_datasource(path: Path) -> None:
     for panel in panels:
         assert panel["datasource"]["uid"] in uids, panel["title"]
         assert panel["targets"], panel["title"]
+        refs = [t["refId"] for t in panel["targets"]]
+        assert len(refs) == len(set(refs)), panel["title"]
         for target in panel["targets"]:
             query = target["query"]
             assert 'from(bucket: "${bucket}")' in query, panel["title"]
@@ -584,9 +597,68 @@ def test_dashboard_panels_query_the_provisioned_datasource(path: Path) -> None:
                 # Who is offline now, across all sites: no window, site or time range.
                 assert "-30d" in query and "r._field == \"state\"" in query, panel["title"]
                 continue
-            assert "range(start: v.timeRangeStart, stop: v.timeRangeStop)" in query
-            assert 'r.site == "${site}"' in query and 'r.window == "${window}"' in query
+            if "${baseline_offset}" in query:
+                # The baseline: the same range one offset earlier, moved onto the current one.
+                assert query.startswith('import "experimental"\n'), panel["title"]
+                assert ("range(start: experimental.subDuration(d: ${baseline_offset}, from: "
+                        "v.timeRangeStart), stop: experimental.subDuration(d: "
+                        "${baseline_offset}, from: v.timeRangeStop))") in query, panel["title"]
+                assert "timeShift(duration: ${baseline_offset})" in query, panel["title"]
+                assert 'yield(name: "' in query and '_baseline")' in query, panel["title"]
+            else:
+                assert "range(start: v.timeRangeStart, stop: v.timeRangeStop)" in query
+            assert 'r.site =~ /^${site:regex}$/' in query, panel["title"]
+            assert 'r.window == "${window}"' in query, panel["title"]
             assert 'r._measurement == "kpi"' in query
+
+
+def _panels() -> dict[tuple[str, str], dict[str, Any]]:
+    return {(path.name, panel["title"]): panel for path in DASHBOARDS
+            for panel in json.loads(path.read_text())["panels"]}
+
+
+def test_key_kpis_show_their_baseline_next_to_the_current_period() -> None:
+    panels = _panels()
+    for board, title in [("intelligent-workshop.json", "OEE"),
+                         ("intelligent-workshop.json", "Defect rate"),
+                         ("intelligent-workshop.json", "Line OEE"),
+                         ("intelligent-workshop.json", "Line defect rate"),
+                         ("green-factory.json", "Standard coal per good unit"),
+                         ("green-factory.json", "Standard coal per good unit per line")]:
+        panel = panels[board, title]
+        current, baseline = (t["query"] for t in panel["targets"][:2])
+        assert "${baseline_offset}" not in current and "${baseline_offset}" in baseline, title
+        # the same computation, only shifted: the query differs in its range and names only
+        name = re.search(r'yield\(name: "(\w+)"\)', current)
+        assert name, title
+        assert f'yield(name: "{name[1]}_baseline")' in baseline, title
+        assert "Baseline offset" in panel["description"], title
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_dashboards_read_only_fields_the_records_have(path: Path) -> None:
+    board = json.loads(path.read_text())
+    kpi = "".join(t["query"] for p in board["panels"] for t in p.get("targets", [])
+                  if 'r._measurement == "kpi"' in t["query"])
+    fields = set(re.findall(r'r\._field == "(\w+)"', kpi))
+    assert fields and fields <= {*KPI_FIELDS, "flags"}, fields - set(KPI_FIELDS)
+
+
+def test_site_ranking_and_agent_overview_are_on_the_workshop_board() -> None:
+    panels = _panels()
+    ranking = panels["intelligent-workshop.json", "Site ranking"]
+    columns = [re.search(r'keep\(columns: \["site", "(\w+)"\]\)', t["query"])
+               for t in ranking["targets"]]
+    assert [c[1] for c in columns if c] == ["oee", "defect_rate", "kgce_per_good_unit"]
+    for target in ranking["targets"]:
+        assert "${line" not in target["query"]  # whole sites, whatever line is selected
+    assert "sum" in ranking["description"] and "never averaged" in ranking["description"]
+    fields = re.findall(r'r\._field == "(\w+)"', "".join(t["query"] for t in ranking["targets"]))
+    assert set(fields) <= set(KPI_FIELDS), set(fields) - set(KPI_FIELDS)
+    counts = panels["intelligent-workshop.json", "Agents online / offline"]
+    assert [t["refId"] for t in counts["targets"]] == ["A", "B"]
+    table = panels["intelligent-workshop.json", "Agents (all sites)"]
+    assert {"state", "last_seen"} <= set(table["transformations"][0]["options"]["indexByName"])
 
 
 def test_workshop_and_green_dashboards_cover_their_kpis() -> None:

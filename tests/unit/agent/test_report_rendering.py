@@ -16,7 +16,7 @@ import pytest
 from agent.report import Period, ReportRequest
 from agent.reporting import build_demonstration, format_for, load_targets, render, write
 from agent.reporting.errors import RendererError
-from agent.reporting.i18n import _TEXT, CHINA_ZONES, default_lang, kpi_name, kpi_unit
+from agent.reporting.i18n import _TEXT, CHINA_ZONES, Lang, default_lang, kpi_name, kpi_unit
 from agent.reporting.pdf import html_to_pdf
 from agent.reporting.svg import nice_ticks
 from rules.errors import ConfigError, InputError
@@ -122,8 +122,10 @@ def test_trend_points_follow_the_period_length(days: int, bucket: str, points: i
 
 def test_the_html_is_one_self_contained_file_in_either_language() -> None:
     records = _records(1)
-    for lang, words in (("en", ("Defect rate", "Plan 2020", "not measured", "improved")),
-                        ("zh", ("不良品率", "2020 年目标", "未计量", "改善"))):
+    cases: tuple[tuple[Lang, tuple[str, ...]], ...] = (
+        ("en", ("Defect rate", "Plan 2020", "not measured", "improved")),
+        ("zh", ("不良品率", "2020 年目标", "未计量", "改善")))
+    for lang, words in cases:
         report = build_demonstration(records, _request(1), timezone="UTC", lang=lang,
                                      targets=DEFAULT_TARGETS)
         html = render(report, "html").decode()

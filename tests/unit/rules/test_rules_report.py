@@ -329,12 +329,15 @@ def test_energy_cost_per_good_unit_is_a_rate_of_the_summed_cost() -> None:
     for name in ("kgce", "energy_cost", "natural_gas_m3", "steam_kg", "water_m3",
                  "compressed_air_m3", "scrap_all_machines"):
         assert name in SUM_FIELDS, name
-    base = dict(natural_gas_m3=2.0, steam_kg=30.0, water_m3=1.5, compressed_air_m3=40.0)
+    def carriers(record: KpiRecord) -> KpiRecord:
+        return replace(record, natural_gas_m3=2.0, steam_kg=30.0, water_m3=1.5,
+                       compressed_air_m3=40.0)
+
     records = [
-        replace(_rec(T0 + H, pq=100, sq=0), kgce=50.0, energy_cost=80.0,
-                energy_cost_per_good_unit=0.8, **base),
-        replace(_rec(T0 + 2 * H, pq=300, sq=0), kgce=30.0, energy_cost=60.0,
-                energy_cost_per_good_unit=0.2, **base),
+        carriers(replace(_rec(T0 + H, pq=100, sq=0), kgce=50.0, energy_cost=80.0,
+                         energy_cost_per_good_unit=0.8)),
+        carriers(replace(_rec(T0 + 2 * H, pq=300, sq=0), kgce=30.0, energy_cost=60.0,
+                         energy_cost_per_good_unit=0.2)),
         replace(_rec(T0 + 3 * H, pq=600, sq=0), kgce=20.0),  # no tariff for this window
     ]
     period = summarize(records, MACHINE, "1h", T0, T0 + 3 * H)
