@@ -77,28 +77,44 @@ async def eventually(check: Callable[[], bool], *, timeout_s: float, what: str) 
 
 
 @contextlib.asynccontextmanager
-async def plant_running_for_minutes(tmp_path: Path) -> AsyncIterator[Plant]:
+async def plant_running_for_minutes(tmp_path: Path
+                                   ) -> AsyncIterator[tuple[Plant, asyncio.Lock]]:
     """A plant whose models started RAN_BEFORE_MS ago (a manual clock, caught up at
-    once) and then follow the wall clock, so every value it serves was set before now."""
+    once) and then follow the wall clock, so every value it serves was set before now.
+    Holding the lock it yields freezes the plant (no model advances meanwhile)."""
     clock = SimClock(manual=True, start_ms=int(time.time() * 1000) - RAN_BEFORE_MS)
     plant = Plant(default_scenario(machines=2, seed=21, fast=True), clock=clock,
                   ledger_dir=tmp_path / "ledger")
     await plant.start()
+    frozen = asyncio.Lock()
 
     async def follow_the_wall_clock() -> None:
         while True:
-            await plant.run_until(int(time.time() * 1000))
+            async with frozen:
+                await plant.run_until(int(time.time() * 1000))
             await asyncio.sleep(0.2)
 
     await plant.run_until(int(time.time() * 1000))
     task = asyncio.create_task(follow_the_wall_clock())
     try:
-        yield plant
+        yield plant, frozen
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await plant.stop()
+
+
+def _states_recorded(record: Path) -> set[str]:
+    if not record.exists():
+        return set()
+    devices = set()
+    for line in record.read_text().splitlines():
+        with contextlib.suppress(ValueError):
+            sample = json.loads(line)
+            if sample.get("signal") == "state":
+                devices.add(sample["device"])
+    return devices
 
 
 def _run_agent(config: Path, record: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -128,15 +144,28 @@ async def test_first_start_publishes_nothing_before_it(
     assert not state_dir.exists()
     record, log = tmp_path / "samples.jsonl", tmp_path / "agent.log"
     try:
-        async with plant_running_for_minutes(tmp_path) as plant:
+        async with plant_running_for_minutes(tmp_path) as (plant, frozen):
             raw = simulator_config(plant, mqtt_port=mosquitto.port, window=f"{WINDOW_S}s",
                                    state_dir=state_dir, lateness_s=2.0)
             config = tmp_path / "agent.toml"
             config.write_text(tomli_w.dumps(raw))
             expected = {f"{DEMO_LINE}/{m}" for m in plant.machines}
             expected |= {f"{DEMO_LINE}/_line", "_site/_site"}
-            launched_ms = int(time.time() * 1000)
-            agent = _run_agent(config, record, log)
+            # The premise, made certain: the plant stands still from before the window in
+            # which the agent starts until the agent has read every machine's state, so
+            # those states are dated before that window (a fast scenario changes state
+            # every few seconds, and a loaded machine starts the agent slowly).
+            async with frozen:
+                now_ms = int(time.time() * 1000)
+                await asyncio.sleep((WINDOW_MS - now_ms % WINDOW_MS) / 1000 + 0.05)
+                launched_ms = int(time.time() * 1000)
+                agent = _run_agent(config, record, log)
+                try:
+                    await eventually(lambda: _states_recorded(record) >= set(plant.machines),
+                                     timeout_s=60, what="every machine's state in the log")
+                except BaseException:
+                    _stop(agent, log)
+                    raise
             try:
                 # Three windows per series: the one in progress at the start and two whole.
                 await eventually(
