@@ -101,9 +101,11 @@ async def test_part_counter_and_meter_reset(plant: Plant) -> None:
         client.close()
     resets = [e for e in entries if e["kind"] == "counter_reset"]
     assert {e["signal"] for e in resets} == {"parts_total", "parts_scrap"}
-    reset_ms = rfc3339_to_ms(resets[0]["ts"])
-    after = [e for e in entries if e["kind"] == "part" and e["device"] == "cnc-01"
-             and rfc3339_to_ms(e["ts"]) >= reset_ms]
+    # The ledger is in the order things happened: a part made in the same millisecond
+    # just before the reset stands before it (a timestamp comparison would count it).
+    last_reset = max(i for i, e in enumerate(entries) if e["kind"] == "counter_reset")
+    after = [e for e in entries[last_reset + 1:] if e["kind"] == "part"
+             and e["device"] == "cnc-01"]
     assert counted == len(after)
     meter_reset = [e for e in meter_entries if e["kind"] == "counter_reset"]
     assert meter_reset[0]["device"] == "meter-02" and meter_reset[0]["after"] == "0.00"
