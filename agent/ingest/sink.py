@@ -21,7 +21,10 @@ ingest (see :func:`plan_writes`):
    (an agent that lost its checkpoint, or a second agent started later, must not replace
    a more complete record). A tie or more replaces. ``observed_s`` unknown (a record or
    point of an agent from before the field) counts as 0 s: such a record never replaces
-   one that reports its observed time, and among themselves the newer wins, as before;
+   one that reports its observed time, and among themselves the newer wins, as before.
+   At the same ``observed_s``, a copy still flagged ``energy_pending`` never replaces a
+   stored ``revised`` copy of its window (the revision arrived first, e.g. a re-published
+   dead letter): it is refused the same way;
 3. deletes every stored point that has a field the new record lacks, then writes. A
    stored point whose fields the new record all has is simply overwritten.
 
@@ -68,6 +71,7 @@ from agent.ingest.deadletter import CANNOT_REPLACE, LESS_COMPLETE
 from agent.ingest.points import KPI_MEASUREMENT, FieldValue, InfluxPoint, PointKey
 from agent.ingest.schema import OBSERVED_FIELD
 from rules.errors import DeliveryError
+from rules.revisions import ENERGY_PENDING, REVISED
 from rules.types import ms_to_rfc3339
 
 __all__ = [
@@ -102,6 +106,9 @@ operator fixes it, instead of emptying the stream into the dead-letter file."""
 DOWNGRADE_SLACK_S: Final = 0.001
 """A record is less complete than the stored one only if it observed this much less:
 two computations of the same window may differ in the last float digit."""
+
+FLAGS_FIELD: Final = "flags"
+"""The field holding a record's flags, comma-separated (see :mod:`agent.ingest.points`)."""
 
 StoredFields = Mapping[str, FieldValue]
 """The fields of one stored point (InfluxDB has no nulls: absent means not stored)."""
@@ -209,6 +216,11 @@ def _observed(fields: StoredFields | None) -> float:
     return float(value)
 
 
+def _flagged(fields: StoredFields, flag: str) -> bool:
+    value = fields.get(FLAGS_FIELD)
+    return isinstance(value, str) and flag in value.split(",")
+
+
 def describe_key(key: PointKey) -> str:
     """``site/line/machine window ending T`` for log lines and dead-letter reasons."""
     _, tags, time_ms = key
@@ -242,12 +254,20 @@ def plan_writes(points: Sequence[InfluxPoint],
         winner: int | None = None
         for i in indices:
             new_obs, have_obs = _observed(points[i].fields), _observed(current)
+            where = "stored" if winner is None else "received earlier"
             if current is not None and new_obs < have_obs - DOWNGRADE_SLACK_S:
-                where = "stored" if winner is None else "received earlier"
                 refused[i] = (LESS_COMPLETE, (
                     f"KPI record {describe_key(key)} observed {new_obs:g} s of its window, "
                     f"the one {where} {have_obs:g} s: a less complete record never "
                     "replaces a more complete one"))
+                continue
+            if (current is not None and new_obs <= have_obs + DOWNGRADE_SLACK_S
+                    and _flagged(points[i].fields, ENERGY_PENDING)
+                    and _flagged(current, REVISED)):
+                refused[i] = (LESS_COMPLETE, (
+                    f"KPI record {describe_key(key)} still waits for its closing meter "
+                    f"reading ({ENERGY_PENDING}), the one {where} is already {REVISED} "
+                    "with it: an earlier copy never replaces its revision"))
                 continue
             if winner is not None:
                 superseded.append(winner)

@@ -87,6 +87,33 @@ def test_a_record_never_replaces_a_more_complete_one(
         assert f"observed {new_obs or 0:g} s" in reason and f"stored {stored_obs:g} s" in reason
 
 
+@pytest.mark.parametrize(("stored_flags", "new_flags", "new_obs", "replaces"), [
+    (("energy_pending",), ("revised",), 60.0, True),   # the revision replaces, as it should
+    (("revised",), ("energy_pending",), 60.0, False),  # the earlier copy arrives late
+    (("revised",), ("energy_pending",), 60.0005, False),  # same observation, float noise
+    (("revised",), ("energy_pending",), 61.0, True),   # it observed more: it is newer
+    (("energy_pending",), ("energy_pending",), 60.0, True),
+    (("revised",), ("revised",), 60.0, True),
+    ((), ("energy_pending",), 60.0, True),
+])
+def test_a_pending_copy_never_replaces_its_revision(
+    stored_flags: tuple[str, ...], new_flags: tuple[str, ...], new_obs: float, replaces: bool
+) -> None:
+    old = point(observed_s=60.0, energy_kwh=2.0, flags=stored_flags)
+    new = point(observed_s=new_obs, energy_kwh=1.5, flags=new_flags)
+    plan = plan_writes([new], stored(old))
+    if replaces:
+        assert plan.write == (0,) and not plan.refused
+    else:
+        assert plan.write == () and plan.refused[0][0] == LESS_COMPLETE
+        assert "energy_pending" in plan.refused[0][1] and "stored is already revised" in (
+            plan.refused[0][1])
+    # the same two copies within one batch, nothing stored
+    batch = plan_writes([old, new], {})
+    assert batch.write == ((1,) if replaces else (0,))
+    assert bool(batch.refused) is not replaces
+
+
 def test_within_one_batch_the_rules_apply_in_arrival_order() -> None:
     full = point(observed_s=60.0, oee=0.5, energy_kwh=1.0)
     partial = point(observed_s=20.0, oee=0.2)
