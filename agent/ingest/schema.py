@@ -193,7 +193,7 @@ def _type_name(value: object) -> str:
     return type(value).__name__
 
 
-def _decode(payload: bytes, place: str, kind: str, schema: str) -> _Reader:
+def _json_object(payload: bytes, place: str, kind: str) -> _Reader:
     try:
         # NaN/Infinity are decoded (json's default) so the error can name the key they sit in.
         obj = json.loads(payload.decode("utf-8"))
@@ -203,7 +203,11 @@ def _decode(payload: bytes, place: str, kind: str, schema: str) -> _Reader:
         raise InputError(f"{kind} {place}: not valid JSON: {err}") from err
     if not isinstance(obj, dict):
         raise InputError(f"{kind} {place}: expected a JSON object, got {_type_name(obj)}")
-    reader = _Reader(obj, place, kind)
+    return _Reader(obj, place, kind)
+
+
+def _decode(payload: bytes, place: str, kind: str, schema: str) -> _Reader:
+    reader = _json_object(payload, place, kind)
     got = reader.require("schema")
     if got != schema:
         raise reader.error("schema", f"expected {schema!r}, got {got!r}")
@@ -330,16 +334,7 @@ def parse_status_payload(payload: bytes, topic: str) -> StatusMessage:
     ``started``, and ``uptime_s``/``outbox_depth`` or ``reason``); unknown keys are
     ignored. Errors name ``topic`` and the key.
     """
-    place = f"payload on topic {topic!r}"
-    try:
-        obj = json.loads(payload.decode("utf-8"))
-    except UnicodeDecodeError as err:
-        raise InputError(f"status {place}: not UTF-8: {err}") from err
-    except ValueError as err:
-        raise InputError(f"status {place}: not valid JSON: {err}") from err
-    if not isinstance(obj, dict):
-        raise InputError(f"status {place}: expected a JSON object, got {_type_name(obj)}")
-    r = _Reader(obj, place, "status")
+    r = _json_object(payload, f"payload on topic {topic!r}", "status")
     state = r.text("state")
     if state not in ("online", "offline"):
         raise r.error("state", f"expected 'online' or 'offline', got {state!r}")
