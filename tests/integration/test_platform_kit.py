@@ -47,8 +47,7 @@ import yaml  # type: ignore[import-untyped]
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.mqtt.topics import kpi_topic
-from agent.services import ManagedInfluxd, find_mosquitto, free_port, wait_for_port
-from rules.errors import ServiceError
+from agent.services import ManagedInfluxd, find_mosquitto, free_port
 from rules.types import KpiRecord
 
 pytestmark = pytest.mark.integration
