@@ -122,7 +122,14 @@ def _password_file(path: Path) -> None:
         subprocess.run([tool, "-b", str(path), user, password], check=True, capture_output=True)
 
 
-RUNNING = re.compile(r"mosquitto version \S+ running")
+def _listening_ports() -> set[int]:
+    """The local TCP (IPv4) ports in LISTEN state."""
+    ports = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A":
+            ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
 
 
 @dataclass
@@ -176,10 +183,11 @@ class Kit:
         with self.stdout.open("wb") as out:
             self.proc = subprocess.Popen([binary, "-c", str(self.main)], stdout=out,
                                          stderr=subprocess.STDOUT, start_new_session=True)
-        # Ready means the broker logged "running" (all listeners open). A bare TCP probe of
-        # the TLS port would itself be logged as an OpenSSL error, which the tests forbid.
+        # Ready means both ports are in LISTEN state, read from /proc/net/tcp: a TCP probe
+        # of the TLS port would itself be logged as an OpenSSL error, which the tests
+        # forbid, and the broker's stdout log is block-buffered.
         deadline = time.monotonic() + 15
-        while not RUNNING.search(self.log()):
+        while not {self.plain_port, self.tls_port} <= _listening_ports():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"the broker did not start\n{self.log()}")
             time.sleep(0.05)
