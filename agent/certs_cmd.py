@@ -19,7 +19,7 @@ from typing import TextIO
 
 from agent.config import load_agent_config
 from agent.config.model import OpcUaSourceSection
-from collectors.opcua_security import describe, ensure_client_certificate
+from collectors.opcua.security import describe, ensure_client_certificate
 from rules.errors import ConfigError
 
 __all__ = ["add_certs_arguments", "run_certs", "run_certs_from_args"]

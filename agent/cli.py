@@ -4,16 +4,13 @@ config/input, 1 runtime failure."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from agent import __version__
-from agent.aio import on_signal, run_until_signal
-from agent.logs import config_secrets, install_redaction, setup_logging
 from rules.errors import ConfigError, EdgeAgentError, InputError
 
 if TYPE_CHECKING:
@@ -30,13 +27,64 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
+class _LazySubParsers(argparse._SubParsersAction):  # type: ignore[type-arg]
+    """Subcommands whose options are added only once the command is chosen.
+
+    Some commands take their options from modules that import asyncua or pymodbus
+    (seconds of start-up on a small industrial PC); ``--help`` and the other commands
+    must not pay for them.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.deferred: dict[str, Callable[[argparse.ArgumentParser], None]] = {}
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: str | Sequence[Any] | None, option_string: str | None = None) -> None:
+        if isinstance(values, Sequence) and values:
+            populate = self.deferred.pop(str(values[0]), None)
+            if populate is not None:
+                populate(self.choices[str(values[0])])
+        super().__call__(parser, namespace, values, option_string)
+
+
+def _add_certs(cmd: argparse.ArgumentParser) -> None:
+    from agent.certs_cmd import add_certs_arguments
+
+    add_certs_arguments(cmd)
+
+
+def _add_sim(cmd: argparse.ArgumentParser) -> None:
+    from simulators.cli import add_sim_arguments
+
+    add_sim_arguments(cmd)
+
+
+def _add_browse(cmd: argparse.ArgumentParser) -> None:
+    from agent.commission import browse
+
+    cmd.description = browse.DESCRIPTION
+    browse.add_arguments(cmd)
+    cmd.set_defaults(handler=browse.run)
+
+
+def _add_modbus_read(cmd: argparse.ArgumentParser) -> None:
+    from agent.commission import modbus_read
+
+    cmd.description = modbus_read.DESCRIPTION
+    modbus_read.add_arguments(cmd)
+    cmd.set_defaults(handler=modbus_read.run)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="edge-agent", description=__doc__)
     p.add_argument("--version", action="version", version=f"edge-agent {__version__}")
     p.add_argument("--log-level", default="info",
                    choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", default="text", choices=["text", "json"])
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser,
+                           action=_LazySubParsers)
+    assert isinstance(sub, _LazySubParsers)
 
     run = sub.add_parser("run", help="the production agent")
     run.add_argument("-c", "--config", type=Path, required=True)
@@ -105,30 +153,28 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--broker", choices=["auto", "mosquitto", "embedded"], default="auto",
                       help="auto: Mosquitto when installed, else an embedded MQTT 3.1.1 broker")
 
-    from agent.certs_cmd import add_certs_arguments
-
-    add_certs_arguments(sub.add_parser(
-        "certs", help="create or show the OPC UA client certificate a server must trust"))
-
-    from simulators.cli import add_sim_arguments
-
-    add_sim_arguments(sub.add_parser("sim", help="run a simulator standalone"))
-
-    from agent.commission import browse, modbus_read
-
-    for name, module, summary in (
-        ("browse", browse, "an OPC UA server's nodes: ids, types, values; signal snippets"),
-        ("modbus-read", modbus_read, "read Modbus registers, decoded as every type and order"),
+    for name, summary, populate in (
+        ("certs", "create or show the OPC UA client certificate a server must trust",
+         _add_certs),
+        ("sim", "run a simulator standalone", _add_sim),
+        ("browse", "an OPC UA server's nodes: ids, types, values; signal snippets",
+         _add_browse),
+        ("modbus-read", "read Modbus registers, decoded as every type and order",
+         _add_modbus_read),
     ):
-        cmd = sub.add_parser(name, help=summary, description=module.DESCRIPTION,
-                             formatter_class=argparse.RawDescriptionHelpFormatter)
-        module.add_arguments(cmd)
-        cmd.set_defaults(handler=module.run)
+        raw = name in ("browse", "modbus-read")
+        sub.add_parser(name, help=summary, formatter_class=argparse.RawDescriptionHelpFormatter
+                       if raw else argparse.HelpFormatter)
+        sub.deferred[name] = populate
     return p
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from agent.aio import on_signal, run_until_signal
     from agent.config import load_run_config
+    from agent.logs import config_secrets, install_redaction
     from agent.runtime import Agent
 
     cfg = load_run_config(args.config)
@@ -177,9 +223,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from agent.aio import on_signal, run_until_signal
     from agent.config import load_ingest_run_config
     from agent.health import IngestStatus, serve_health
     from agent.ingest.service import IngestService
+    from agent.logs import config_secrets, install_redaction
 
     icfg = load_ingest_run_config(args.config)
     install_redaction(config_secrets(icfg))
@@ -247,6 +297,7 @@ def _cmd_kpi(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from agent import report, reporting
+    from agent.logs import config_secrets, install_redaction
     from agent.reporting.i18n import default_lang
 
     tz = report.parse_timezone(args.timezone)
@@ -347,6 +398,8 @@ def _failed(err: BaseException, debug: bool) -> int:
     not writable) says what failed; anything else is a bug, logged as one line that asks
     for ``--log-level debug``, which logs its traceback.
     """
+    import asyncio
+
     leaves = [e for e in _leaves(err) if not isinstance(e, asyncio.CancelledError)]
     configs = [e for e in leaves if isinstance(e, ConfigError)]
     inputs = [e for e in leaves if isinstance(e, InputError)]
@@ -382,6 +435,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ``demo`` (one TaskGroup each) are unwrapped, and each failure reported as one line.
     """
     args = _parser().parse_args(argv)
+    from agent.logs import setup_logging  # after parsing: --help needs no logging
+
     setup_logging(args.log_level, args.log_format)
     try:
         return COMMANDS[args.command](args)

@@ -32,6 +32,10 @@ from pydantic import BaseModel, SecretStr
 
 NOISY = ("asyncua", "pymodbus", "amqtt", "transitions", "urllib3", "influxdb_client")
 
+QUIET_UNLESS_DEBUG = ("pymodbus",)
+"""Libraries whose ERROR lines only repeat, as hex frame dumps, what the agent's own
+log-once warning already said (pymodbus logs one for every unanswered request)."""
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts, level, logger, message (and exception text)."""
@@ -188,7 +192,8 @@ def config_secrets(model: BaseModel) -> set[str]:
 
 def setup_logging(level: str = "info", fmt: Literal["text", "json"] = "text") -> None:
     """Configure the root logger; chatty libraries stay at WARNING (asyncua's INFO dumps
-    whole publish results)."""
+    whole publish results), and :data:`QUIET_UNLESS_DEBUG` ones say nothing below
+    CRITICAL unless ``level`` is ``debug``."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
@@ -200,3 +205,6 @@ def setup_logging(level: str = "info", fmt: Literal["text", "json"] = "text") ->
     root.setLevel(level.upper())
     for name in NOISY:
         logging.getLogger(name).setLevel(logging.WARNING)
+    if root.level > logging.DEBUG:
+        for name in QUIET_UNLESS_DEBUG:
+            logging.getLogger(name).setLevel(logging.CRITICAL)

@@ -1,9 +1,11 @@
-"""A tiny metrics registry rendering the Prometheus text exposition format (0.0.4).
+"""The per-scrape metric families the agent and the ingest expose on ``/metrics``.
 
-Why not ``prometheus_client``: the agent's numbers already live in the stats snapshots
-of its parts (collectors, engine, outbox, publisher, ingest), so a scrape only has to
-copy them into a fresh :class:`Registry` and render it. That needs a few dozen lines,
-not a dependency with process-global state on an industrial PC.
+The numbers already live in the stats snapshots of the parts (collectors, engine,
+outbox, publisher, ingest), so nothing is counted here: at each scrape a provider copies
+its snapshots into a fresh :class:`Registry`, which is a ``prometheus_client`` custom
+collector. ``prometheus_client`` does the rest (the text and OpenMetrics formats, content
+negotiation, the ``process_*`` metrics) without its process-global default registry:
+nothing outlives one scrape.
 
 Usage, once per scrape::
 
@@ -21,23 +23,29 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
-from typing import ClassVar, TypeVar
+from collections.abc import Iterator, Sequence
+from typing import TypeVar
+
+from prometheus_client import generate_latest
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+from prometheus_client.metrics_core import Metric as Family
 
 __all__ = [
-    "CONTENT_TYPE",
     "Counter",
+    "Family",
     "Gauge",
     "Histogram",
     "Metric",
     "Registry",
-    "escape_help",
-    "escape_label_value",
     "format_value",
 ]
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
+# The classic names only: prometheus_client would accept UTF-8 names, which scrapers
+# that predate them cannot query.
 _METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
@@ -49,19 +57,10 @@ LabelKey = tuple[str, ...]
 M = TypeVar("M", bound="Metric")
 
 
-def escape_help(text: str) -> str:
-    """HELP text escaping: backslash and line feed (quotes stay as they are)."""
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def escape_label_value(value: str) -> str:
-    """Label value escaping: backslash, double quote and line feed."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
 def format_value(value: float) -> str:
-    """A sample value as Prometheus writes it: ``+Inf``, ``-Inf``, ``NaN``, integers
-    without a fraction, other floats in their shortest exact form."""
+    """A number as Prometheus writes it: ``+Inf``, ``-Inf``, ``NaN``, integers without a
+    fraction, other floats in their shortest exact form (the histograms' ``le`` labels,
+    which are compared as strings across scrapes)."""
     if math.isnan(value):
         return "NaN"
     if math.isinf(value):
@@ -71,19 +70,8 @@ def format_value(value: float) -> str:
     return repr(float(value))
 
 
-def _labels_text(names: Sequence[str], values: Sequence[str]) -> str:
-    if not names:
-        return ""
-    inner = ",".join(
-        f'{n}="{escape_label_value(v)}"' for n, v in zip(names, values, strict=True)
-    )
-    return "{" + inner + "}"
-
-
 class Metric:
     """A metric family: a name, a help text, label names and one value per label set."""
-
-    type_name: ClassVar[str] = "untyped"
 
     def __init__(self, name: str, help_text: str, labelnames: Sequence[str] = ()) -> None:
         if not _METRIC_NAME.match(name):
@@ -106,21 +94,9 @@ class Metric:
             )
         return tuple(str(labels[n]) for n in self.labelnames)
 
-    def samples(self) -> Iterable[tuple[str, LabelKey, tuple[tuple[str, str], ...], float]]:
-        """``(sample name, label values, extra labels, value)`` for rendering."""
-        return ()
-
-    def render(self) -> list[str]:
-        """The family's lines: HELP, TYPE, then every sample."""
-        lines = [
-            f"# HELP {self.name} {escape_help(self.help)}",
-            f"# TYPE {self.name} {self.type_name}",
-        ]
-        for sample_name, key, extra, value in self.samples():
-            names = (*self.labelnames, *(n for n, _ in extra))
-            values = (*key, *(v for _, v in extra))
-            lines.append(f"{sample_name}{_labels_text(names, values)} {format_value(value)}")
-        return lines
+    def family(self) -> Family:
+        """The family as ``prometheus_client`` renders it."""
+        raise NotImplementedError
 
 
 class _Valued(Metric):
@@ -134,16 +110,10 @@ class _Valued(Metric):
         """The current value of one series (None if it was never set)."""
         return self._values.get(self._key(labels))
 
-    def samples(self) -> Iterable[tuple[str, LabelKey, tuple[tuple[str, str], ...], float]]:
-        for key, value in self._values.items():
-            yield self.name, key, (), value
-
 
 class Counter(_Valued):
     """A cumulative count. The name must end in ``_total`` (the text format's rule for
     counters, which Prometheus' own parser enforces)."""
-
-    type_name = "counter"
 
     def __init__(self, name: str, help_text: str, labelnames: Sequence[str] = ()) -> None:
         if not name.endswith("_total"):
@@ -163,11 +133,16 @@ class Counter(_Valued):
             raise ValueError(f"counter {self.name!r} cannot be negative ({value})")
         self._values[self._key(labels)] = float(value)
 
+    def family(self) -> Family:
+        """A ``CounterMetricFamily`` (which names itself without ``_total``)."""
+        out = CounterMetricFamily(self.name, self.help, labels=self.labelnames)
+        for key, value in self._values.items():
+            out.add_metric(key, value)
+        return out
+
 
 class Gauge(_Valued):
     """A value that goes up and down: a depth, a connection state, an age."""
-
-    type_name = "gauge"
 
     def set(self, value: float, **labels: str) -> None:
         """Set one series to ``value``."""
@@ -178,12 +153,17 @@ class Gauge(_Valued):
         key = self._key(labels)
         self._values[key] = self._values.get(key, 0.0) + amount
 
+    def family(self) -> Family:
+        """A ``GaugeMetricFamily``."""
+        out = GaugeMetricFamily(self.name, self.help, labels=self.labelnames)
+        for key, value in self._values.items():
+            out.add_metric(key, value)
+        return out
+
 
 class Histogram(Metric):
     """Cumulative buckets, a sum and a count per label set (no quantiles: Prometheus
     computes those from the buckets across instances)."""
-
-    type_name = "histogram"
 
     def __init__(
         self,
@@ -214,16 +194,18 @@ class Histogram(Metric):
                 counts[i] += 1
         total[0] += value
 
-    def samples(self) -> Iterable[tuple[str, LabelKey, tuple[tuple[str, str], ...], float]]:
+    def family(self) -> Family:
+        """A ``HistogramMetricFamily`` (its ``_count`` is the ``+Inf`` bucket)."""
+        out = HistogramMetricFamily(self.name, self.help, labels=self.labelnames)
+        labels = [format_value(b) for b in self.bounds]
         for key, (counts, total) in self._series.items():
-            for bound, count in zip(self.bounds, counts, strict=True):
-                yield f"{self.name}_bucket", key, (("le", format_value(bound)),), count
-            yield f"{self.name}_sum", key, (), total[0]
-            yield f"{self.name}_count", key, (), counts[-1]
+            out.add_metric(key, list(zip(labels, map(float, counts), strict=True)), total[0])
+        return out
 
 
 class Registry:
-    """Metric families by name, rendered in registration order.
+    """Metric families by name, collected in registration order: a ``prometheus_client``
+    custom collector (it has ``collect``), filled by the providers at each scrape.
 
     Asking twice for the same name returns the same family (so several providers can
     share one), as long as the type and label names agree.
@@ -237,8 +219,8 @@ class Registry:
         if existing is not None:
             if type(existing) is not cls or existing.labelnames != tuple(labelnames):
                 raise ValueError(
-                    f"metric {name!r} is already registered as {existing.type_name} "
-                    f"with labels {list(existing.labelnames)}"
+                    f"metric {name!r} is already registered as "
+                    f"{type(existing).__name__.lower()} with labels {list(existing.labelnames)}"
                 )
             return existing
         family = cls(name, help_text, labelnames)
@@ -272,9 +254,12 @@ class Registry:
         """Every family, in registration order."""
         return list(self._families.values())
 
-    def render(self) -> str:
-        """The whole exposition, newline-terminated (an empty registry renders as '')."""
-        lines: list[str] = []
+    def collect(self) -> Iterator[Family]:
+        """The families for ``prometheus_client`` (the custom-collector protocol)."""
         for family in self._families.values():
-            lines.extend(family.render())
-        return "\n".join(lines) + "\n" if lines else ""
+            yield family.family()
+
+    def render(self) -> str:
+        """The text exposition (format 0.0.4) of these families alone, as a scraper
+        that asks for no particular format gets it ('' when empty)."""
+        return generate_latest(self).decode("utf-8")

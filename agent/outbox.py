@@ -19,12 +19,23 @@ would keep its size after the backlog drained. The file uses SQLite's incrementa
 auto-vacuum: once more than :data:`_RECLAIM_PAGES` pages are free, acks hand them back to
 the file system a step at a time, and the WAL file is capped after each checkpoint.
 
-The same file holds the KPI engine's *sample journal* (:meth:`SqliteOutbox.journal_append`):
-every batch of samples the engine consumes is appended (and committed) before the engine
-sees it, and a checkpoint written with :meth:`SqliteOutbox.put_many` records the journal
-position it covers and truncates the journal up to it, in the same transaction. After a
-crash the runtime restores the checkpoint and replays the journal after that position, so
-no sample that entered the engine is lost and none is counted twice.
+Beside it, in a file of its own (``outbox.sqlite.journal``), lives the KPI engine's
+*sample journal* (:meth:`SqliteOutbox.journal_append`): every batch of samples the engine
+consumes is appended before the engine sees it, and a checkpoint written with
+:meth:`SqliteOutbox.put_many` records the journal position it covers (the journal is
+emptied once a checkpoint covers all of it). After a crash the runtime restores the
+checkpoint and replays the journal after that position, so no sample that entered the
+engine is lost and none is counted twice.
+
+The journal is built to spare the flash of a small industrial PC: one compressed,
+append-only file rather than SQLite rows (a WAL commit rewrites whole pages, twice), and
+*group commits*: an append is handed to the operating system at once, so a killed
+process (``kill -9``, a crash) loses nothing of it, but fsynced at most every
+``journal_sync_s`` seconds (:data:`JOURNAL_SYNC_S`). The worst case is a power cut: it
+can take the samples of the last ``journal_sync_s`` seconds, never more, and never
+anything a message depends on, because the journal is fsynced before every commit of
+messages or checkpoints (a stored record's input is always durable first). Large
+checkpoint values are stored compressed.
 """
 
 from __future__ import annotations
@@ -32,20 +43,26 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sqlite3
+import struct
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 from rules.errors import InputError, StorageError
 
 log = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
+
 __all__ = [
+    "JOURNAL_SYNC_S",
     "JournalEntry",
     "Outbox",
     "OutboxError",
@@ -67,13 +84,65 @@ _PAGE_BYTES = 4096  # SQLite's default page size
 # otherwise).
 _WAL_LIMIT_BYTES = 16 * 2**20
 
+JOURNAL_SYNC_S = 1.0
+"""Longest time a journal append waits for its fsync: what a power cut can take."""
+
+# A journal record: sequence number, samples, length and CRC-32 of the deflated entry,
+# flags; then the entry.
+_RECORD = struct.Struct("<QIIIB")
+_RESET = 1  # the record starts a new compression stream
+_JOURNAL_SUFFIX = ".journal"
+
+# Checkpoint values longer than this are stored deflated (the engine's snapshot is).
+_STATE_DEFLATE_BYTES = 4096
+
+# How a row's payload is stored (``outbox.codec``): as given, or deflated with
+# :data:`_PAYLOAD_DICT` as preset dictionary. A message is a few hundred bytes of JSON
+# whose keys repeat from message to message; with the dictionary it shrinks to about a
+# tenth, without it to less than half. The dictionary belongs to codec 1 for good: a
+# different one needs a new codec number, or stored rows could not be read back.
+_CODEC_RAW = 0
+_CODEC_DEFLATE = 1
+_PAYLOAD_DICT = (
+    b'{"schema":"factory-alarm/1","ts":"2025-01-01T00:00:00.000Z","rule":"","state":'
+    b'"raised","cleared","severity":"warning","message":"","value":null,'
+    b'{"schema":"factory-kpi/1","site":"","line":"line-","machine":"cnc-","window":"1m",'
+    b'"15m","1h","1d","shift","window_start":"2025-01-01T00:00:00.000Z","window_end":'
+    b'"2025-01-01T00:01:00.000Z","observed_s":60.0,"planned_busy_time_s":0.0,'
+    b'"producing_time_s":0.0,"setup_time_s":0.0,"unplanned_down_time_s":0.0,'
+    b'"idle_time_s":0.0,"parts_produced":0,"parts_good":0,"parts_scrap":0,'
+    b'"availability":null,"performance":null,"quality_ratio":null,"oee":null,'
+    b'"defect_rate":null,"scrap_all_machines":null,"rolled_throughput_yield":null,'
+    b'"cycle_time_mean_s":null,"ideal_cycle_time_s":45.0,"energy_kwh":null,'
+    b'"energy_per_unit_kwh":null,"energy_per_good_unit_kwh":null,"natural_gas_m3":null,'
+    b'"steam_kg":null,"water_m3":null,"compressed_air_m3":null,"kgce":null,'
+    b'"kgce_per_good_unit":null,"co2_kg":null,"co2_per_good_unit_kg":null,'
+    b'"energy_cost":null,"energy_cost_per_good_unit":null,"flags":["no_energy_data"]}'
+)
+
+
+def _store_payload(data: bytes) -> tuple[bytes, int]:
+    """The payload as stored and its codec: deflated when that is smaller."""
+    deflate = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS, zdict=_PAYLOAD_DICT)
+    packed = deflate.compress(data) + deflate.flush()
+    return (packed, _CODEC_DEFLATE) if len(packed) < len(data) else (data, _CODEC_RAW)
+
+
+def _load_payload(stored: bytes, codec: int) -> bytes:
+    """The inverse of :func:`_store_payload`."""
+    if codec == _CODEC_RAW:
+        return stored
+    inflate = zlib.decompressobj(-zlib.MAX_WBITS, zdict=_PAYLOAD_DICT)
+    return inflate.decompress(stored) + inflate.flush()
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
     topic      TEXT    NOT NULL,
     payload    BLOB    NOT NULL,
     created_ms INTEGER NOT NULL,
-    size       INTEGER NOT NULL
+    size       INTEGER NOT NULL,
+    codec      INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS outbox_created ON outbox (created_ms);
 CREATE TABLE IF NOT EXISTS state (
@@ -87,7 +156,14 @@ CREATE TABLE IF NOT EXISTS journal (
     items      INTEGER NOT NULL,
     created_ms INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS journal_mark (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    upto       INTEGER NOT NULL
+);
 """
+# The ``journal`` table is where earlier versions kept the journal; its rows move to the
+# journal file when such an outbox is opened. ``journal_mark`` holds the last sequence
+# number a checkpoint covers, committed with that checkpoint.
 
 
 class OutboxError(StorageError):
@@ -122,7 +198,8 @@ class OutboxStats:
     """Counters since the outbox was opened, plus its current size.
 
     ``bytes`` counts topic and payload bytes of the stored rows (what ``max_bytes``
-    bounds); ``file_bytes`` is what the SQLite file and its WAL take on disk.
+    bounds); ``file_bytes`` is what the SQLite file, its WAL and the journal file take
+    on disk.
     """
 
     enqueued: int
@@ -139,13 +216,17 @@ class OutboxStats:
 class Outbox(Protocol):
     """The seam between the producers, the publisher and the storage.
 
-    The runtime and the publisher use only this, so unit tests can give them a fake.
+    The runtime and the publisher use only this, so unit tests can give them a fake:
+    messages (``put_many``, ``pending``, ``ack``), the engine checkpoint (``state`` and
+    ``load_state``), the sample journal (``journal_*``), size and counters.
     """
 
     def put_many(
-        self, items: Sequence[tuple[str, bytes]], *, state: Mapping[str, str] | None = None
+        self, items: Sequence[tuple[str, bytes]], *, state: Mapping[str, str] | None = None,
+        journal_upto: int | None = None,
     ) -> list[int]:
-        """Store messages and checkpoint state in one transaction; durable on return."""
+        """Store messages and checkpoint state in one transaction; durable on return.
+        ``journal_upto`` deletes the journal entries up to it in the same transaction."""
         ...
 
     def pending(self, limit: int, after_id: int = 0) -> list[OutboxMessage]:
@@ -160,6 +241,33 @@ class Outbox(Protocol):
         """The checkpoint stored under ``key`` by ``put_many``, or None."""
         ...
 
+    def journal_append(self, entry: str, items: int) -> int:
+        """Append one journal entry holding ``items`` samples; returns its sequence
+        number."""
+        ...
+
+    @property
+    def journal_sync_due(self) -> bool:
+        """Whether an append waits for its fsync longer than the journal allows."""
+        ...
+
+    def journal_sync(self) -> None:
+        """fsync the journal's appends now."""
+        ...
+
+    def journal_after(self, seq: int, limit: int = 1000) -> list[JournalEntry]:
+        """Up to ``limit`` journal entries after ``seq``, oldest first."""
+        ...
+
+    def journal_clear(self) -> int:
+        """Delete the whole journal; returns the entries deleted."""
+        ...
+
+    @property
+    def journal_items(self) -> int:
+        """Samples the journal holds (what bounds replay time)."""
+        ...
+
     def depth(self) -> int:
         """How many messages wait for delivery."""
         ...
@@ -167,6 +275,10 @@ class Outbox(Protocol):
     @property
     def stats(self) -> OutboxStats:
         """Counters and current size, for health and metrics."""
+        ...
+
+    def close(self) -> None:
+        """Flush and close; later calls fail."""
         ...
 
 
@@ -184,6 +296,147 @@ def _row_size(topic: str, payload: bytes) -> int:
     return len(topic.encode()) + len(payload)
 
 
+class _JournalFile:
+    """The sample journal's file: appended records, each one deflated entry.
+
+    One compressor runs across the records (each flushed whole with ``Z_SYNC_FLUSH``), so
+    the device and signal names every entry repeats cost a few bytes; a record flagged
+    :data:`_RESET` starts a new stream (the first of a file, the first after a reopen or
+    a failed write). Reading stops at the first damaged or incomplete record, the tail a
+    power cut may leave, and the file is cut back to the last good one on open. Entries
+    up to ``floor`` are covered by a checkpoint: never returned, and the file is emptied
+    once it holds no other. The caller holds the outbox lock.
+    """
+
+    def __init__(self, path: Path, *, floor: int, sync_every_s: float | None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.path = path
+        self.floor = floor
+        self._sync_every_s = sync_every_s
+        self._clock = clock
+        found, end = self._read() if path.exists() else ([], 0)
+        created = not path.exists()
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        if created:
+            _fsync_dir(path.parent)
+        if os.fstat(self._fd).st_size > end:
+            log.warning("sample journal %s: cutting a damaged tail after %d bytes", path, end)
+            os.ftruncate(self._fd, end)
+        self._end = end
+        self._deflate: zlib._Compress | None = None
+        self._unsynced_since: float | None = None
+        self.last_seq = max([floor, *(e.seq for e in found)])
+        self.live: list[tuple[int, int]] = [(e.seq, e.items) for e in found if e.seq > floor]
+        self.items = sum(n for _, n in self.live)
+
+    def _read(self) -> tuple[list[JournalEntry], int]:
+        """Every intact record in file order, and where the last one ends."""
+        data = self.path.read_bytes()
+        out: list[JournalEntry] = []
+        pos = 0
+        inflate: zlib._Decompress | None = None
+        while pos + _RECORD.size <= len(data):
+            seq, items, size, crc, flags = _RECORD.unpack_from(data, pos)
+            body = data[pos + _RECORD.size:pos + _RECORD.size + size]
+            if len(body) < size or zlib.crc32(body) != crc:
+                break
+            if flags & _RESET:
+                inflate = zlib.decompressobj(-zlib.MAX_WBITS)
+            if inflate is None:
+                break
+            try:
+                text = inflate.decompress(body).decode()
+            except (zlib.error, UnicodeDecodeError):
+                break
+            out.append(JournalEntry(seq, text, items))
+            pos += _RECORD.size + size
+        return out, pos
+
+    def entries(self) -> list[JournalEntry]:
+        """The entries no checkpoint covers, oldest first."""
+        return [e for e in self._read()[0] if e.seq > self.floor] if self.live else []
+
+    def append(self, entry: str, items: int) -> int:
+        """Write one entry (to the operating system at once); fsync if the oldest unsynced
+        write is older than the interval. Returns its sequence number."""
+        seq = self.last_seq + 1
+        flags = 0
+        if self._deflate is None:
+            self._deflate = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+            flags = _RESET
+        body = self._deflate.compress(entry.encode()) + self._deflate.flush(zlib.Z_SYNC_FLUSH)
+        record = _RECORD.pack(seq, items, len(body), zlib.crc32(body), flags) + body
+        try:
+            written = 0
+            while written < len(record):
+                written += os.pwrite(self._fd, record[written:], self._end + written)
+        except OSError:
+            # The stream no longer matches the file: the next record starts a new one.
+            self._deflate = None
+            with suppress(OSError):
+                os.ftruncate(self._fd, self._end)
+            raise
+        self._end += len(record)
+        self.last_seq = seq
+        self.live.append((seq, items))
+        self.items += items
+        if self._unsynced_since is None:
+            self._unsynced_since = self._clock()
+        if self.sync_due:
+            self.sync()
+        return seq
+
+    @property
+    def sync_due(self) -> bool:
+        """Whether an unsynced write has waited the whole interval."""
+        return (self._sync_every_s is not None and self._unsynced_since is not None
+                and self._clock() - self._unsynced_since >= self._sync_every_s)
+
+    def sync(self) -> None:
+        """fsync what was written (nothing to do when nothing was)."""
+        if self._unsynced_since is not None:
+            os.fsync(self._fd)
+            self._unsynced_since = None
+
+    def cut(self, upto: int) -> tuple[int, int]:
+        """Forget the entries up to ``upto`` (a committed checkpoint covers them); empty
+        the file when nothing else is left. Returns the entries and samples forgotten."""
+        self.floor = max(self.floor, upto)
+        gone = [(q, n) for q, n in self.live if q <= self.floor]
+        if gone:
+            self.live = self.live[len(gone):]
+            self.items -= sum(n for _, n in gone)
+        if not self.live and self._end:
+            os.ftruncate(self._fd, 0)
+            self._end = 0
+            self._deflate = None
+            self._unsynced_since = None  # what was unsynced is covered by the checkpoint
+        return len(gone), sum(n for _, n in gone)
+
+    def close(self) -> None:
+        try:
+            self.sync()
+        finally:
+            os.close(self._fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a new file's directory entry durable (POSIX); a no-op where it cannot be."""
+    with suppress(OSError, AttributeError):
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _mark_journal(db: sqlite3.Connection, upto: int) -> None:
+    """Record, in the caller's transaction, that a checkpoint covers the journal up to
+    ``upto`` (the mark only grows)."""
+    db.execute("INSERT INTO journal_mark (id, upto) VALUES (1, ?) ON CONFLICT (id) "
+               "DO UPDATE SET upto = max(upto, excluded.upto)", (upto,))
+
+
 class SqliteOutbox:
     """The outbox in one SQLite file (WAL mode).
 
@@ -199,6 +452,7 @@ class SqliteOutbox:
         max_age_s: float = 7 * 86400,
         synchronous: Literal["full", "normal"] = "full",
         clock: Callable[[], float] = time.time,
+        journal_sync_s: float = JOURNAL_SYNC_S,
     ) -> None:
         if max_bytes <= 0:
             raise ValueError("max_bytes must be positive")
@@ -206,6 +460,8 @@ class SqliteOutbox:
             raise ValueError("max_age_s must be positive")
         if synchronous not in ("full", "normal"):
             raise ValueError(f"synchronous must be 'full' or 'normal', not {synchronous!r}")
+        if not journal_sync_s >= 0:
+            raise ValueError("journal_sync_s must be >= 0")
         self.path = Path(path)
         self.max_bytes = max_bytes
         self.max_age_s = max_age_s
@@ -237,18 +493,16 @@ class SqliteOutbox:
                 log.info("outbox %s: enabling incremental vacuum (one-time rewrite)", self.path)
                 db.execute("VACUUM")
             db.executescript(_SCHEMA)
+            if "codec" not in {row[1] for row in db.execute("PRAGMA table_info(outbox)")}:
+                db.execute("ALTER TABLE outbox ADD COLUMN codec INTEGER NOT NULL DEFAULT 0")
             count, total = db.execute(
                 "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox"
             ).fetchone()
-            jrows, jitems = db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(items), 0) FROM journal"
-            ).fetchone()
+            self._journal = self._open_journal(db, journal_sync_s)
         except (sqlite3.Error, OSError) as err:
             raise OutboxError(f"cannot open outbox {self.path}: {err}") from err
         self._depth = int(count)
         self._bytes = int(total)
-        self._journal_rows = int(jrows)
-        self._journal_items = int(jitems)
         if self._depth:
             log.info("outbox %s holds %d undelivered messages (%d bytes) from before",
                      self.path, self._depth, self._bytes)
@@ -258,6 +512,35 @@ class SqliteOutbox:
             self._apply_drops(drops)
 
     # -- plumbing --------------------------------------------------------------------
+
+    def _open_journal(self, db: sqlite3.Connection, sync_s: float) -> _JournalFile:
+        """The journal file, continuing the sequence numbers of the checkpoint mark and of
+        a journal an earlier version kept in the ``journal`` table (moved into the file)."""
+        mark = db.execute("SELECT upto FROM journal_mark WHERE id = 1").fetchone()
+        used = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'journal'").fetchone()
+        journal = _JournalFile(
+            self.path.with_name(self.path.name + _JOURNAL_SUFFIX),
+            floor=int(mark[0]) if mark else 0,
+            sync_every_s=sync_s if self._sync == "FULL" else None)
+        legacy = db.execute("SELECT seq, entry, items FROM journal ORDER BY seq").fetchall()
+        for seq, entry, items in legacy:
+            journal.last_seq = max(journal.last_seq, int(seq) - 1)
+            journal.append(str(entry), int(items))
+        journal.sync()
+        if legacy:
+            db.execute("DELETE FROM journal")
+            log.info("outbox %s: moved %d sample journal entries into %s", self.path,
+                     len(legacy), journal.path)
+        journal.last_seq = max(journal.last_seq, int(used[0]) if used else 0)
+        return journal
+
+    def _journal_io(self, action: Callable[[], _T]) -> _T:
+        """Run a journal file operation, its OSError as an OutboxError; caller holds the
+        lock."""
+        try:
+            return action()
+        except OSError as err:
+            raise OutboxError(f"sample journal {self._journal.path}: {err}") from err
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
@@ -360,7 +643,7 @@ class SqliteOutbox:
         ``journal_upto`` deletes the journal entries up to that sequence number in the same
         transaction: the checkpoint in ``state`` covers them, so they are never replayed.
         """
-        rows: list[tuple[str, bytes, int, int]] = []
+        rows: list[tuple[str, bytes, int, int, int]] = []
         now = self._clock()
         now_ms = int(now * 1000)
         for i, (topic, payload) in enumerate(items):
@@ -372,8 +655,9 @@ class SqliteOutbox:
                     f"not {type(payload).__name__}"
                 )
             data = bytes(payload)
-            rows.append((topic, data, now_ms, _row_size(topic, data)))
-        states: list[tuple[str, str, int]] = []
+            stored, codec = _store_payload(data)
+            rows.append((topic, stored, now_ms, _row_size(topic, data), codec))
+        states: list[tuple[str, str | bytes, int]] = []
         for key, value in (state or {}).items():
             if not isinstance(value, str):
                 raise InputError(f"outbox state {key!r}: value must be JSON text (str)")
@@ -381,18 +665,23 @@ class SqliteOutbox:
                 json.loads(value)
             except ValueError as err:
                 raise InputError(f"outbox state {key!r}: not valid JSON: {err}") from err
-            states.append((key, value, now_ms))
+            kept: str | bytes = value
+            if len(value) > _STATE_DEFLATE_BYTES:
+                kept = zlib.compress(value.encode(), 1)
+            states.append((key, kept, now_ms))
         if not rows and not states and journal_upto is None:
             return []
         ids: list[int] = []
         added = 0
-        cut_rows = cut_items = 0
         with self._lock:
+            if self._sync == "FULL" and self._db is not None:
+                # A stored message or checkpoint never gets ahead of the input it came from.
+                self._journal_io(self._journal.sync)
             with self._transaction(durable=True) as db:
                 for row in rows:
                     cur = db.execute(
-                        "INSERT INTO outbox (topic, payload, created_ms, size) "
-                        "VALUES (?, ?, ?, ?)",
+                        "INSERT INTO outbox (topic, payload, created_ms, size, codec) "
+                        "VALUES (?, ?, ?, ?, ?)",
                         row,
                     )
                     ids.append(int(cur.lastrowid or 0))
@@ -405,18 +694,14 @@ class SqliteOutbox:
                         states,
                     )
                 if journal_upto is not None:
-                    cut_rows, cut_items = db.execute(
-                        "SELECT COUNT(*), COALESCE(SUM(items), 0) FROM journal WHERE seq <= ?",
-                        (journal_upto,),
-                    ).fetchone()
-                    if cut_rows:
-                        db.execute("DELETE FROM journal WHERE seq <= ?", (journal_upto,))
+                    _mark_journal(db, journal_upto)
                 if rows:
                     self._expires_at = min(self._expires_at, now + self.max_age_s)
                 drops = self._enforce_limits(db, self._bytes + added)
             # Committed: only now do the in-memory counters change.
-            self._journal_rows -= int(cut_rows)
-            self._journal_items -= int(cut_items)
+            if journal_upto is not None:
+                upto = journal_upto
+                self._journal_io(lambda: self._journal.cut(upto))
             self._depth += len(rows)
             self._bytes += added
             self._enqueued += len(rows)
@@ -430,13 +715,18 @@ class SqliteOutbox:
         with self._lock:
             try:
                 rows = self._conn().execute(
-                    "SELECT id, topic, payload, created_ms FROM outbox WHERE id > ? "
+                    "SELECT id, topic, payload, created_ms, codec FROM outbox WHERE id > ? "
                     "ORDER BY id LIMIT ?",
                     (after_id, limit),
                 ).fetchall()
             except sqlite3.Error as err:
                 raise OutboxError(f"outbox {self.path}: {err}") from err
-        return [OutboxMessage(int(i), str(t), bytes(p), int(c)) for i, t, p, c in rows]
+            try:
+                return [OutboxMessage(int(i), str(t), _load_payload(bytes(p), int(k)), int(c))
+                        for i, t, p, c, k in rows]
+            except zlib.error as err:
+                raise OutboxError(f"outbox {self.path}: a stored message is damaged: "
+                                  f"{err}") from err
 
     def ack(self, ids: Iterable[int]) -> None:
         """Delete the acknowledged rows; ids already gone (dropped, acked twice) are ignored."""
@@ -484,56 +774,64 @@ class SqliteOutbox:
                 ).fetchone()
             except sqlite3.Error as err:
                 raise OutboxError(f"outbox {self.path}: {err}") from err
-        return None if row is None else str(row[0])
+        if row is None:
+            return None
+        if isinstance(row[0], bytes):
+            try:
+                return zlib.decompress(row[0]).decode()
+            except (zlib.error, UnicodeDecodeError) as err:
+                raise OutboxError(f"outbox {self.path}: state {key!r} is damaged: {err}") from err
+        return str(row[0])
 
     # -- the sample journal ----------------------------------------------------------
 
     def journal_append(self, entry: str, items: int) -> int:
-        """Append one journal entry (JSON text holding ``items`` samples); durable on return.
+        """Append one journal entry (JSON text holding ``items`` samples); returns its
+        sequence number.
 
-        Returns its sequence number. The commit is fsynced like a new message (with
-        ``synchronous="full"``), because a sample the engine has consumed exists nowhere
-        else once the collectors have moved on.
+        On return the entry survives a crash of this process; with ``synchronous="full"``
+        it is fsynced within ``journal_sync_s`` (group commit: one fsync for the appends
+        of that interval), and always before the next commit of messages or checkpoints.
         """
         if not isinstance(entry, str):
             raise InputError("journal entry must be JSON text (str)")
-        now_ms = int(self._clock() * 1000)
         with self._lock:
-            with self._transaction(durable=True) as db:
-                cur = db.execute(
-                    "INSERT INTO journal (entry, items, created_ms) VALUES (?, ?, ?)",
-                    (entry, int(items), now_ms),
-                )
-                seq = int(cur.lastrowid or 0)
-            self._journal_rows += 1
-            self._journal_items += int(items)
-        return seq
+            self._conn()
+            return self._journal_io(lambda: self._journal.append(entry, int(items)))
+
+    @property
+    def journal_sync_due(self) -> bool:
+        """Whether an append has waited ``journal_sync_s`` for its fsync (an idle agent
+        calls :meth:`journal_sync` then: no later append will)."""
+        return self._journal.sync_due
+
+    def journal_sync(self) -> None:
+        """fsync the journal's appends now (nothing to do when all are)."""
+        with self._lock:
+            self._conn()
+            self._journal_io(self._journal.sync)
 
     def journal_after(self, seq: int, limit: int = 1000) -> list[JournalEntry]:
         """Up to ``limit`` journal entries with ``seq`` greater than ``seq``, oldest first."""
         with self._lock:
-            try:
-                rows = self._conn().execute(
-                    "SELECT seq, entry, items FROM journal WHERE seq > ? ORDER BY seq LIMIT ?",
-                    (seq, limit),
-                ).fetchall()
-            except sqlite3.Error as err:
-                raise OutboxError(f"outbox {self.path}: {err}") from err
-        return [JournalEntry(int(q), str(e), int(n)) for q, e, n in rows]
+            self._conn()
+            found = self._journal_io(self._journal.entries)
+        return [e for e in found if e.seq > seq][:limit]
 
     def journal_clear(self) -> int:
-        """Delete the whole journal (its checkpoint was unusable); returns the rows deleted."""
+        """Delete the whole journal (its checkpoint was unusable); returns the entries
+        deleted."""
         with self._lock:
+            upto = self._journal.last_seq
             with self._transaction(durable=True) as db:
-                n = db.execute("DELETE FROM journal").rowcount
-            self._journal_rows = 0
-            self._journal_items = 0
-        return int(n)
+                _mark_journal(db, upto)
+            rows, _ = self._journal_io(lambda: self._journal.cut(upto))
+        return rows
 
     @property
     def journal_items(self) -> int:
         """Samples held by the journal (kept in memory: no query), for bounding it."""
-        return self._journal_items
+        return self._journal.items
 
     def depth(self) -> int:
         """How many messages wait for delivery (kept in memory: no query)."""
@@ -549,14 +847,15 @@ class SqliteOutbox:
             dropped_age=self._dropped_age,
             depth=self._depth,
             bytes=self._bytes,
-            journal_rows=self._journal_rows,
-            journal_items=self._journal_items,
+            journal_rows=len(self._journal.live),
+            journal_items=self._journal.items,
             file_bytes=self._file_bytes(),
         )
 
     def _file_bytes(self) -> int:
         total = 0
-        for path in (self.path, self.path.with_name(self.path.name + "-wal")):
+        for path in (self.path, self.path.with_name(self.path.name + "-wal"),
+                     self._journal.path):
             with suppress(OSError):
                 total += path.stat().st_size
         return total
@@ -573,3 +872,8 @@ class SqliteOutbox:
                 log.warning("outbox %s: WAL checkpoint on close failed: %s", self.path, err)
             finally:
                 db.close()
+                try:
+                    self._journal.close()
+                except OSError as err:
+                    log.warning("sample journal %s: sync on close failed: %s",
+                                self._journal.path, err)

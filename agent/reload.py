@@ -13,10 +13,11 @@
   ``[mqtt]``, ``[outbox]``, ``[health]``): then the reload is rejected, the running
   config stays in force, and the message says a restart is needed.
 
-:func:`carry_engine_state` reshapes a :meth:`KpiEngine.snapshot` for the new plant so
-:meth:`KpiEngine.restore` accepts it; :func:`rebuild_engine` wraps both with a fallback to
-a fresh engine. :func:`reload_config` is the SIGHUP handler's front half: load, validate
-and plan, reporting errors without touching what runs.
+:func:`engine_carry` turns a plan into the engine's :class:`rules.engine.StateCarry`;
+the engine alone knows its state and carries it (:meth:`KpiEngine.rebuild`), and
+:func:`rebuild_engine` falls back to a fresh engine where it cannot. :func:`reload_config`
+is the SIGHUP handler's front half: load, validate and plan, reporting errors without
+touching what runs.
 
 Counter baselines are distrusted rather than trusted whenever the raw values may now
 come from somewhere else (another register, node, scale, or a re-pointed source): a
@@ -27,7 +28,6 @@ most the parts or energy between the last reading before and the first after the
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -42,14 +42,12 @@ from agent.config.model import (
     AgentConfig,
     MachineSection,
     MeterSection,
-    ModbusSourceSection,
-    OpcUaSourceSection,
     SignalSection,
 )
-from rules.engine import SNAPSHOT_VERSION, KpiEngine
+from agent.sources.registry import SourceSection, meaning_keys, source_type
+from rules.engine import CONFIG_RELOAD, Carry, KpiEngine, StateCarry, carry_state
 from rules.errors import ConfigError
 from rules.spec import EngineSpec, LineSpec, MachineSpec, MeterSpec
-from rules.totals import EnergyTotals, MachineTotals
 
 __all__ = [
     "RELOAD_FLAG",
@@ -58,6 +56,7 @@ __all__ = [
     "ReloadOutcome",
     "ReloadPlan",
     "carry_engine_state",
+    "engine_carry",
     "plan_reload",
     "rebuild_engine",
     "reload_config",
@@ -65,7 +64,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-RELOAD_FLAG = "config_reload"
+RELOAD_FLAG = CONFIG_RELOAD
 """Flag on the records of open windows whose machine, line or meter was changed by a
 reload (their totals mix two configs, or start at the reload)."""
 
@@ -73,26 +72,13 @@ RESTART_ONLY_SECTIONS = ("agent", "mqtt", "outbox", "health")
 """Top-level sections the running process cannot swap: the state directory and outbox
 file, the broker session (client id, LWT, TLS) and the health listener."""
 
-_ENDPOINT_KEYS = ("url", "transport", "host", "port", "serial_port")
-"""Source settings that point it at (possibly) another device."""
-
 _COUNTER_ROLES = ("parts_total", "parts_bad", "parts_good")
 """Cumulative machine roles: their engine state is a baseline tied to the raw source."""
 
-_MEANING_KEYS = ("source", "node", "browse_path", "unit", "table", "address", "type",
-                 "word_order", "byte_order", "scale", "offset", "engineering_unit", "map")
-"""Signal settings that decide which raw value is read and what it means; the others
-(deadband, sampling interval, queue size) only change how often it is reported."""
-
-Carry = Literal["all", "totals", "none"]
-"""How much engine state survives a change of one machine, meter or line:
-
-* ``all``: everything (only values applied when a record is built changed, such as the
-  ideal cycle time or line membership, and they apply to the whole open window);
-* ``totals``: the open windows' totals survive, but counter/register baselines and
-  buffered raw readings are dropped (their meaning may have changed);
-* ``none``: nothing (added, or the accumulated totals no longer mean the same).
-"""
+_MEANING_KEYS = meaning_keys()
+"""Signal settings that decide which raw value is read and what it means (each source
+type names its own); the others (deadband, sampling interval, queue size) only change
+how often it is reported."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,9 +227,6 @@ def _input_diff(old: list[tuple[str, str, Any]], new: list[tuple[str, str, Any]]
     return out
 
 
-Source = OpcUaSourceSection | ModbusSourceSection
-
-
 def _plan_sources(old: AgentConfig, new: AgentConfig) -> tuple[list[Change], list[str],
                                                                 set[str]]:
     """Source changes, unchanged source ids, and ids whose endpoint moved."""
@@ -258,7 +241,7 @@ def _plan_sources(old: AgentConfig, new: AgentConfig) -> tuple[list[Change], lis
             changes.append(Change(sid, "removed"))
             moved.add(sid)
     for sid, src in after.items():
-        prev: Source | None = before.get(sid)
+        prev: SourceSection | None = before.get(sid)
         if prev is None:
             changes.append(Change(sid, "added"))
             continue
@@ -268,7 +251,7 @@ def _plan_sources(old: AgentConfig, new: AgentConfig) -> tuple[list[Change], lis
             moved.add(sid)
         else:
             keys = _differing_keys(prev, src)
-            if any(k in _ENDPOINT_KEYS for k in keys):
+            if any(k in source_type(src.type).endpoint_keys for k in keys):
                 moved.add(sid)
             reasons += [f"{k} changed" for k in keys]
         reasons += _input_diff(in_old.get(sid, []), in_new.get(sid, []))
@@ -471,141 +454,54 @@ def plan_reload(old: AgentConfig, new: AgentConfig) -> ReloadPlan:
 # ------------------------------------------------------------- carrying engine state
 
 
-def _flagged(totals: dict[str, Any]) -> dict[str, Any]:
-    totals["flags"] = sorted({*totals.get("flags", ()), RELOAD_FLAG})
-    return totals
+def engine_carry(plan: ReloadPlan, at_ms: int | None = None) -> StateCarry:
+    """The plan's decisions in the engine's terms: how much state each machine, meter and
+    line keeps, which alarm rules restart, and when the reload happens (``at_ms``, the
+    agent's clock; what is not kept whole observes from then)."""
 
+    def of(unchanged: tuple[str, ...], changes: tuple[Change, ...]) -> dict[str, Carry]:
+        out: dict[str, Carry] = dict.fromkeys(unchanged, "all")
+        out.update({c.id: c.carry for c in changes if c.kind != "removed"})
+        return out
 
-def _index(ids: Sequence[str]) -> dict[str, int]:
-    return {item: i for i, item in enumerate(ids)}
-
-
-def _carry_items(
-    kind: Literal["machines", "meters"], old_ids: Sequence[str], new_ids: Sequence[str],
-    old_items: list[Any], fresh_items: list[Any], plan: ReloadPlan,
-    reset: Callable[[], dict[str, Any]],
-) -> list[Any]:
-    """Each new item's snapshot entry: the old one where the plan carries it (with its
-    counter baselines ``reset`` when only totals survive), else the fresh one."""
-    old = _index(old_ids)
-    items: list[Any] = []
-    for i, item_id in enumerate(new_ids):
-        carry = plan.carry(kind, item_id)
-        if item_id not in old or carry == "none":
-            items.append(fresh_items[i])
-            continue
-        entry = old_items[old[item_id]]
-        if carry == "totals":
-            entry.update(reset())
-        items.append(entry)
-    return items
+    return StateCarry(
+        machines=of(plan.unchanged_machines, plan.machines),
+        meters=of(plan.unchanged_meters, plan.meters),
+        lines=of(plan.unchanged_lines, plan.lines),
+        fresh_alarms=frozenset(c.id for c in plan.alarms),
+        at_ms=at_ms,
+    )
 
 
 def carry_engine_state(
     snapshot: Mapping[str, Any], new_spec: EngineSpec, plan: ReloadPlan
 ) -> dict[str, Any] | None:
-    """A snapshot for ``new_spec`` holding the state ``plan`` lets survive, or None when
-    nothing can be carried (plant-wide change, other windows, unknown snapshot format).
-
-    Machines, meters, lines and alarm rules are matched by id, not position, so adding,
-    removing or reordering them keeps everyone else's open windows, baselines and last
-    states. Entries absent from the old snapshot start from what a fresh engine has.
-    """
+    """A snapshot for ``new_spec`` holding the state ``plan`` lets survive (see
+    :func:`rules.engine.carry_state`), or None when nothing can be carried (plant-wide
+    change, other windows, unknown snapshot format)."""
     if plan.engine_reset or not plan.accepted:
         return None
-    if snapshot.get("version") != SNAPSHOT_VERSION:
+    try:
+        return carry_state(snapshot, new_spec, engine_carry(plan))
+    except ValueError:
         return None
-    old_shape = snapshot["shape"]
-    out = KpiEngine(new_spec).snapshot()  # the exact layout restore() expects
-    shape = out["shape"]
-    if old_shape["site"] != shape["site"] or old_shape["windows"] != shape["windows"]:
-        return None
-    state = copy.deepcopy(dict(snapshot))
-    for key in ("stats", "n", "unknown", "late", "bad", "min_ts", "hw", "event_mode",
-                "ordered", "seal_trigger", "sealed_until", "slice_start", "create_before",
-                "observe_from", "gaps", "out_records", "alarm_only"):
-        out[key] = state[key]
-
-    out["machines"] = _carry_items(
-        "machines", old_shape["machines"], shape["machines"], state["machines"],
-        out["machines"], plan,
-        lambda: {"last_total": None, "last_second": None, "buf_total": [], "buf_second": []})
-    out["meters"] = _carry_items(
-        "meters", old_shape["meters"], shape["meters"], state["meters"], out["meters"], plan,
-        lambda: {"last_ts": None, "last_steps": None, "pending": None, "buf": []})
-
-    old_m, old_ln = _index(old_shape["machines"]), _index(old_shape["lines"])
-    meter_specs = {m.id: m for m in new_spec.meters}
-    m_pos, ln_pos = _index(shape["machines"]), _index(shape["lines"])
-    def carry_windows(kept: list[Any]) -> list[Any]:
-        windows = []
-        for label_idx, start, end, totals in kept:
-            m_tot = []
-            for mid in shape["machines"]:
-                carry = plan.carry("machines", mid)
-                if mid in old_m and carry != "none":
-                    t = totals["machines"][old_m[mid]]
-                    m_tot.append(t if carry == "all" else _flagged(t))
-                else:
-                    m_tot.append(_flagged(MachineTotals().to_json()))
-            l_tot = []
-            for lid in shape["lines"]:
-                if lid in old_ln and plan.carry("lines", lid) != "none":
-                    l_tot.append(totals["lines"][old_ln[lid]])
-                else:
-                    l_tot.append(_flagged(EnergyTotals().to_json()))
-            site = totals["site"]
-            for mid in shape["meters"]:
-                if plan.carry("meters", mid) == "all":
-                    continue
-                ms = meter_specs[mid]
-                if ms.machine is not None and ms.machine in m_pos:
-                    _flagged(m_tot[m_pos[ms.machine]]["energy"])
-                elif ms.machine is None and ms.line is not None and ms.line in ln_pos:
-                    _flagged(l_tot[ln_pos[ms.line]])
-                else:
-                    _flagged(site)
-            windows.append([label_idx, start, end, {"machines": m_tot, "lines": l_tot,
-                                                     "site": site,
-                                                     "observed": totals["observed"]}])
-        return windows
-
-    out["open"] = carry_windows(state["open"])
-    # Closed windows kept for an energy revision are reshaped the same way.
-    out["revisable"] = carry_windows(state["revisable"])
-
-    changed_alarms = {c.id for c in plan.alarms}
-    old_alarms = _index(old_shape["alarms"])
-    new_alarms = _index(shape["alarms"])
-    out["alarms"] = [
-        state["alarms"][old_alarms[name]]
-        if name in old_alarms and name not in changed_alarms else out["alarms"][i]
-        for i, name in enumerate(shape["alarms"])
-    ]
-    # Events already produced are kept; the index only orders events of the same instant.
-    out["alarm_events"] = [
-        [ts, new_alarms.get(old_shape["alarms"][idx] if idx < len(old_shape["alarms"])
-                            else "", len(new_alarms)), ev]
-        for ts, idx, ev in state["alarm_events"]
-    ]
-    return out
 
 
 def rebuild_engine(engine: KpiEngine, new_spec: EngineSpec, plan: ReloadPlan,
                    now_ms: int | None = None) -> KpiEngine:
-    """The engine for ``new_spec``: continuing ``engine``'s state as far as ``plan`` allows,
-    or a fresh one when nothing can be carried (logged, with the reason).
+    """The engine for ``new_spec``: continuing ``engine``'s state as far as ``plan`` allows
+    (:meth:`KpiEngine.rebuild`), or a fresh one when nothing can be carried (logged, with
+    the reason).
 
-    A fresh engine observes from ``now_ms`` (the agent's clock at the reload): the
-    restarted sources' first values carry old source timestamps, and nothing before the
-    reload may be booked into windows the new engine never observed."""
-    carried = carry_engine_state(engine.snapshot(), new_spec, plan)
-    if carried is None:
-        why = "; ".join(plan.engine_reset) or "the checkpoint format is not supported"
-        log.warning("reload: the KPI engine starts afresh (%s); open windows are lost", why)
+    ``now_ms`` is the agent's clock at the reload: a fresh engine observes from it, and so
+    does whatever a carried one starts afresh (the restarted sources' first values carry
+    old source timestamps, and nothing before the reload may be booked from them)."""
+    if plan.engine_reset:
+        log.warning("reload: the KPI engine starts afresh (%s); open windows are lost",
+                    "; ".join(plan.engine_reset))
         return _fresh(new_spec, now_ms)
     try:
-        return KpiEngine.restore(new_spec, carried)
+        return engine.rebuild(new_spec, engine_carry(plan, now_ms))
     except (ValueError, KeyError, TypeError, IndexError) as err:
         log.warning("reload: could not carry the KPI engine's state (%s); starting afresh",
                     err)
@@ -613,11 +509,7 @@ def rebuild_engine(engine: KpiEngine, new_spec: EngineSpec, plan: ReloadPlan,
 
 
 def _fresh(spec: EngineSpec, now_ms: int | None) -> KpiEngine:
-    engine = KpiEngine(spec)
-    if now_ms is not None:
-        engine.observe_from(now_ms)
-        engine.advance(now_ms)  # live mode from the start, as at a fresh agent start
-    return engine
+    return KpiEngine(spec) if now_ms is None else KpiEngine.started_at(spec, now_ms)
 
 
 # ---------------------------------------------------------------------- front half

@@ -28,11 +28,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, TextIO
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from agent.config.common import InfluxSettings
 from agent.ingest.points import KPI_MEASUREMENT, LINE_PLACEHOLDER, SITE_PLACEHOLDER
 from agent.ingest.schema import COUNT_FIELDS, NULLABLE_FIELDS, parse_kpi_payload
+from rules.calendar import zone
 from rules.errors import InputError, ServiceError
 from rules.report import (
     PERIOD_FIELDS,
@@ -88,9 +89,9 @@ class ReportRequest:
 def parse_timezone(name: str) -> ZoneInfo:
     """The IANA zone ``name``; InputError naming the option otherwise."""
     try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as err:
-        raise InputError(f"--timezone: unknown time zone {name!r}") from err
+        return zone(name)
+    except ValueError as err:
+        raise InputError(f"--timezone: {err}") from err
 
 
 def _instant(text: str, tz: ZoneInfo) -> int:

@@ -5,12 +5,15 @@ before the collectors) and the stop order forwards (collectors first, then a fin
 engine checkpoint, then a bounded drain of the outbox), so nothing accepted is lost.
 
 Restart safety is exact, not approximate. Every batch of samples the engine consumes is
-first appended to the sample journal in the outbox's SQLite file (one commit per batch),
-together with the watermark the engine is then advanced to. A checkpoint (the engine's
-snapshot, written atomically with the messages it produced) records the last journal
-entry it covers and truncates the journal up to there. After a crash, a kill -9 or a
-power cut the runtime restores the snapshot and replays the journal after that position,
-reaching exactly the state the engine had, before it takes any new sample. It then holds
+first appended to the sample journal beside the outbox (an append-only file, fsynced
+at most every ``journal_sync_s`` and always before a commit of messages), together with
+the watermark the engine is then advanced to. Output is stored as it is produced, with
+the journal position it came from; the engine's snapshot is written every
+:data:`CHECKPOINT_EVERY_S` (and at a stop), atomically with the journal position it
+covers, and truncates the journal up to there. After a crash or a kill -9 the runtime
+restores the snapshot and replays the journal after that position, reaching exactly the
+state the engine had, before it takes any new sample; a power cut can take at most the
+journal's last unsynced second, never input a stored message depends on. It then holds
 the watermark until every configured device has reported again (or a grace period has
 passed), so values that changed while the agent was down land in the right windows
 instead of being dropped as late.
@@ -37,19 +40,17 @@ from pathlib import Path
 from typing import Any
 
 from agent import __version__
-from agent.config.build import engine_spec, modbus_specs, opcua_specs
+from agent.config.build import engine_spec, make_collectors
 from agent.config.model import AgentConfig
 from agent.health import AgentStatus, HealthSnapshot, serve_health
 from agent.logs import config_secrets, install_redaction
 from agent.metrics import Registry
 from agent.mqtt.publisher import MqttPublisher
 from agent.mqtt.topics import alarm_topic, kpi_topic
-from agent.outbox import SqliteOutbox
+from agent.outbox import Outbox, SqliteOutbox
 from agent.reload import ReloadOutcome, rebuild_engine, reload_config
 from agent.samplelog import SampleRecorder
 from collectors.base import Collector
-from collectors.modbus import ModbusCollector
-from collectors.opcua import OpcUaCollector
 from rules.engine import EngineOutput, KpiEngine
 from rules.spec import EngineSpec
 from rules.types import AlarmEvent, KpiRecord, Sample, ms_to_rfc3339
@@ -62,8 +63,13 @@ JOURNAL_POS_KEY = "kpi-engine-journal"
 SAMPLE_QUEUE_SIZE = 50_000
 BATCH_MAX = 10_000
 TICK_S = 0.25
-CHECKPOINT_EVERY_S = 5.0
-JOURNAL_MAX_ITEMS = 50_000
+JOURNAL_EMITTED_KEY = "kpi-engine-emitted"
+"""State key of the last journal sequence number whose output (records, alarms) is stored."""
+CHECKPOINT_EVERY_S = 300.0
+"""How often the engine's snapshot is written. Output is stored as it is produced, with
+the journal position it came from; the snapshot only bounds the replay after a restart,
+so it is written rarely: at 250 machines it is hundreds of kilobytes."""
+JOURNAL_MAX_ITEMS = 300_000
 """Checkpoint early once the journal holds this many samples: it bounds replay time."""
 RESTART_HOLD_S = 15.0
 """After a restore, the longest the watermark waits for every device to report again."""
@@ -78,7 +84,7 @@ def encode_journal_entry(
     ``before_ms`` carries the watermark of ticks that had no samples (those are not
     journaled on their own, to keep an idle agent from writing four times a second).
     """
-    rows = [[s.ts_ms, s.device, s.signal, s.value, s.quality, s.ts_source] for s in samples]
+    rows = [s.to_row() for s in samples]
     return json.dumps({"b": before_ms, "s": rows, "w": watermark_ms}, separators=(",", ":"))
 
 
@@ -86,8 +92,7 @@ def decode_journal_entry(text: str) -> tuple[int | None, list[Sample], int | Non
     """The inverse of :func:`encode_journal_entry`; raises ValueError on a damaged entry."""
     try:
         data = json.loads(text)
-        samples = [Sample(int(r[0]), str(r[1]), str(r[2]), r[3], r[4], str(r[5]))
-                   for r in data["s"]]
+        samples = [Sample.from_row(r) for r in data["s"]]
         before = None if data["b"] is None else int(data["b"])
         after = None if data["w"] is None else int(data["w"])
     except (KeyError, TypeError, IndexError) as err:
@@ -110,9 +115,7 @@ def encode_output(cfg: AgentConfig, out: EngineOutput) -> list[tuple[str, bytes]
 
 def build_collectors(cfg: AgentConfig) -> list[Collector]:
     """Every collector the config asks for."""
-    out: list[Collector] = [OpcUaCollector(spec) for spec in opcua_specs(cfg)]
-    out += [ModbusCollector(spec) for spec in modbus_specs(cfg)]
-    return out
+    return make_collectors(cfg)
 
 
 class Agent:
@@ -135,7 +138,7 @@ class Agent:
         self.on_samples = on_samples
         self.record_path = record_path
         cfg.agent.state_dir.mkdir(parents=True, exist_ok=True)
-        self.outbox = SqliteOutbox(
+        self.outbox: Outbox = SqliteOutbox(
             cfg.agent.state_dir / "outbox.sqlite",
             max_bytes=cfg.outbox.max_bytes,
             max_age_s=cfg.outbox.max_age_s,
@@ -224,7 +227,10 @@ class Agent:
         return engine
 
     def _replay(self, engine: KpiEngine) -> int:
-        """Apply the journal after the checkpoint to ``engine``; persist what it produces."""
+        """Apply the journal after the checkpoint to ``engine``; persist what it produces
+        (the output of entries up to the stored output position is stored already)."""
+        emitted_text = self.outbox.load_state(JOURNAL_EMITTED_KEY)
+        emitted = int(json.loads(emitted_text)) if emitted_text is not None else 0
         entries = 0
         records: list[KpiRecord] = []
         alarms: list[AlarmEvent] = []
@@ -241,8 +247,9 @@ class Agent:
                     self.journal_seq = entry.seq
                     continue
                 out = self._apply(engine, before, samples, after)
-                records += out.records
-                alarms += out.alarms
+                if entry.seq > emitted:
+                    records += out.records
+                    alarms += out.alarms
                 self.journal_seq = entry.seq
                 entries += 1
         if entries:
@@ -277,6 +284,13 @@ class Agent:
             JOURNAL_POS_KEY: str(self.journal_seq),
         }
         self.outbox.put_many(items, state=state, journal_upto=self.journal_seq)
+        self.records_out += len(out.records)
+
+    def _store_output(self, out: EngineOutput) -> None:
+        """Store the output's messages with the journal position that produced them, no
+        snapshot: a replay after a crash produces them again and skips them."""
+        self.outbox.put_many(encode_output(self.cfg, out),
+                             state={JOURNAL_EMITTED_KEY: str(self.journal_seq)})
         self.records_out += len(out.records)
 
     def _devices(self) -> set[str]:
@@ -317,10 +331,12 @@ class Agent:
                         waiting.clear()
                 now = self.clock()
                 watermark = None if waiting else int(now * 1000)
+                if self.outbox.journal_sync_due:  # the group commit's fsync, off the loop
+                    await asyncio.to_thread(self.outbox.journal_sync)
                 if batch:
-                    # Durable before the engine sees it: the journal is the engine's input log.
-                    self.journal_seq = await asyncio.to_thread(
-                        self.outbox.journal_append,
+                    # In the journal before the engine sees it: the engine's input log. An
+                    # append is a write to the operating system, no fsync (group commit).
+                    self.journal_seq = self.outbox.journal_append(
                         encode_journal_entry(batch, watermark, pending_wm), len(batch))
                     out = self._apply(self.engine, pending_wm, batch, watermark)
                     pending_wm = None
@@ -335,10 +351,18 @@ class Agent:
                     recorder.write(batch)
                 due = (now - last_checkpoint >= CHECKPOINT_EVERY_S
                        or self.outbox.journal_items >= JOURNAL_MAX_ITEMS)
-                if out.records or out.alarms or due:
+                if due:
                     await self._persist(out)
                     pending_wm = None
                     last_checkpoint = now
+                elif out.records or out.alarms:
+                    if pending_wm is not None:
+                        # Output of an advance without samples: journal the advance, so a
+                        # replay reproduces this output at the position it is stored with.
+                        self.journal_seq = self.outbox.journal_append(
+                            encode_journal_entry([], pending_wm), 0)
+                        pending_wm = None
+                    await self._persist(out, snapshot=False)
                 if stopping.is_set() and queue.empty():
                     await self._persist(EngineOutput([], []))
                     log.info("final KPI engine checkpoint written")
@@ -347,9 +371,10 @@ class Agent:
             if recorder is not None:
                 recorder.close()
 
-    async def _persist(self, out: EngineOutput) -> None:
-        """Checkpoint (in a worker thread: an fsync must not stall the event loop)."""
-        await asyncio.to_thread(self._checkpoint, out)
+    async def _persist(self, out: EngineOutput, *, snapshot: bool = True) -> None:
+        """Checkpoint, or store the output alone (in a worker thread: an fsync must not
+        stall the event loop)."""
+        await asyncio.to_thread(self._checkpoint if snapshot else self._store_output, out)
         if out.records or out.alarms:
             self.publisher.notify()
         if self.on_output is not None and (out.records or out.alarms):

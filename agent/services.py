@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -30,8 +31,54 @@ INFLUX_DATABASE = "factory"
 INFLUX_RETENTION = "autogen"
 
 
+PORT_RANGE_ENV = "EDGE_AGENT_PORT_RANGE"
+"""``LOW-HIGH``: take free ports from this range instead of asking the OS.
+
+A port is chosen before the process that binds it starts, so two test processes asking
+the OS at the same moment can be handed the same port. Parallel test workers each set a
+range of their own, below the kernel's ephemeral range, so that neither they nor
+outgoing connections can take each other's ports.
+"""
+
+_next_in_range: dict[tuple[int, int], int] = {}
+
+
+def _port_range() -> tuple[int, int] | None:
+    text = os.environ.get(PORT_RANGE_ENV, "")
+    low, sep, high = text.partition("-")
+    if not sep or not low.strip().isdigit() or not high.strip().isdigit():
+        return None
+    first, last = int(low), int(high)
+    return (first, last) if 0 < first <= last < 65536 else None
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now (the OS picks it)."""
+    """A TCP port nobody listens on right now.
+
+    The OS picks it, unless ``$EDGE_AGENT_PORT_RANGE`` names a range: then ports are
+    handed out in turn from it (from a random start, so that two processes sharing a
+    range rarely meet), skipping those in use, and a port is not handed out again
+    until the range wraps around, even if its first user has not bound it yet.
+    """
+    span = _port_range()
+    if span is not None:
+        first, last = span
+        size = last - first + 1
+        start = _next_in_range.get(span, first + random.randrange(size))
+        for step in range(size):
+            port = first + (start - first + step) % size
+            if _bindable(host, port):
+                _next_in_range[span] = first + (port - first + 1) % size
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])

@@ -49,6 +49,11 @@ class Backoff:
         self.attempts += 1
         return delay
 
+    def peek_delay(self) -> float:
+        """A delay drawn as :meth:`next_delay` would draw it, without counting an attempt:
+        for a client that must be given a retry delay before anything has failed."""
+        return backoff_delay(self.attempts, self.min_s, self.max_s, self._rng)
+
     def reset(self) -> None:
         """Forget past failures: the next delay is short again."""
         self.attempts = 0

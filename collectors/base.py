@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from collectors.backoff import Backoff
 from rules.types import Sample
@@ -20,6 +20,7 @@ __all__ = [
     "Collector",
     "CollectorStats",
     "DeviceHealth",
+    "NonBlockingSink",
     "SampleSink",
     "count_problem",
     "now_ms",
@@ -35,11 +36,30 @@ class SampleSink(Protocol):
     """Where a collector delivers samples; an ``asyncio.Queue[Sample]`` satisfies it.
 
     ``put`` may block: that is the back-pressure a bounded queue gives, and collectors
-    account for it instead of buffering without limit.
+    account for it instead of buffering without limit. A sink that can also take a
+    sample without waiting declares it by being a :class:`NonBlockingSink`.
     """
 
     async def put(self, sample: Sample, /) -> None:
         """Deliver one sample, waiting while the consumer is full."""
+        ...
+
+
+@runtime_checkable
+class NonBlockingSink(SampleSink, Protocol):
+    """A sink that also takes a sample without waiting; ``asyncio.Queue`` is one.
+
+    A collector on a per-notification path hands samples over with ``put_nowait``
+    while ``full`` is False, saving a task switch per sample, and falls back to its own
+    bounded queue and ``put`` otherwise.
+    """
+
+    def put_nowait(self, sample: Sample, /) -> None:
+        """Deliver one sample now; only called while :meth:`full` is False."""
+        ...
+
+    def full(self) -> bool:
+        """True while ``put_nowait`` would fail."""
         ...
 
 
@@ -51,6 +71,12 @@ class Collector(Protocol):
     """
 
     name: str
+
+    @property
+    def stats(self) -> CollectorStats:
+        """A snapshot of the collector's counters and device health, safe to read from
+        the health endpoint and metrics while the collector keeps counting."""
+        ...
 
     async def run(self, sink: SampleSink) -> None:
         """Collect until cancelled, delivering every sample to ``sink``."""

@@ -8,6 +8,9 @@ off never shifts its neighbours' poll times by more than the one request it bloc
 Registers of a device are read in merged blocks (:func:`collectors.decode.plan_reads`)
 and decoded by the pure :func:`collectors.decode.decode_registers`. Samples are stamped
 with the time the reply arrived (``ts_source="receive"``): meters carry no timestamps.
+
+The link itself is a :class:`collectors.modbus_link.ModbusLink`: pymodbus in production,
+a fake in unit tests. Everything here (scheduling, backoff, health, decoding) is ours.
 """
 
 from __future__ import annotations
@@ -16,11 +19,7 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
-
-from pymodbus import FramerType
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-from pymodbus.exceptions import ModbusException
+from typing import Literal
 
 from collectors.base import (
     Backoff,
@@ -39,6 +38,7 @@ from collectors.decode import (
     point_problem,
     point_width,
 )
+from collectors.modbus_link import ModbusLink, PymodbusLink
 from rules.errors import ConfigError, DecodeError, DeviceError
 from rules.types import Sample
 
@@ -123,6 +123,12 @@ class ModbusSourceSpec:
     backoff_min_s: float = 1.0
     backoff_max_s: float = 30.0
 
+    def endpoint(self) -> str:
+        """Where the link goes, as an operator names it in a log line."""
+        if self.transport == "rtu":
+            return str(self.serial_port)
+        return f"{self.host}:{self.port}"
+
 
 def validate_source(spec: ModbusSourceSpec) -> list[tuple[str, str]]:
     """Every problem the collector would refuse ``spec`` for, as ``(place, message)``.
@@ -190,7 +196,9 @@ class ModbusCollector(StatsView):
     device itself answered. A lost link is reconnected with its own backoff.
     """
 
-    def __init__(self, spec: ModbusSourceSpec) -> None:
+    def __init__(self, spec: ModbusSourceSpec, *, link: ModbusLink | None = None) -> None:
+        """``link`` replaces the pymodbus link that :meth:`run` would build from ``spec``
+        (tests pass a fake one)."""
         self.spec = spec
         self.name = spec.id
         self._plans = _validate(spec)
@@ -198,47 +206,25 @@ class ModbusCollector(StatsView):
         for dev in spec.devices:
             self._stats.device(dev.id)
         self._lock = asyncio.Lock()
-        self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
+        self._given_link = link
+        self._link: ModbusLink | None = None
+        self._where = spec.endpoint()
         self._link_backoff = Backoff(spec.backoff_min_s, spec.backoff_max_s)
         self._link_retry_at = 0.0
         self._link_failing = False
         self._undecodable: set[tuple[str, str]] = set()
         self._unmapped: set[tuple[str, str]] = set()
 
-    def _make_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
-        spec = self.spec
-        # reconnect_delay=0 turns off the client's own reconnect: the collector decides
-        # when to reconnect (with jittered backoff) and reports the link state.
-        common: dict[str, Any] = {
-            "timeout": spec.timeout_s,
-            "retries": spec.retries,
-            "reconnect_delay": 0,
-            "name": spec.id,
-        }
-        if spec.transport == "rtu":
-            assert spec.serial_port is not None  # checked in _validate
-            return AsyncModbusSerialClient(
-                spec.serial_port,
-                framer=FramerType.RTU,
-                baudrate=spec.baudrate,
-                parity=spec.parity,
-                stopbits=spec.stopbits,
-                bytesize=spec.bytesize,
-                **common,
-            )
-        framer = FramerType.RTU if spec.transport == "rtu-over-tcp" else FramerType.SOCKET
-        return AsyncModbusTcpClient(spec.host, port=spec.port, framer=framer, **common)
-
     async def run(self, sink: SampleSink) -> None:
         """Poll until cancelled; one task per device, all owned by one TaskGroup."""
-        self._client = self._make_client()
+        self._link = self._given_link or PymodbusLink(self.spec)
         try:
             async with asyncio.TaskGroup() as tg:
                 for dev in self.spec.devices:
                     tg.create_task(self._device_loop(dev, sink), name=f"modbus:{dev.id}")
         finally:
-            client, self._client = self._client, None
-            client.close()
+            link, self._link = self._link, None
+            link.close()
             self._stats.connected = False
             for health in self._stats.devices.values():
                 health.connected = False
@@ -353,97 +339,53 @@ class ModbusCollector(StatsView):
     async def _read_block(
         self, dev: ModbusDeviceSpec, block: ReadBlock[RegisterPoint]
     ) -> tuple[list[int] | list[bool], int]:
-        unit = dev.unit
+        what = f"{block.table} {block.address}+{block.count} unit {dev.unit}"
         async with self._lock:
-            client = await self._ensure_connected()
-            self._set_limits(client, dev)
-            try:
-                if block.table == "holding":
-                    rr = await client.read_holding_registers(
-                        block.address, count=block.count, device_id=unit)
-                elif block.table == "input":
-                    rr = await client.read_input_registers(
-                        block.address, count=block.count, device_id=unit)
-                elif block.table == "coil":
-                    rr = await client.read_coils(block.address, count=block.count, device_id=unit)
-                else:
-                    rr = await client.read_discrete_inputs(
-                        block.address, count=block.count, device_id=unit)
-            except ModbusException as err:
-                raise DeviceError(
-                    f"{block.table} {block.address}+{block.count} unit {unit}: {err}") from err
+            link = await self._ensure_connected()
+            reply = await link.read(
+                block.table, block.address, block.count, dev.unit,
+                timeout_s=dev.timeout_s if dev.timeout_s is not None else self.spec.timeout_s,
+                retries=dev.retries if dev.retries is not None else self.spec.retries)
             ts = now_ms()
-            if not client.connected:
+            if not link.connected:
                 self._link_lost("connection closed")
-        if rr.isError():
-            code = getattr(rr, "exception_code", None)
-            raise DeviceError(
-                f"{block.table} {block.address}+{block.count} unit {unit}: "
-                f"exception response {code}")
-        values: list[int] | list[bool] = (
-            list(rr.bits[: block.count]) if block.table in BIT_TABLES else list(rr.registers)
-        )
-        if len(values) < block.count:
-            raise DeviceError(
-                f"{block.table} {block.address}+{block.count} unit {unit}: short reply "
-                f"({len(values)} values)")
-        return values, ts
+        if reply.exception_code is not None:
+            raise DeviceError(f"{what}: exception response {reply.exception_code}")
+        if len(reply.values) < block.count:
+            raise DeviceError(f"{what}: short reply ({len(reply.values)} values)")
+        return reply.values, ts
 
-    def _set_limits(self, client: AsyncModbusTcpClient | AsyncModbusSerialClient,
-                    dev: ModbusDeviceSpec) -> None:
-        """This device's reply timeout and retries for the next request (lock held).
-
-        pymodbus 3.16 reads both from its transaction manager at every request
-        (``comm_params.timeout_connect``, ``retries``); the lock makes the change private
-        to this device's request.
-        """
-        ctx = client.ctx
-        ctx.comm_params.timeout_connect = (dev.timeout_s if dev.timeout_s is not None
-                                           else self.spec.timeout_s)
-        ctx.retries = dev.retries if dev.retries is not None else self.spec.retries
-
-    async def _ensure_connected(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
+    async def _ensure_connected(self) -> ModbusLink:
         """Connect the link if needed, honouring the link's own backoff (lock held)."""
-        client = self._client
-        if client is None:
+        link = self._link
+        if link is None:
             raise DeviceError("collector is not running")
-        if client.connected:
-            return client
+        if link.connected:
+            return link
         loop = asyncio.get_running_loop()
         if loop.time() < self._link_retry_at:
-            raise DeviceError(f"link to {self._endpoint()} is down")
+            raise DeviceError(f"link to {self._where} is down")
         try:
-            ok = await client.connect()
-        except (ModbusException, OSError) as err:
-            ok = False
-            reason = str(err)
-        else:
-            reason = "connect failed"
-        if not ok or not client.connected:
+            await link.connect()
+        except DeviceError as err:
             self._stats.connected = False
             self._link_retry_at = loop.time() + self._link_backoff.next_delay()
             if not self._link_failing:
                 self._link_failing = True
-                log.warning("modbus %s: cannot connect to %s: %s",
-                            self.name, self._endpoint(), reason)
-            raise DeviceError(f"cannot connect to {self._endpoint()}: {reason}")
+                log.warning("modbus %s: %s", self.name, err)
+            raise
         if self._link_failing:
-            log.info("modbus %s: connected to %s again", self.name, self._endpoint())
+            log.info("modbus %s: connected to %s again", self.name, self._where)
         self._link_failing = False
         self._link_backoff.reset()
         self._stats.connected = True
         self._stats.connects += 1
         if self._stats.connects > 1:
             self._stats.reconnects += 1
-        return client
+        return link
 
     def _link_lost(self, reason: str) -> None:
         self._stats.connected = False
         if not self._link_failing:
             self._link_failing = True
-            log.warning("modbus %s: link to %s lost: %s", self.name, self._endpoint(), reason)
-
-    def _endpoint(self) -> str:
-        if self.spec.transport == "rtu":
-            return str(self.spec.serial_port)
-        return f"{self.spec.host}:{self.spec.port}"
+            log.warning("modbus %s: link to %s lost: %s", self.name, self._where, reason)

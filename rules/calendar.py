@@ -24,7 +24,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from rules.spec import CalendarSpec, ShiftSpec
 
@@ -33,6 +33,17 @@ _DAY_MS = 86_400_000
 _CACHE_DAYS = 32
 _MIDNIGHT = time(0)
 _ALL_DAY = ShiftSpec("", _MIDNIGHT, _MIDNIGHT)
+
+
+def zone(name: str) -> ZoneInfo:
+    """The IANA zone ``name``: what every ``timezone`` key and option is checked with, so
+    the agent, the simulators and the report refuse the same names with the same words;
+    ValueError otherwise."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as err:
+        raise ValueError(f"unknown time zone {name!r} (use an IANA name such as "
+                         "'Asia/Shanghai')") from err
 
 
 def local_to_ms(day: date, at: time, zone: ZoneInfo) -> int:

@@ -91,16 +91,21 @@ Observation boundary (decided here, relied on by the ingest and the reports):
 * A restored checkpoint continues the observation it holds: a restart *with* its
   checkpoint loses nothing, and the time the agent was down is caught up by the
   samples' own timestamps, as before.
+* A rebuild for another plant (:meth:`KpiEngine.rebuild`, a config reload) continues the
+  observation too; a machine or meter it does not carry whole observes from the rebuild
+  on: its samples dated before it count as found at it (its source was restarted, and
+  an initial value's old timestamp says nothing about the time before).
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Mapping
+import copy
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from operator import attrgetter
-from typing import Any
+from typing import Any, Literal
 
 from rules.alarms import AlarmBook
 from rules.counters import as_count, counter_increase
@@ -139,12 +144,46 @@ _TS = attrgetter("ts_ms")
 SNAPSHOT_VERSION = 3
 """Layout of :meth:`KpiEngine.snapshot`; 2 added the observation state (version 1 is
 still restored, as an engine observing since its oldest sample); 3 added the windows
-kept for energy revision (an older snapshot is restored keeping none)."""
+kept for energy revision (an older snapshot is restored keeping none), and may hold
+``device_from`` (what :meth:`KpiEngine.rebuild` started afresh; absent: nothing)."""
 _MAX_UNKNOWN_KEYS = 100
 
 BAD_QUALITY = "bad_quality"
 INVALID_VALUE = "invalid_value"
 ENERGY_CARRIED = "energy_carried"
+CONFIG_RELOAD = "config_reload"
+"""Flag on the records of open windows whose machine, line or meter was not carried whole
+across :meth:`KpiEngine.rebuild` (their totals mix two configs, or start at the rebuild)."""
+
+Carry = Literal["all", "totals", "none"]
+"""How much state of one machine, meter or line a rebuilt engine keeps:
+
+* ``all``: everything (only values applied when a record is built changed, such as the
+  ideal cycle time or line membership, and they apply to the whole open window);
+* ``totals``: the open windows' totals survive, but counter/register baselines and
+  buffered raw readings are dropped (their meaning may have changed);
+* ``none``: nothing (added, or the accumulated totals no longer mean the same).
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StateCarry:
+    """What :meth:`KpiEngine.rebuild` keeps of the old engine's state, by id.
+
+    Whoever knows what changed (the config reload's planner) decides it; only the engine
+    knows what its state is, so it alone applies it. An id not named carries ``none``.
+    """
+
+    machines: Mapping[str, Carry] = field(default_factory=dict)
+    meters: Mapping[str, Carry] = field(default_factory=dict)
+    lines: Mapping[str, Carry] = field(default_factory=dict)
+    fresh_alarms: frozenset[str] = frozenset()
+    """Alarm rules whose state restarts although a rule of that name existed."""
+    at_ms: int | None = None
+    """When the rebuild happens (the caller's clock). A machine or meter not carried whole
+    observes from then: its samples dated before it (a restarted source's initial values
+    carry old source timestamps) count as found at it, as after :meth:`KpiEngine.observe_from`.
+    None: no such boundary."""
 
 _STAT_NAMES = (
     "samples",
@@ -231,14 +270,6 @@ class _Window:
         self.start = start
         self.end = end
         self.totals = totals
-
-
-def _sample_to_json(s: Sample) -> list[Any]:
-    return [s.ts_ms, s.device, s.signal, s.value, s.quality, s.ts_source]
-
-
-def _sample_from_json(d: list[Any]) -> Sample:
-    return Sample(int(d[0]), d[1], d[2], d[3], d[4], d[5])
 
 
 class KpiEngine:
@@ -337,6 +368,9 @@ class KpiEngine:
         # slice boundary, so within one slice an unobserved interval is a suffix of it.
         self._observe_from = _NEG
         self._gaps: list[tuple[int, int]] = []
+        # Per device, the same for one machine or meter started afresh by a rebuild; an
+        # entry goes once sealed past (an older sample is late anyway).
+        self._device_from: dict[str, int] = {}
         self._open: dict[tuple[int, int], _Window] = {}
         self._out_records: list[KpiRecord] = []
         # Energy revisions (rules.revisions): closed windows kept for a slow meter's
@@ -365,6 +399,11 @@ class KpiEngine:
             # Dated before observation (re)started: what the agent found at the start.
             ts = self._observe_from
             sample = sample._replace(ts_ms=ts)
+        if self._device_from:
+            since = self._device_from.get(sample.device)
+            if since is not None and ts < since:
+                ts = since
+                sample = sample._replace(ts_ms=ts)
         if ts < self._sealed_until:
             self._late += 1
             return
@@ -596,6 +635,8 @@ class KpiEngine:
         self._revise(info)
         self._ordered = True  # every non-empty buffer was sorted by _take
         self._sealed_until = s
+        if self._device_from:
+            self._device_from = {d: t for d, t in self._device_from.items() if t >= s}
         self._slice = self._next_slice(s)
         self._close_until(s)
 
@@ -696,9 +737,21 @@ class KpiEngine:
             last = value
         return last, inc
 
+    def _reach(self, info: SliceInfo) -> int:
+        """Until when every label's window holding this slice runs (at least its end).
+
+        An energy interval from this slice that closes by then lands in the same window
+        of every label whichever of its slices the shares go to, so it is booked whole to
+        this one: exact fractional shares are needed only across a window boundary."""
+        windows = self._plan.windows_of(info)
+        if len(windows) != len(self.spec.windows):  # a shift label between or across shifts
+            return info.end_ms
+        return min(end for _, _, end in windows)
+
     def _seal_meters(self, info: SliceInfo, totals: PlantTotals, ordered: bool) -> None:
         p, s = info.start_ms, info.end_ms
         restart = self._gaps[0][1] if self._gaps else _POS
+        reach = self._reach(info) if self._meters else s
         for meter in self._meters:
             if meter.machine_idx is not None:
                 target = totals.machines[meter.machine_idx].energy
@@ -779,10 +832,11 @@ class KpiEngine:
                             if tariff is not None:
                                 cost += tariff.cost(delta, last_ts, ts, last_ts, p)
                             self._note_late(meter, last_ts, ts, delta, p, flag)
-                    steps += share(delta, last_ts, ts, p, s)
+                    until = ts if ts <= reach else s
+                    steps += share(delta, last_ts, ts, p, until)
                     if tariff is not None:
-                        cost += tariff.cost(delta, last_ts, ts, p, s)
-                    if ts > s:
+                        cost += tariff.cost(delta, last_ts, ts, p, until)
+                    if ts > until:
                         meter.pending = (last_ts, ts, delta, flag)
                     last_ts, last_steps = ts, value
                     break
@@ -984,14 +1038,15 @@ class KpiEngine:
             "create_before": self._create_before,
             "observe_from": self._observe_from,
             "gaps": [list(g) for g in self._gaps],
+            "device_from": dict(self._device_from),
             "machines": [
                 {
                     "state": m.state,
                     "last_total": m.last_total,
                     "last_second": m.last_second,
-                    "buf_state": [_sample_to_json(s) for s in m.buf_state],
-                    "buf_total": [_sample_to_json(s) for s in m.buf_total],
-                    "buf_second": [_sample_to_json(s) for s in m.buf_second],
+                    "buf_state": [s.to_row() for s in m.buf_state],
+                    "buf_total": [s.to_row() for s in m.buf_total],
+                    "buf_second": [s.to_row() for s in m.buf_second],
                 }
                 for m in self._machines
             ],
@@ -1000,12 +1055,12 @@ class KpiEngine:
                     "last_ts": mt.last_ts,
                     "last_steps": mt.last_steps,
                     "pending": None if mt.pending is None else list(mt.pending),
-                    "buf": [_sample_to_json(s) for s in mt.buf],
+                    "buf": [s.to_row() for s in mt.buf],
                 }
                 for mt in self._meters
             ],
             "alarm_only": [
-                [list(key), [_sample_to_json(s) for s in buf]]
+                [list(key), [s.to_row() for s in buf]]
                 for key, buf in self._alarm_only.items()
             ],
             "open": [
@@ -1057,25 +1112,26 @@ class KpiEngine:
         eng._create_before = int(state["create_before"])
         eng._observe_from = int(state["observe_from"])
         eng._gaps = [(int(a), int(b)) for a, b in state["gaps"]]
+        eng._device_from = {str(d): int(t) for d, t in state.get("device_from", {}).items()}
         start = state["slice_start"]
         eng._slice = None if start is None else eng._next_slice(int(start))
         for m, d in zip(eng._machines, state["machines"], strict=True):
             m.state = d["state"]
             m.last_total = d["last_total"]
             m.last_second = d["last_second"]
-            m.buf_state.extend(_sample_from_json(x) for x in d["buf_state"])
-            m.buf_total.extend(_sample_from_json(x) for x in d["buf_total"])
-            m.buf_second.extend(_sample_from_json(x) for x in d["buf_second"])
+            m.buf_state.extend(Sample.from_row(x) for x in d["buf_state"])
+            m.buf_total.extend(Sample.from_row(x) for x in d["buf_total"])
+            m.buf_second.extend(Sample.from_row(x) for x in d["buf_second"])
         for mt, d in zip(eng._meters, state["meters"], strict=True):
             mt.last_ts = d["last_ts"]
             mt.last_steps = d["last_steps"]
             p = d["pending"]
             mt.pending = None if p is None else (int(p[0]), int(p[1]), int(p[2]), p[3])
-            mt.buf.extend(_sample_from_json(x) for x in d["buf"])
+            mt.buf.extend(Sample.from_row(x) for x in d["buf"])
         for key, samples in state["alarm_only"]:
             buf = eng._alarm_only.get((key[0], key[1]))
             if buf is not None:
-                buf.extend(_sample_from_json(x) for x in samples)
+                buf.extend(Sample.from_row(x) for x in samples)
         for label_idx, wstart, wend, totals in state["open"]:
             eng._open[(int(label_idx), int(wstart))] = _Window(
                 int(label_idx), int(wstart), int(wend), PlantTotals.from_json(totals)
@@ -1091,6 +1147,160 @@ class KpiEngine:
             KpiRecord(**{**r, "flags": tuple(r["flags"])}) for r in state["out_records"]
         ]
         return eng
+
+
+    @classmethod
+    def started_at(cls, spec: EngineSpec, start_ms: int) -> KpiEngine:
+        """A fresh engine as a live agent starts one at ``start_ms`` (its clock): observing
+        from then, and in live mode from the start (the clock, not sample times, closes
+        windows), so a device's old initial value books nothing before ``start_ms``."""
+        engine = cls(spec)
+        engine.observe_from(start_ms)
+        engine.advance(start_ms)
+        return engine
+
+    def rebuild(self, spec: EngineSpec, carry: StateCarry) -> KpiEngine:
+        """An engine for ``spec`` continuing this one's state as far as ``carry`` allows;
+        this engine is left as it was.
+
+        Machines, meters, lines and alarm rules are matched by id, not position, so adding,
+        removing or reordering them keeps everyone else's open windows, baselines and last
+        states; see :func:`carry_state`. Raises ValueError when no state can be carried:
+        the slice grid differs (site, windows, time zone or calendars), so no open window
+        of this engine is a window of the new one.
+        """
+        if _grid_of(self.spec) != _grid_of(spec):
+            raise ValueError("the windows, time zone or calendars differ: no open window "
+                             "carries over")
+        return KpiEngine.restore(spec, carry_state(self.snapshot(), spec, carry),
+                                 revision_horizon_s=self._revisions.horizon_ms / 1000)
+
+
+def _grid_of(spec: EngineSpec) -> tuple[Any, ...]:
+    """What the slice grid (the windows and where they lie) depends on."""
+    return (spec.site_id, spec.windows, spec.timezone, spec.site_calendar(), spec.calendars)
+
+
+_MACHINE_BASELINES = ("last_total", "last_second", "buf_total", "buf_second")
+"""A machine's snapshot entries tied to its raw counter values (state is not)."""
+_METER_BASELINES = ("last_ts", "last_steps", "pending", "buf")
+"""A meter's snapshot entries tied to its raw register values."""
+
+
+def _index(ids: Sequence[str]) -> dict[str, int]:
+    return {item: i for i, item in enumerate(ids)}
+
+
+def _flagged(totals: dict[str, Any]) -> dict[str, Any]:
+    totals["flags"] = sorted({*totals.get("flags", ()), CONFIG_RELOAD})
+    return totals
+
+
+def carry_state(state: Mapping[str, Any], spec: EngineSpec,
+                carry: StateCarry) -> dict[str, Any]:
+    """A :meth:`KpiEngine.snapshot` reshaped for ``spec``, holding the state ``carry``
+    keeps, so that :meth:`KpiEngine.restore` accepts it (the input is not changed).
+
+    Engine-wide state (observation, watermark, slicing, output not yet collected) carries
+    whole. Per id: a machine or meter carried ``all`` keeps everything; ``totals`` keeps
+    its share of the open windows and its last state but takes new counter or register
+    baselines; ``none`` (or a new id) starts as in a fresh engine, and the state of an id
+    no longer in ``spec`` goes. The open windows, and the closed ones kept for an energy
+    revision, are re-indexed the same way; the totals of whatever is not carried whole
+    are flagged ``config_reload`` (an added machine's from an empty start). Alarm rules
+    keep their state by name, unless named in ``carry.fresh_alarms``. Raises ValueError
+    for a snapshot of another version, site or windows.
+    """
+    if state.get("version") != SNAPSHOT_VERSION:
+        raise ValueError(f"unsupported engine snapshot version {state.get('version')!r}")
+    fresh = KpiEngine(spec).snapshot()  # the exact layout restore() expects
+    old_shape, shape = state["shape"], fresh["shape"]
+    if (old_shape["site"], old_shape["windows"]) != (shape["site"], shape["windows"]):
+        raise ValueError("the engine snapshot was taken with another site or other windows")
+    old = copy.deepcopy(dict(state))
+    out: dict[str, Any] = {**old, "shape": shape}
+
+    def how(kind: str, item_id: str) -> Carry:
+        chosen: Mapping[str, Carry] = getattr(carry, kind)
+        return chosen.get(item_id, "none")
+
+    def entries(kind: str, baselines: tuple[str, ...]) -> list[Any]:
+        where = _index(old_shape[kind])
+        kept: list[Any] = []
+        for i, item_id in enumerate(shape[kind]):
+            entry = fresh[kind][i]
+            mode = how(kind, item_id)
+            if item_id in where and mode != "none":
+                entry = old[kind][where[item_id]]
+                if mode == "totals":
+                    entry.update({k: fresh[kind][i][k] for k in baselines})
+            kept.append(entry)
+        return kept
+
+    out["machines"] = entries("machines", _MACHINE_BASELINES)
+    out["meters"] = entries("meters", _METER_BASELINES)
+
+    old_m, old_ln = _index(old_shape["machines"]), _index(old_shape["lines"])
+    m_pos, ln_pos = _index(shape["machines"]), _index(shape["lines"])
+    meter_specs = {m.id: m for m in spec.meters}
+
+    def windows(kept: list[Any]) -> list[Any]:
+        reshaped = []
+        for label_idx, start, end, totals in kept:
+            m_tot = []
+            for mid in shape["machines"]:
+                mode = how("machines", mid)
+                if mid in old_m and mode != "none":
+                    t = totals["machines"][old_m[mid]]
+                    m_tot.append(t if mode == "all" else _flagged(t))
+                else:
+                    m_tot.append(_flagged(MachineTotals().to_json()))
+            l_tot = [
+                totals["lines"][old_ln[lid]]
+                if lid in old_ln and how("lines", lid) != "none"
+                else _flagged(EnergyTotals().to_json())
+                for lid in shape["lines"]
+            ]
+            site = totals["site"]
+            for mid in shape["meters"]:
+                if how("meters", mid) == "all":
+                    continue
+                ms = meter_specs[mid]
+                if ms.machine is not None and ms.machine in m_pos:
+                    _flagged(m_tot[m_pos[ms.machine]]["energy"])
+                elif ms.machine is None and ms.line is not None and ms.line in ln_pos:
+                    _flagged(l_tot[ln_pos[ms.line]])
+                else:
+                    _flagged(site)
+            reshaped.append([label_idx, start, end,
+                             {**totals, "machines": m_tot, "lines": l_tot, "site": site}])
+        return reshaped
+
+    out["open"] = windows(old["open"])
+    out["revisable"] = windows(old["revisable"])
+
+    old_alarms, new_alarms = _index(old_shape["alarms"]), _index(shape["alarms"])
+    out["alarms"] = [
+        old["alarms"][old_alarms[name]]
+        if name in old_alarms and name not in carry.fresh_alarms else fresh["alarms"][i]
+        for i, name in enumerate(shape["alarms"])
+    ]
+    # Events already produced are kept; the index only orders events of the same instant.
+    out["alarm_events"] = [
+        [ts, new_alarms.get(old_shape["alarms"][idx] if idx < len(old_shape["alarms"])
+                            else "", len(new_alarms)), ev]
+        for ts, idx, ev in old["alarm_events"]
+    ]
+
+    devices = {*shape["machines"], *shape["meters"]}
+    since = {d: t for d, t in old.get("device_from", {}).items() if d in devices}
+    if carry.at_ms is not None:
+        for kind in ("machines", "meters"):
+            for item_id in shape[kind]:
+                if how(kind, item_id) != "all":
+                    since[item_id] = max(since.get(item_id, carry.at_ms), carry.at_ms)
+    out["device_from"] = since
+    return out
 
 
 def _flag_revised(records: list[KpiRecord]) -> list[KpiRecord]:
@@ -1143,4 +1353,5 @@ def _upgrade_v1(state: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-__all__ = ["SNAPSHOT_VERSION", "EngineOutput", "KpiEngine"]
+__all__ = ["CONFIG_RELOAD", "SNAPSHOT_VERSION", "Carry", "EngineOutput", "KpiEngine",
+           "StateCarry", "carry_state"]

@@ -10,6 +10,7 @@ arithmetic is exact: a shift of 480 minutes is 28 800 000 ms, never 479.99999 mi
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
@@ -78,6 +79,18 @@ class Sample(NamedTuple):
         if self.quality != "good":
             out["quality"] = self.quality
         return out
+
+    def to_row(self) -> list[Any]:
+        """The compact form the sample journal and the engine checkpoint store: every
+        field in order, as JSON-ready values (one list, no key per field)."""
+        return [self.ts_ms, self.device, self.signal, self.value, self.quality,
+                self.ts_source]
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> Sample:
+        """The inverse of :meth:`to_row`; IndexError, TypeError or ValueError on a row
+        that is not one."""
+        return cls(int(row[0]), str(row[1]), str(row[2]), row[3], row[4], str(row[5]))
 
 
 KPI_FIELDS: tuple[str, ...] = (

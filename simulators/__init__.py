@@ -6,7 +6,8 @@ clock), :func:`simulators.scenario.load_scenario` and
 :func:`simulators.scenario.default_scenario`; ``python -m simulators`` runs standalone.
 
 Modules: ``scenario`` (TOML -> validated models), ``schedule`` (shift calendar),
-``machine`` and ``meter`` (pure behaviour models), ``registers`` (Modbus maps),
-``ledger`` (JSON Lines truth), ``opcua_server``, ``modbus_server``, ``plant``.
+``machine`` and ``meter`` (pure behaviour models), ``nodes`` (the OPC UA node table),
+``registers`` (Modbus maps), ``ledger`` (JSON Lines truth), ``opcua_server``,
+``modbus_server``, ``plant`` (with the table of scheduled faults).
 Nothing here imports the agent or the collectors.
 """

@@ -19,15 +19,17 @@ import contextlib
 import signal
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from rules.errors import ConfigError, ServiceError
 from rules.types import ms_to_rfc3339, rfc3339_to_ms
-from simulators.machine import STATE_CODES
-from simulators.opcua_server import NAMESPACE_URI, VARIABLES
-from simulators.plant import Plant, SimClock
-from simulators.registers import __doc__ as REGISTER_DOC
-from simulators.scenario import Scenario, default_scenario, load_scenario
+
+if TYPE_CHECKING:
+    from simulators.plant import Plant, SimClock
+    from simulators.scenario import Scenario
+
+# The servers (asyncua, pymodbus) are imported where they run, not here: building a
+# command-line parser must not pay for them.
 
 __all__ = [
     "KINDS",
@@ -39,24 +41,29 @@ __all__ = [
 ]
 
 KINDS = ("opcua", "modbus", "plant")
-STATE_CODE_TEXT = " ".join(f"{code}={name}" for name, code in STATE_CODES.items())
 
 
 def print_node_map(plant: Plant, out: TextIO) -> None:
     """The OPC UA endpoint and every variable's browse path, as an agent config needs it."""
+    from simulators.machine import STATE_CODES
+    from simulators.nodes import NAMESPACE_URI, VARIABLES
+
+    state_codes = " ".join(f"{code}={name}" for name, code in STATE_CODES.items())
     print(f"OPC UA endpoint: {plant.opcua_endpoint}", file=out)
     print(f"  namespace URI: {NAMESPACE_URI} (alias it, e.g. cnc = \"{NAMESPACE_URI}\")",
           file=out)
-    print(f"  MachineState codes: {STATE_CODE_TEXT}", file=out)
+    print(f"  MachineState codes: {state_codes}", file=out)
     for machine in plant.machines:
         for var in VARIABLES:
             path = "/".join(["Objects", "cnc:Machines", f"cnc:{machine}",
                              *(f"cnc:{p}" for p in var.path)])
-            print(f"  {path}  ({var.vtype.name})", file=out)
+            print(f"  {path}  ({var.type_name})", file=out)
 
 
 def print_register_map(plant: Plant, out: TextIO) -> None:
     """The Modbus endpoint, each meter's unit id and layout, and the layouts' registers."""
+    from simulators.registers import __doc__ as register_doc
+
     print(f"Modbus TCP: {plant.host}:{plant.modbus_port}", file=out)
     if plant.rtu_port is not None:
         print(f"Modbus RTU: {plant.rtu_port} ({plant.rtu_baudrate} baud, 8N1)", file=out)
@@ -66,13 +73,15 @@ def print_register_map(plant: Plant, out: TextIO) -> None:
         print(f"  unit {unit}: {meter} ({spec.layout}, {spec.resolution_kwh} kWh steps, "
               f"rolls over at {spec.effective_modulus_kwh} kWh), follows {spec.machine}",
               file=out)
-    doc = REGISTER_DOC or ""
+    doc = register_doc or ""
     doc = doc[doc.find("``sdm630``"):]
     print("  Addresses are 0-based protocol addresses (mbpoll: -0).", file=out)
     print("  " + doc.replace("\n", "\n  ").rstrip(), file=out)
 
 
 def _clock(time_scale: float, start: str | None) -> SimClock:
+    from simulators.plant import SimClock
+
     errors: list[tuple[str, str]] = []
     start_ms: int | None = None
     if start is not None:
@@ -91,6 +100,8 @@ async def _serve(kind: str, scenario: Scenario, *, host: str, opcua_port: int,
                  modbus_port: int, ledger_dir: Path | None, duration_s: float | None,
                  rtu_port: str | None, rtu_baudrate: int, seed: int | None,
                  clock: SimClock) -> None:
+    from simulators.plant import Plant
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -146,6 +157,8 @@ def run_simulator(
     RTU on that serial device; ``time_scale`` runs the model that many times faster
     than real time (0 holds it still) from ``start`` (RFC 3339, default now).
     """
+    from simulators.scenario import default_scenario, load_scenario
+
     if kind not in KINDS:
         raise ConfigError([("kind", f"{kind!r} is not one of {', '.join(KINDS)}")])
     if fast is not None and scenario is not None:

@@ -55,7 +55,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
 
@@ -64,51 +63,16 @@ from asyncua.server.server import Server
 from asyncua.ua.status_codes import StatusCodes
 
 from simulators.machine import PROGRAM_STATE_NAMES
+from simulators.nodes import BY_KEY, NAMESPACE_URI, VARIABLES, Variable, variable_by_path
 from simulators.scenario import MachineSpec
 
 __all__ = ["NAMESPACE_URI", "VARIABLES", "OpcUaMachineServer", "Variable", "variable_by_path"]
 
-NAMESPACE_URI = "urn:factory-edge:simulator:cnc"
-"""Namespace of every browse name the simulator defines (fixed contract)."""
-
 _log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Variable:
-    """One variable of a machine: its key in the simulator, path under the machine, type."""
-
-    key: str
-    path: tuple[str, ...]
-    vtype: ua.VariantType
-
-
-VARIABLES: tuple[Variable, ...] = (
-    Variable("manufacturer", ("Identification", "Manufacturer"), ua.VariantType.String),
-    Variable("model", ("Identification", "Model"), ua.VariantType.String),
-    Variable("serial_number", ("Identification", "SerialNumber"), ua.VariantType.String),
-    Variable("state", ("Monitoring", "MachineTool", "MachineState"), ua.VariantType.Int32),
-    Variable("operation_mode", ("Monitoring", "MachineTool", "OperationMode"),
-             ua.VariantType.Int32),
-    Variable("power_on_s", ("Monitoring", "MachineTool", "PowerOnDuration"),
-             ua.VariantType.UInt32),
-    Variable("spindle_rotating", ("Monitoring", "Spindle", "IsRotating"),
-             ua.VariantType.Boolean),
-    Variable("spindle_speed", ("Monitoring", "Spindle", "Speed"), ua.VariantType.Double),
-    Variable("spindle_load", ("Monitoring", "Spindle", "Load"), ua.VariantType.Double),
-    Variable("program_name", ("Production", "ActiveProgram", "Name"), ua.VariantType.String),
-    Variable("program_state", ("Production", "ActiveProgram", "State"), ua.VariantType.Int32),
-    Variable("program_state_name", ("Production", "ActiveProgram", "State", "CurrentState"),
-             ua.VariantType.LocalizedText),
-    Variable("parts_total", ("Production", "PartsProducedInLifetime"), ua.VariantType.UInt32),
-    Variable("parts_scrap", ("Production", "PartsScrapInLifetime"), ua.VariantType.UInt32),
-    Variable("statistics_parts_total", ("Production", "Statistics", "PartsProducedInLifetime"),
-             ua.VariantType.UInt32),
-)
-"""Every variable of a machine, in creation order (a parent before its children)."""
-
-_BY_KEY: dict[str, Variable] = {v.key: v for v in VARIABLES}
-_BY_PATH: dict[str, Variable] = {"/".join(v.path): v for v in VARIABLES}
+_VTYPE: dict[str, ua.VariantType] = {v.key: ua.VariantType[v.type_name] for v in VARIABLES}
+"""Each variable's OPC UA type, by key."""
 
 _DERIVED: dict[str, tuple[tuple[str, Callable[[Any], Any]], ...]] = {
     "spindle_speed": (("spindle_rotating", lambda rpm: bool(rpm > 0)),),
@@ -118,14 +82,6 @@ _DERIVED: dict[str, tuple[tuple[str, Callable[[Any], Any]], ...]] = {
     "parts_total": (("statistics_parts_total", lambda n: n),),
 }
 """Variables written together with another one, from its value."""
-
-
-def variable_by_path(path: str) -> Variable:
-    """The variable at ``path`` under a machine, e.g. ``Production/PartsScrapInLifetime``."""
-    try:
-        return _BY_PATH[path.strip("/")]
-    except KeyError:
-        raise KeyError(f"no variable {path!r} under a machine") from None
 
 
 def _dt(ts_ms: int) -> ua.DateTime:
@@ -229,15 +185,13 @@ class OpcUaMachineServer:
         Variables derived from this one (e.g. ``Spindle/IsRotating`` from the speed) are
         written with the same timestamps.
         """
-        var = _BY_KEY[key]
         server_ts = _dt(self._now_ms())
-        dv = ua.DataValue(Value=ua.Variant(value, var.vtype), SourceTimestamp=_dt(ts_ms),
+        dv = ua.DataValue(Value=ua.Variant(value, _VTYPE[key]), SourceTimestamp=_dt(ts_ms),
                           ServerTimestamp=server_ts)
         self._cache[(machine_id, key)] = dv
         await self._put(machine_id, key, dv)
         for derived_key, derive in _DERIVED.get(key, ()):
-            derived = _BY_KEY[derived_key]
-            ddv = ua.DataValue(Value=ua.Variant(derive(value), derived.vtype),
+            ddv = ua.DataValue(Value=ua.Variant(derive(value), _VTYPE[derived_key]),
                                SourceTimestamp=_dt(ts_ms), ServerTimestamp=server_ts)
             self._cache[(machine_id, derived_key)] = ddv
             await self._put(machine_id, derived_key, ddv)
@@ -302,7 +256,7 @@ class OpcUaMachineServer:
         return any(path[:len(p)] == p for p in self._hidden.get(machine_id, ()))
 
     def _served(self, machine_id: str, key: str) -> bool:
-        return (machine_id, _BY_KEY[key].path) in self._present
+        return (machine_id, BY_KEY[key].path) in self._present
 
     async def _put_bad(self, machine_id: str, code: ua.StatusCode, ts_ms: int | None) -> None:
         if self._server is None:
@@ -353,7 +307,7 @@ class OpcUaMachineServer:
                 qname = ua.QualifiedName(prefix[-1], ns)
                 if prefix == var.path:
                     nodes[prefix] = await parent.add_variable(
-                        nid, qname, ua.Variant(_default(var.vtype), var.vtype))
+                        nid, qname, ua.Variant(_default(_VTYPE[var.key]), _VTYPE[var.key]))
                 elif prefix in variable_paths:
                     break  # a parent variable that is hidden: its children go with it
                 else:

@@ -11,9 +11,10 @@ The clock (:class:`SimClock`) runs in real time by default. It can also run fast
 test take a plant through a whole shift in seconds while both servers keep answering.
 
 Faults can be injected from tests (methods below) or scheduled by the scenario's
-``[[faults]]`` table; scheduled faults fire at model instants (``at_s`` after the
-plant's start, on the unskewed clock) inside the model loop, so they are exact in every
-clock mode. Each one is recorded in the ledger.
+``[[faults]]`` table (what each kind does, and what ends it: :data:`FAULTS`); scheduled
+faults fire at model instants (``at_s`` after the plant's start, on the unskewed clock)
+inside the model loop, so they are exact in every clock mode. Each one is recorded in
+the ledger.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import random
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -49,7 +51,7 @@ from simulators.opcua_server import NAMESPACE_URI, OpcUaMachineServer
 from simulators.scenario import FaultSpec, MeterSpec, Scenario
 from simulators.schedule import Calendar
 
-__all__ = ["NAMESPACE_URI", "Plant", "SimClock"]
+__all__ = ["FAULTS", "NAMESPACE_URI", "FaultAction", "Plant", "ScheduledFault", "SimClock"]
 
 _log = logging.getLogger(__name__)
 
@@ -646,39 +648,74 @@ class Plant:
                        (base_ms + round(seconds * 1000), self._fault_seq, action))
 
     def _schedule_fault(self, base_ms: int, fault: FaultSpec) -> None:
-        """Queue a scenario fault (and its end, with ``duration_s``) at model instants."""
-        target = fault.target or ""
-        at, end = fault.at_s, fault.at_s + (fault.duration_s or 0.0)
-        kind = fault.kind
+        """Queue a scenario fault (and its end, with ``duration_s``) at model instants,
+        as :data:`FAULTS` says for its kind."""
+        action = FAULTS[fault.kind]
+        scheduled = ScheduledFault(fault, self.clock.skew_ms / 1000)
+        start, end = action.start, action.end
+        self._at(base_ms, fault.at_s, lambda ts: start(self, scheduled, ts))
+        duration = fault.duration_s or action.ends_after_s
+        if end is not None and duration:
+            self._at(base_ms, fault.at_s + duration, lambda ts: end(self, scheduled, ts))
 
-        async def modbus(mode: FaultMode | None, ts: int) -> None:
-            self._do_modbus_fault(ts, target, mode, fault.code or 0x04, fault.value or 0.0)
 
-        if kind == "opcua_restart":
-            self._at(base_ms, at, self._do_opcua_stop)
-            self._at(base_ms, at + (fault.duration_s or 2.0), self._do_opcua_start)
-            return
-        if kind == "opcua_bad_status":
-            status = fault.status or "BadCommunicationError"
-            self._at(base_ms, at, lambda ts: self._do_opcua_status(ts, target, status))
-            if fault.duration_s:
-                self._at(base_ms, end, lambda ts: self._do_opcua_status(ts, target, None))
-        elif kind == "opcua_node_missing":
-            self._at(base_ms, at, lambda ts: self._do_opcua_hide(ts, target, fault.node))
-            if fault.duration_s:
-                self._at(base_ms, end, lambda ts: self._do_opcua_restore(ts, target, fault.node))
-        elif kind in ("modbus_exception", "modbus_silent", "modbus_slow"):
-            mode: FaultMode = {"modbus_exception": "exception", "modbus_silent": "silent",
-                               "modbus_slow": "slow"}[kind]  # type: ignore[assignment]
-            self._at(base_ms, at, lambda ts: modbus(mode, ts))
-            if fault.duration_s:
-                self._at(base_ms, end, lambda ts: modbus(None, ts))
-        elif kind == "counter_reset":
-            self._at(base_ms, at, lambda ts: self._do_counter_reset(ts, target))
-        elif kind == "meter_reset":
-            self._at(base_ms, at, lambda ts: self._do_meter_reset(ts, target))
-        elif kind == "clock_skew":
-            previous = self.clock.skew_ms / 1000
-            self._at(base_ms, at, lambda ts: self._do_clock_skew(ts, fault.value or 0.0))
-            if fault.duration_s:
-                self._at(base_ms, end, lambda ts: self._do_clock_skew(ts, previous))
+@dataclass(frozen=True, slots=True)
+class ScheduledFault:
+    """A scenario fault as it was queued, with what its end restores."""
+
+    spec: FaultSpec
+    skew_before_s: float
+    """The clock skew when the fault was queued: what the end of a ``clock_skew`` sets."""
+
+    @property
+    def target(self) -> str:
+        """The machine or meter id (empty for the faults of the whole plant)."""
+        return self.spec.target or ""
+
+
+FaultStep = Callable[[Plant, ScheduledFault, int], Awaitable[None]]
+"""One step of a fault: (plant, fault, model instant in ms)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FaultAction:
+    """What one kind of scenario fault does at ``at_s``, and at its end."""
+
+    start: FaultStep
+    end: FaultStep | None = None
+    """Undoes ``start`` after ``duration_s``; None for a fault that is one event."""
+    ends_after_s: float | None = None
+    """When the end comes without a ``duration_s`` (None: then it never ends)."""
+
+
+def _modbus(mode: FaultMode | None) -> FaultStep:
+    async def step(plant: Plant, fault: ScheduledFault, ts: int) -> None:
+        plant._do_modbus_fault(ts, fault.target, mode, fault.spec.code or 0x04,
+                               fault.spec.value or 0.0)
+    return step
+
+
+FAULTS: dict[str, FaultAction] = {
+    "opcua_restart": FaultAction(
+        start=lambda plant, f, ts: plant._do_opcua_stop(ts),
+        end=lambda plant, f, ts: plant._do_opcua_start(ts),
+        ends_after_s=2.0),
+    "opcua_bad_status": FaultAction(
+        start=lambda plant, f, ts: plant._do_opcua_status(
+            ts, f.target, f.spec.status or "BadCommunicationError"),
+        end=lambda plant, f, ts: plant._do_opcua_status(ts, f.target, None)),
+    "opcua_node_missing": FaultAction(
+        start=lambda plant, f, ts: plant._do_opcua_hide(ts, f.target, f.spec.node),
+        end=lambda plant, f, ts: plant._do_opcua_restore(ts, f.target, f.spec.node)),
+    "modbus_exception": FaultAction(start=_modbus("exception"), end=_modbus(None)),
+    "modbus_silent": FaultAction(start=_modbus("silent"), end=_modbus(None)),
+    "modbus_slow": FaultAction(start=_modbus("slow"), end=_modbus(None)),
+    "counter_reset": FaultAction(
+        start=lambda plant, f, ts: plant._do_counter_reset(ts, f.target)),
+    "meter_reset": FaultAction(
+        start=lambda plant, f, ts: plant._do_meter_reset(ts, f.target)),
+    "clock_skew": FaultAction(
+        start=lambda plant, f, ts: plant._do_clock_skew(ts, f.spec.value or 0.0),
+        end=lambda plant, f, ts: plant._do_clock_skew(ts, f.skew_before_s)),
+}
+"""Every scenario fault kind (:data:`simulators.scenario.FaultKind`): what it does."""

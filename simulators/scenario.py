@@ -26,7 +26,9 @@ from pydantic import (
     model_validator,
 )
 
+from rules.calendar import zone
 from rules.errors import ConfigError
+from simulators.nodes import variable_by_path
 
 __all__ = [
     "CalendarSpec",
@@ -302,12 +304,7 @@ class CalendarSpec(_Model):
     @field_validator("timezone")
     @classmethod
     def _tz(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as err:
-            raise ValueError(f"unknown time zone {value!r}") from err
+        zone(value)
         return value
 
     @model_validator(mode="after")
@@ -501,8 +498,6 @@ def _cross_check(scenario: Scenario) -> list[tuple[str, str]]:
 
 
 def _is_variable_path(path: str) -> bool:
-    from simulators.opcua_server import variable_by_path
-
     try:
         variable_by_path(path)
     except KeyError:

@@ -2,6 +2,12 @@
 
 Outside CI a test whose service cannot start is skipped with the reason; under CI
 (``CI=true``) it fails, so a missing install step can never pass as a green run.
+
+Under pytest-xdist every worker takes its ports from a range of its own (see
+``agent.services.PORT_RANGE_ENV``), so that parallel workers never start two services on
+one port. Hypothesis runs the "dev" profile, or "ci" under CI: derandomized (the same
+examples on every run, so a red build reproduces) and without a per-example deadline
+(the shared machines of a CI are slow at unpredictable moments).
 """
 
 from __future__ import annotations
@@ -10,11 +16,34 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
-from agent.services import ManagedInfluxd, ManagedMosquitto
+from agent.services import PORT_RANGE_ENV, ManagedInfluxd, ManagedMosquitto
 from rules.errors import ServiceError
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+settings.register_profile("dev", deadline=None)
+settings.register_profile(
+    "ci", derandomize=True, database=None, deadline=None, max_examples=100, print_blob=True,
+)
+settings.load_profile("ci" if IN_CI else os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+# Below Linux's ephemeral range (32768-60999): ports there are never handed to outgoing
+# connections, and each worker owns a slice of its own.
+_PORTS_FIRST, _PORTS_PER_WORKER, _PORT_SLICES = 20000, 1500, 8
+
+
+def _worker_port_range() -> str | None:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.removeprefix("gw").isdigit():
+        return None
+    first = _PORTS_FIRST + int(worker.removeprefix("gw")) % _PORT_SLICES * _PORTS_PER_WORKER
+    return f"{first}-{first + _PORTS_PER_WORKER - 1}"
+
+
+if (_ports := _worker_port_range()) is not None:
+    os.environ.setdefault(PORT_RANGE_ENV, _ports)
 
 
 def service_unavailable(what: str, err: Exception) -> None:

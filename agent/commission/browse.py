@@ -342,8 +342,8 @@ _CONNECTION_FLAGS = ("security", "cert", "key", "trust_dir", "username", "passwo
 
 def _spec_from_flags(args: argparse.Namespace) -> OpcUaSourceSpec:
     from agent.config.common import resolve_secret
-    from collectors import opcua_security as sec
     from collectors.opcua import OpcUaSourceSpec
+    from collectors.opcua import security as sec
 
     policy, mode = "None", "None"
     if args.security is not None:

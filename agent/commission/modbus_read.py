@@ -283,61 +283,52 @@ def _hint(request: ReadRequest) -> str | None:
 
 
 async def read(link: Link, request: ReadRequest) -> list[int] | list[bool]:
-    """Read once; DeviceError (naming the link, the unit and what to check) on failure."""
-    from pymodbus import FramerType
-    from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-    from pymodbus.exceptions import ModbusException
+    """Read once; DeviceError (naming the link, the unit and what to check) on failure.
 
-    # reconnect_delay=0: one attempt, no reconnecting in the background.
-    client: AsyncModbusTcpClient | AsyncModbusSerialClient
+    The link is the collector's own (:class:`~collectors.modbus_link.PymodbusLink`), so
+    this command reads exactly as ``run`` would with the same keys.
+    """
+    from collectors.modbus import ModbusSourceSpec
+    from collectors.modbus_link import PymodbusLink
+
     if link.serial is not None:
-        client = AsyncModbusSerialClient(
-            link.serial, framer=FramerType.RTU, baudrate=link.baudrate, parity=link.parity,
-            stopbits=link.stopbits, bytesize=8, timeout=request.timeout_s,
-            retries=request.retries, reconnect_delay=0, name="modbus-read")
+        spec = ModbusSourceSpec(id="modbus-read", transport="rtu", serial_port=link.serial,
+                                baudrate=link.baudrate, parity=link.parity,
+                                stopbits=link.stopbits)
     else:
         assert link.host is not None
-        client = AsyncModbusTcpClient(
-            link.host, port=link.port,
-            framer=FramerType.RTU if link.rtu_over_tcp else FramerType.SOCKET,
-            timeout=request.timeout_s, retries=request.retries, reconnect_delay=0,
-            name="modbus-read")
+        spec = ModbusSourceSpec(id="modbus-read",
+                                transport="rtu-over-tcp" if link.rtu_over_tcp else "tcp",
+                                host=link.host, port=link.port)
+    client = PymodbusLink(spec, timeout_s=request.timeout_s, retries=request.retries)
     where = link.describe()
     what = (f"{_TABLE_NAMES[request.function]} {request.address}+{request.count} of unit "
             f"{request.unit} at {where}")
     try:
         try:
-            connected = await client.connect()
-        except (ModbusException, OSError) as err:
-            raise DeviceError(f"cannot connect to {where}: {err}") from err
-        if not connected or not client.connected:
+            await client.connect()
+        except DeviceError as err:
             raise DeviceError(f"cannot connect to {where} (refused, unreachable or no such "
-                              "serial port)")
-        calls = {"holding": client.read_holding_registers, "input": client.read_input_registers,
-                 "coil": client.read_coils, "discrete": client.read_discrete_inputs}
+                              "serial port)") from err
         try:
-            rr = await calls[request.function](request.address, count=request.count,
-                                               device_id=request.unit)
-        except ModbusException as err:
+            reply = await client.read(request.function, request.address, request.count,
+                                      request.unit, timeout_s=request.timeout_s,
+                                      retries=request.retries)
+        except DeviceError as err:
             raise DeviceError(
                 f"{what}: no reply within {request.timeout_s:g} s ({request.retries} "
                 f"retries): {err}; check the unit id, the baud rate and parity, the wiring"
             ) from err
     finally:
         client.close()
-    if rr.isError():
-        code = int(getattr(rr, "exception_code", 0) or 0)
+    if reply.exception_code is not None:
+        code = reply.exception_code
         reason = _EXCEPTIONS.get(code, "unknown exception code")
         raise DeviceError(f"{what}: exception response {code} {reason}")
-    if request.function in ("coil", "discrete"):
-        bits = [bool(b) for b in rr.bits[: request.count]]
-        if len(bits) < request.count:
-            raise DeviceError(f"{what}: short reply ({len(bits)} bits)")
-        return bits
-    regs = [int(r) for r in rr.registers]
-    if len(regs) < request.count:
-        raise DeviceError(f"{what}: short reply ({len(regs)} registers)")
-    return regs
+    unit = "bits" if request.function in ("coil", "discrete") else "registers"
+    if len(reply.values) < request.count:
+        raise DeviceError(f"{what}: short reply ({len(reply.values)} {unit})")
+    return reply.values[: request.count]  # type: ignore[return-value]
 
 
 def _address(text: str) -> int:

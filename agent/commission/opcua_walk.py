@@ -1,10 +1,11 @@
 """The OPC UA side of ``edge-agent browse``: connect as the agent does, walk, read.
 
-The connection uses the agent's security rules from :mod:`collectors.opcua_security`:
-the same client certificate (never created here: ``edge-agent certs`` does that), the
-endpoint with the configured policy and mode, and a server certificate that must be in
-the trust directory or pinned, checked before the session is created, so a password is
-never sent to an untrusted server.
+The connection uses the agent's own security set-up,
+:func:`collectors.opcua.endpoint.secure_client`: the same client certificate (never
+created here: ``edge-agent certs`` does that), the endpoint with the configured policy
+and mode, and a server certificate that must be in the trust directory or pinned,
+checked before the session is created, so a password is never sent to an untrusted
+server.
 
 Walking is breadth-first over hierarchical references with one Browse request per batch
 of nodes and one Read per batch of variables, because each round trip to a controller
@@ -32,8 +33,9 @@ from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIdNames, ObjectIds
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 
-from collectors import opcua_security as sec
 from collectors.opcua import OpcUaSourceSpec
+from collectors.opcua import security as sec
+from collectors.opcua.endpoint import NoEndpointError, secure_client, server_trust
 from rules.errors import ConfigError, DeviceError
 
 __all__ = ["NodeView", "Session", "connect"]
@@ -110,36 +112,13 @@ async def _secure(client: Client, spec: OpcUaSourceSpec) -> sec.CertInfo:
             key_path=spec.private_key, create=False)
     except ConfigError as err:
         raise ConfigError([("client certificate", err.render())]) from err
-    client.application_uri = cert.application_uri
-    policy = sec.policy_class(spec.security_policy)
-    mode = sec.message_security_mode(spec.security_mode)
     try:
-        async with asyncio.timeout(spec.timeout_s * 2 + 1):
-            endpoints = await client.connect_and_get_server_endpoints()
-    except (OSError, TimeoutError, UaError) as err:
-        raise DeviceError(f"cannot reach {spec.url}: {_reason(err, spec.timeout_s)}") from err
-    matching = [ep for ep in endpoints
-                if ep.SecurityPolicyUri == policy.URI and ep.SecurityMode == mode]
-    if not matching:
-        offered = sorted({f"{ep.SecurityPolicyUri.rsplit('#', 1)[-1]},{ep.SecurityMode.name}"
-                          for ep in endpoints})
-        raise DeviceError(f"{spec.url} offers no endpoint with {spec.security_policy},"
-                          f"{spec.security_mode}; it offers {'; '.join(offered)}")
-    server_der = sec.first_certificate(matching[0].ServerCertificate or b"")
-    if not server_der:
-        raise DeviceError(f"{spec.url}: the secure endpoint has no server certificate")
-    trust_dir = spec.effective_trust_dir
-    trust = sec.ServerTrust(
-        trust_dir=trust_dir,
-        thumbprints=frozenset(sec.normalize_thumbprint(t) for t in spec.server_thumbprints),
-        rejected_dir=trust_dir.parent / "rejected" if trust_dir is not None else None)
-    sec.check_server_certificate(server_der, trust, spec.url)
-    try:
-        await client.set_security(policy, str(cert.cert_path), str(cert.key_path),
-                                  server_certificate=server_der, mode=mode)
-    except (OSError, ValueError, UaError) as err:
-        raise DeviceError(f"security set-up for {spec.url}: {_reason(err, spec.timeout_s)}") \
-            from err
+        await secure_client(client, spec, cert, server_trust(spec),
+                            reason=lambda err: _reason(err, spec.timeout_s))
+    except NoEndpointError as err:
+        # In the syntax of --security, which the operator types next.
+        raise DeviceError(f"{err.url} offers no endpoint with {','.join(err.wanted)}; it "
+                          f"offers {'; '.join(','.join(pm) for pm in err.offered)}") from err
     return cert
 
 

@@ -1,28 +1,22 @@
 """Turn the validated config into what the engine and the collectors take.
 
 ``rules`` and ``collectors`` cannot import the config models, so each gets plain
-immutable specs built here, in one place.
+immutable specs: the engine's built here, each collector's by its source type in
+:mod:`agent.sources`.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from datetime import time
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.config.calendars import calendar_spec, effective, machine_calendars
-from agent.config.common import resolve_secret
-from agent.config.model import (
-    AgentConfig,
-    AlarmSection,
-    ModbusSourceSection,
-    OpcUaSourceSection,
-    SignalSection,
-)
-from agent.config.units import unit_factor
-from collectors.modbus import ModbusDeviceSpec, ModbusSourceSpec, RegisterPoint
-from collectors.opcua import Deadband, OpcUaSourceSpec, OpcUaTag
-from collectors.presets import preset_points
+from agent.config.model import AgentConfig, AlarmSection
+from agent.sources import modbus, opcua
+from agent.sources.modbus import ModbusSourceSection
+from agent.sources.opcua import OpcUaSourceSection
+from agent.sources.opcua import client_pki_dir as client_pki_dir
+from agent.sources.registry import source_type
 from rules.spec import (
     ELECTRICITY,
     GBT2589_CARRIERS,
@@ -39,6 +33,11 @@ from rules.spec import (
     TariffSpec,
     ThresholdAlarmSpec,
 )
+
+if TYPE_CHECKING:
+    from collectors.base import Collector
+    from collectors.modbus import ModbusSourceSpec
+    from collectors.opcua import OpcUaSourceSpec
 
 
 def _alarm(a: AlarmSection) -> AlarmSpec:
@@ -127,110 +126,22 @@ def engine_spec(cfg: AgentConfig) -> EngineSpec:
     )
 
 
-def _scaling(role: str, sig: SignalSection) -> tuple[float, float]:
-    """``(scale, offset)`` with the declared engineering unit folded in."""
-    factor = unit_factor(role, sig.engineering_unit)
-    return sig.scale * factor, sig.offset * factor
-
-
-def _deadband(value: float | None, kind: str) -> Deadband | None:
-    if value is None:
-        return None
-    return Deadband("percent" if kind == "percent" else "absolute", value)
-
-
-def client_pki_dir(cfg: AgentConfig, src: OpcUaSourceSection) -> Path | None:
-    """Where a source's client certificate lives (and is created on first connect).
-
-    A secure source without ``pki_dir`` keeps it under the agent's state directory
-    (``pki/<source id>``), so it survives restarts and upgrades.
-    """
-    if src.pki_dir is None and src.security_mode != "None":
-        return cfg.agent.state_dir / "pki" / src.id
-    return src.pki_dir
-
-
 def opcua_specs(cfg: AgentConfig, *, secrets: bool = True) -> list[OpcUaSourceSpec]:
-    """One spec per OPC UA source with every tag that reads from it.
-
-    ``secrets=False`` leaves passwords unset instead of reading them from the
-    environment: for validating the specs where the variables may not exist.
-    """
-    tags: dict[str, list[OpcUaTag]] = defaultdict(list)
-    for device, role, sig in cfg.signals():
-        if sig.is_opcua:
-            scale, offset = _scaling(role, sig)
-            tags[sig.source].append(
-                OpcUaTag(device=device, signal=role, node=sig.node, browse_path=sig.browse_path,
-                         value_map=dict(sig.map) if sig.map else None,
-                         sampling_interval_ms=sig.sampling_interval_ms,
-                         queue_size=sig.queue_size,
-                         deadband=_deadband(sig.deadband, sig.deadband_type),
-                         scale=scale, offset=offset)
-            )
-    specs = []
-    for i, src in enumerate(cfg.sources):
-        if isinstance(src, OpcUaSourceSection) and tags.get(src.id):
-            specs.append(OpcUaSourceSpec(
-                id=src.id, url=src.url, tags=tuple(tags[src.id]),
-                namespaces=dict(src.namespaces),
-                publishing_interval_ms=src.publishing_interval_ms,
-                sampling_interval_ms=src.sampling_interval_ms, queue_size=src.queue_size,
-                timeout_s=src.timeout_s, session_timeout_s=src.session_timeout_s,
-                watchdog_s=src.watchdog_s, username=src.username,
-                password=resolve_secret(None, src.password_env,
-                                        f'sources[{i}] "{src.id}": password_env')
-                if secrets else None,
-                deadband=_deadband(src.deadband, src.deadband_type),
-                security_policy=src.security_policy, security_mode=src.security_mode,
-                pki_dir=client_pki_dir(cfg, src), certificate=src.certificate,
-                private_key=src.private_key,
-                application_uri=src.application_uri, trust_dir=src.trust_dir,
-                server_thumbprints=tuple(src.server_thumbprints),
-                max_clock_skew_s=src.max_clock_skew_s, clock_skew_action=src.clock_skew_action,
-            ))
-    return specs
+    """The spec of every OPC UA source something reads through (see
+    :meth:`agent.sources.opcua.OpcUaType.spec`; ``secrets=False`` reads no password)."""
+    return [spec for i, src in enumerate(cfg.sources) if isinstance(src, OpcUaSourceSection)
+            for spec in [opcua.SOURCE.spec(cfg, i, src, secrets=secrets)] if spec is not None]
 
 
 def modbus_specs(cfg: AgentConfig) -> list[ModbusSourceSpec]:
-    """One spec per Modbus source, its points grouped by unit id (one device per unit)."""
-    units: dict[str, dict[int, list[RegisterPoint]]] = defaultdict(lambda: defaultdict(list))
-    names: dict[tuple[str, int], list[str]] = defaultdict(list)
-    for device, role, sig in cfg.signals():
-        if sig.is_opcua:
-            continue
-        assert sig.unit is not None and sig.table is not None and sig.address is not None
-        scale, offset = _scaling(role, sig)
-        units[sig.source][sig.unit].append(RegisterPoint(
-            device=device, signal=role, table=sig.table, address=sig.address, dtype=sig.type,
-            word_order=sig.word_order, byte_order=sig.byte_order,
-            scale=scale, offset=offset, length=sig.length,
-            value_map=dict(sig.map) if sig.map else None,
-        ))
-        if device not in names[(sig.source, sig.unit)]:
-            names[(sig.source, sig.unit)].append(device)
-    for mt in cfg.meters:
-        if mt.preset is not None and mt.source is not None and mt.unit is not None:
-            units[mt.source][mt.unit].extend(
-                preset_points(mt.preset, mt.id, resolution_kwh=mt.resolution_kwh))
-            if mt.id not in names[(mt.source, mt.unit)]:
-                names[(mt.source, mt.unit)].append(mt.id)
-    specs = []
-    for src in cfg.sources:
-        if isinstance(src, ModbusSourceSection) and units.get(src.id):
-            devices = tuple(
-                ModbusDeviceSpec(id="+".join(names[(src.id, unit)]), unit=unit,
-                                 points=tuple(points),
-                                 timeout_s=over.timeout_s if over else None,
-                                 retries=over.retries if over else None)
-                for unit, points in sorted(units[src.id].items())
-                for over in [src.units.get(unit)]
-            )
-            specs.append(ModbusSourceSpec(
-                id=src.id, transport=src.transport, host=src.host, port=src.port,
-                serial_port=src.serial_port, baudrate=src.baudrate, parity=src.parity,
-                stopbits=src.stopbits, bytesize=src.bytesize, devices=devices,
-                poll_interval_s=src.poll_interval_s, timeout_s=src.timeout_s,
-                retries=src.retries, max_gap=src.max_gap,
-            ))
-    return specs
+    """The spec of every Modbus source something reads through, its points grouped by
+    unit id (see :meth:`agent.sources.modbus.ModbusType.spec`)."""
+    return [spec for i, src in enumerate(cfg.sources) if isinstance(src, ModbusSourceSection)
+            for spec in [modbus.SOURCE.spec(cfg, i, src)] if spec is not None]
+
+
+def make_collectors(cfg: AgentConfig) -> list[Collector]:
+    """Every collector the config asks for, one per source something reads through, each
+    built by its source type (raises ConfigError naming config places)."""
+    return [c for i, src in enumerate(cfg.sources)
+            for c in [source_type(src.type).build(cfg, i, src)] if c is not None]

@@ -8,8 +8,9 @@ validation error ever shows them.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
@@ -18,6 +19,29 @@ class StrictModel(BaseModel):
     """Base of every config model: unknown keys are errors (a typo must not pass silently)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+Id = Annotated[str, Field(min_length=1, max_length=64)]
+"""An id of the config (site, line, machine, meter, source, ...)."""
+
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+def check_id(value: str) -> str:
+    """``value`` if it can be an MQTT topic level, else ValueError saying why.
+
+    Ids become topic levels; ``_`` prefixes are reserved for ``_line``/``_site``/``_agent``.
+    """
+    if not _ID_RE.match(value):
+        wildcard = next((c for c in value if c in "+#/"), None)
+        why = (f": {wildcard!r} is not allowed in an MQTT topic level" if wildcard
+               else " (ids starting with '_' are reserved)" if value.startswith("_")
+               else "")
+        raise ValueError(
+            f"id {value!r} is not a valid topic level{why}; an id starts with a letter or "
+            "digit and contains only letters, digits, '_', '.', '-'"
+        )
+    return value
 
 
 def resolve_secret(inline: SecretStr | None, env_name: str | None, place: str) -> str | None:

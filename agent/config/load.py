@@ -17,7 +17,9 @@ from rules.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
 
-_UNION_TAGS = {"opcua", "modbus"}
+def label(kind: str, index: int, ident: str) -> str:
+    """How an error names a list item: ``machines[2] "cnc-03"``."""
+    return f'{kind}[{index}] "{ident}"'
 
 
 def place(raw: Any, loc: Sequence[str | int]) -> str:
@@ -35,8 +37,8 @@ def place(raw: Any, loc: Sequence[str | int]) -> str:
                 out += ":"
             node = item
             continue
-        if part in _UNION_TAGS and isinstance(node, dict) and node.get("type") == part:
-            continue
+        if isinstance(node, dict) and node.get("type") == part:
+            continue  # the tag pydantic adds for the variant of a union (a source type)
         if out and not out.endswith(":"):
             out += "."
         elif out.endswith(":"):
@@ -69,7 +71,12 @@ def validation_errors(raw: Any, err: ValidationError) -> list[tuple[str, str]]:
         elif item["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling)"
         msg = msg.removeprefix("Value error, ")
-        out.append((place(raw, item["loc"]), msg))
+        loc = item["loc"]
+        if item["type"] == "union_tag_invalid":
+            ctx = item.get("ctx", {})
+            loc = (*loc, str(ctx.get("discriminator", "type")).strip("'"))
+            msg = f"unknown type {ctx.get('tag')!r} (known: {ctx.get('expected_tags')})"
+        out.append((place(raw, loc), msg))
     return out
 
 

@@ -10,35 +10,19 @@ from __future__ import annotations
 import re
 from datetime import date, time, timedelta
 from pathlib import Path
-from typing import Annotated, Literal, Self
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
-from agent.config.common import MqttSettings, StrictModel
+from agent.config.common import Id, MqttSettings, StrictModel, check_id
 from agent.health import HealthSettings
-from collectors.decode import LAST_ADDRESS, MAX_REGISTERS_PER_READ, point_problem
+from agent.sources.modbus import DataType as DataType
+from agent.sources.modbus import ModbusSourceSection as ModbusSourceSection
+from agent.sources.opcua import OpcUaSourceSection as OpcUaSourceSection
+from agent.sources.registry import SignalAddress, SourceSection, address_problem
+from rules.calendar import zone
 from rules.spec import ELECTRICITY, GBT2589_CARRIERS, WEEKDAYS, check_window_label
 from rules.types import MACHINE_STATES
-
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-
-
-def _check_id(value: str) -> str:
-    # Ids become MQTT topic levels; "_" prefixes are reserved for _line/_site/_agent.
-    if not _ID_RE.match(value):
-        wildcard = next((c for c in value if c in "+#/"), None)
-        why = (f": {wildcard!r} is not allowed in an MQTT topic level" if wildcard
-               else " (ids starting with '_' are reserved)" if value.startswith("_")
-               else "")
-        raise ValueError(
-            f"id {value!r} is not a valid topic level{why}; an id starts with a letter or "
-            "digit and contains only letters, digits, '_', '.', '-'"
-        )
-    return value
-
-
-Id = Annotated[str, Field(min_length=1, max_length=64)]
 
 
 def _parse_hhmm(value: str) -> time:
@@ -56,7 +40,7 @@ class AgentSection(StrictModel):
     letters, digits, '_', '.', '-', starting with a letter or digit."""
     state_dir: Path = Path("/var/lib/edge-agent")
 
-    _id = field_validator("id")(_check_id)
+    _id = field_validator("id")(check_id)
 
 
 class SiteSection(StrictModel):
@@ -69,16 +53,12 @@ class SiteSection(StrictModel):
     timezone: str = "UTC"
     grid_factor_kg_per_kwh: float = Field(0.5306, ge=0, le=5)
 
-    _id = field_validator("id")(_check_id)
+    _id = field_validator("id")(check_id)
 
     @field_validator("timezone")
     @classmethod
     def _tz(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as err:
-            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as "
-                             "'Asia/Shanghai')") from err
+        zone(value)
         return value
 
 
@@ -271,128 +251,13 @@ class OutboxSection(StrictModel):
     drain_rate_per_s: float | None = Field(None, gt=0)
 
 
-class OpcUaSourceSection(StrictModel):
-    """An OPC UA server. Namespaces are given by URI and resolved at connect time.
-
-    ``deadband`` is the default for every unmapped signal of the source (a signal's own
-    ``deadband`` wins; 0 turns it off for that signal). Security: ``security_policy`` and
-    ``security_mode`` (``Sign`` or ``SignAndEncrypt``); the client certificate is
-    ``certificate``/``private_key`` or is created in ``pki_dir`` (default
-    ``<agent.state_dir>/pki/<source id>``); servers are trusted by ``trust_dir``
-    (default ``pki_dir/trusted``) and/or pinned ``server_thumbprints`` (SHA-1 or SHA-256).
-    ``max_clock_skew_s`` (0: off) flags source timestamps that far from the receive time;
-    ``clock_skew_action`` keeps them (``flag``) or uses the receive time (``receive``).
-    ``watchdog_s`` is the interval of the liveness probe and the keep-alive period asked
-    of the server: a subscription that sends neither a change nor a keep-alive for twice
-    the granted period plus ``timeout_s`` is connected but silent, and is reconnected.
-    """
-
-    id: Id
-    type: Literal["opcua"]
-    url: str = Field(pattern=r"^opc\.tcp://")
-    namespaces: dict[str, str] = Field(default_factory=dict)
-    publishing_interval_ms: int = Field(500, ge=10, le=600_000)
-    sampling_interval_ms: int = Field(0, ge=0, le=600_000)
-    queue_size: int = Field(100, ge=1, le=100_000)
-    timeout_s: float = Field(5.0, gt=0, le=120)
-    session_timeout_s: float = Field(60.0, gt=0)
-    watchdog_s: float = Field(10.0, gt=0)
-    username: str | None = None
-    password_env: str | None = None
-    deadband: float | None = Field(None, ge=0)
-    deadband_type: Literal["absolute", "percent"] = "absolute"
-    security_policy: Literal["None", "Basic256Sha256", "Aes128_Sha256_RsaOaep",
-                             "Aes256_Sha256_RsaPss"] = "None"
-    security_mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
-    application_uri: str | None = Field(None, pattern=r"^[A-Za-z][A-Za-z0-9+.\-]*:\S+$")
-    pki_dir: Path | None = None
-    certificate: Path | None = None
-    private_key: Path | None = None
-    trust_dir: Path | None = None
-    server_thumbprints: list[str] = Field(default_factory=list)
-    max_clock_skew_s: float = Field(5.0, ge=0, le=86_400)
-    clock_skew_action: Literal["flag", "receive"] = "flag"
-
-    _id = field_validator("id")(_check_id)
-
-    @field_validator("server_thumbprints")
-    @classmethod
-    def _thumbprints(cls, value: list[str]) -> list[str]:
-        from collectors.opcua_security import normalize_thumbprint
-
-        for thumb in value:
-            normalize_thumbprint(thumb)
-        return value
-
-    @model_validator(mode="after")
-    def _security(self) -> Self:
-        if (self.security_policy == "None") != (self.security_mode == "None"):
-            raise ValueError("security_policy and security_mode must both be 'None' or both "
-                             "be set (e.g. 'Basic256Sha256' with 'SignAndEncrypt')")
-        if (self.certificate is None) != (self.private_key is None):
-            raise ValueError("give both certificate and private_key, or neither (then one is "
-                             "created in pki_dir)")
-        if self.deadband_type == "percent" and self.deadband is not None and self.deadband > 100:
-            raise ValueError("a percent deadband must be within 0..100")
-        return self
+class _SignalSource(StrictModel):
+    source: Id
+    """The ``[[sources]]`` item the value is read through; its type decides which of
+    the address keys apply."""
 
 
-class ModbusUnitSection(StrictModel):
-    """Overrides for one unit id of a Modbus source (``[sources.units.<unit id>]``)."""
-
-    timeout_s: float | None = Field(None, gt=0, le=60)
-    """Reply timeout of this unit's requests (default: the source's)."""
-    retries: int | None = Field(None, ge=0, le=5)
-    """Retries of this unit's requests (default: the source's)."""
-
-
-class ModbusSourceSection(StrictModel):
-    """A Modbus TCP gateway or device, an RTU serial bus, or RTU over TCP.
-
-    ``timeout_s`` and ``retries`` apply to every request; ``units`` overrides them for
-    single unit ids (a slow meter), so dead devices on the link still fail fast.
-    """
-
-    id: Id
-    type: Literal["modbus"]
-    transport: Literal["tcp", "rtu", "rtu-over-tcp"] = "tcp"
-    host: str = "127.0.0.1"
-    port: int = Field(502, ge=1, le=65535)
-    serial_port: str | None = None
-    baudrate: int = 9600
-    parity: Literal["N", "E", "O"] = "N"
-    stopbits: Literal[1, 2] = 1
-    bytesize: Literal[7, 8] = 8
-    poll_interval_s: float = Field(1.0, gt=0, le=3600)
-    timeout_s: float = Field(0.3, gt=0, le=60)
-    retries: int = Field(1, ge=0, le=5)
-    max_gap: int = Field(8, ge=0, le=100)
-    units: dict[int, ModbusUnitSection] = Field(default_factory=dict)
-
-    _id = field_validator("id")(_check_id)
-
-    @field_validator("units")
-    @classmethod
-    def _unit_ids(cls, units: dict[int, ModbusUnitSection]) -> dict[int, ModbusUnitSection]:
-        bad = sorted(u for u in units if not 0 <= u <= 255)
-        if bad:
-            raise ValueError(f"unit id {bad[0]} is outside 0..255")
-        return units
-
-    @model_validator(mode="after")
-    def _transport(self) -> Self:
-        if self.transport == "rtu" and not self.serial_port:
-            raise ValueError("transport 'rtu' needs serial_port (e.g. '/dev/ttyUSB0')")
-        return self
-
-
-Source = Annotated[OpcUaSourceSection | ModbusSourceSection, Field(discriminator="type")]
-
-DataType = Literal["u16", "i16", "u32", "i32", "u64", "i64", "f32", "f64", "string"]
-"""The register types of :mod:`collectors.decode` (its table gives each one's width)."""
-
-
-class SignalSection(StrictModel):
+class SignalSection(SignalAddress, _SignalSource):
     """Where one role of a machine or meter comes from: an OPC UA node or a Modbus register.
 
     OPC UA: ``node`` (NodeId, ``nsu=URI;...`` preferred) or ``browse_path``, with optional
@@ -408,53 +273,16 @@ class SignalSection(StrictModel):
     registers alike.
     """
 
-    source: Id
-    node: str | None = None
-    browse_path: str | None = None
-    unit: int | None = Field(None, ge=0, le=255)
-    table: Literal["holding", "input", "coil", "discrete"] | None = None
-    address: int | None = Field(None, ge=0, le=LAST_ADDRESS)
-    type: DataType = "u16"
-    """Modbus data type of the register(s); its width in registers follows from it."""
-    length: int | None = Field(None, ge=1, le=MAX_REGISTERS_PER_READ)
-    """Size of a ``type = "string"`` in registers (2 characters each): required for a
-    string, refused for every other type."""
-    word_order: Literal["big", "little"] = "big"
-    byte_order: Literal["big", "little"] = "big"
     scale: float = 1.0
     offset: float = 0.0
     engineering_unit: str | None = None
     map: dict[str, str] | None = None
-    deadband: float | None = Field(None, ge=0)
-    deadband_type: Literal["absolute", "percent"] = "absolute"
-    sampling_interval_ms: int | None = Field(None, ge=0, le=600_000)
-    queue_size: int | None = Field(None, ge=1, le=100_000)
 
     @model_validator(mode="after")
     def _address(self) -> Self:
-        opcua = self.node is not None or self.browse_path is not None
-        modbus = self.table is not None or self.address is not None
-        if opcua and modbus:
-            raise ValueError("give either an OPC UA node/browse_path or a Modbus table/address")
-        if not opcua and not modbus:
-            raise ValueError("needs node or browse_path (OPC UA) or table and address (Modbus)")
-        if self.node is not None and self.browse_path is not None:
-            raise ValueError("give node or browse_path, not both")
-        if modbus and (self.table is None or self.address is None):
-            raise ValueError("a Modbus signal needs both table and address")
-        if modbus and self.table is not None and self.address is not None:
-            problem = point_problem(self.table, self.address, self.type, self.length)
-            if problem is not None:
-                raise ValueError(problem)
-        if opcua and self.length is not None:
-            raise ValueError("length is the register count of a Modbus string; an OPC UA "
-                             "node has none")
-        if modbus and (self.deadband is not None or self.sampling_interval_ms is not None
-                       or self.queue_size is not None):
-            raise ValueError("deadband, sampling_interval_ms and queue_size are OPC UA "
-                             "settings; a Modbus signal is polled at its source's interval")
-        if self.deadband_type == "percent" and self.deadband is not None and self.deadband > 100:
-            raise ValueError("a percent deadband must be within 0..100")
+        problem = address_problem(self)
+        if problem is not None:
+            raise ValueError(problem)
         if self.map is not None and (self.scale != 1.0 or self.offset != 0.0):
             raise ValueError("map translates raw codes as they are; give no scale or offset "
                              "with it")
@@ -464,11 +292,6 @@ class SignalSection(StrictModel):
                 raise ValueError(f"map values {bad} are not machine states "
                                  f"({', '.join(sorted(MACHINE_STATES))})")
         return self
-
-    @property
-    def is_opcua(self) -> bool:
-        """True when the signal is addressed as an OPC UA node."""
-        return self.node is not None or self.browse_path is not None
 
 
 class MachineSignals(StrictModel):
@@ -499,7 +322,7 @@ class MachineSection(StrictModel):
     site's)."""
     signals: MachineSignals = MachineSignals()
 
-    _id = field_validator("id")(_check_id)
+    _id = field_validator("id")(check_id)
 
 
 class LineSection(StrictModel):
@@ -510,7 +333,7 @@ class LineSection(StrictModel):
     calendar: Id | None = None
     """A calendar of ``[calendars]`` the line's machines follow instead of the site's."""
 
-    _id = field_validator("id")(_check_id)
+    _id = field_validator("id")(check_id)
 
 
 class MeterSignals(StrictModel):
@@ -548,7 +371,7 @@ class MeterSection(StrictModel):
     preset: str | None = None
     signals: MeterSignals = MeterSignals()
 
-    _id = field_validator("id")(_check_id)
+    _id = field_validator("id")(check_id)
 
     @model_validator(mode="after")
     def _attached(self) -> Self:
@@ -752,7 +575,7 @@ class AgentConfig(StrictModel):
     mqtt: MqttSettings = MqttSettings()
     outbox: OutboxSection = OutboxSection()
     health: HealthSettings = HealthSettings()
-    sources: list[Source] = Field(default_factory=list)
+    sources: list[SourceSection] = Field(default_factory=list)
     lines: list[LineSection] = Field(default_factory=list)
     machines: list[MachineSection] = Field(default_factory=list)
     meters: list[MeterSection] = Field(default_factory=list)

@@ -26,14 +26,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from pydantic import BaseModel
 
-from agent.config.build import client_pki_dir, modbus_specs, opcua_specs
 from agent.config.common import TlsSettings
-from agent.config.load import place
-from agent.config.model import AgentConfig, MachineSection, MeterSection, OpcUaSourceSection
-from agent.config.validate import Problems, check_agent, label
-from collectors.modbus import validate_source
-from collectors.opcua import OpcUaCollector
-from collectors.opcua_security import CLIENT_CERT_FILE, CLIENT_KEY_FILE, ensure_client_certificate
+from agent.config.load import label, place
+from agent.config.model import AgentConfig
+from agent.config.validate import Problems, check_agent
+from agent.sources.opcua import OpcUaSourceSection, client_pki_dir
+from agent.sources.registry import source_type
+from collectors.opcua.security import CLIENT_CERT_FILE, CLIENT_KEY_FILE, ensure_client_certificate
 from rules.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -42,11 +41,12 @@ if TYPE_CHECKING:
 __all__ = [
     "check_collectors",
     "check_ingest_runtime",
-    "check_opcua_pki",
     "check_runtime",
     "check_secrets",
+    "check_source_files",
     "check_tls",
     "key_mismatch",
+    "opcua_pki_problems",
 ]
 
 _CERT_SUFFIXES = (".der", ".cer", ".crt", ".pem")
@@ -66,7 +66,7 @@ def check_runtime(cfg: AgentConfig, *, host: bool = True) -> Problems:
     if host:
         out += check_secrets(cfg)
         out += check_tls(cfg.mqtt.tls, "mqtt.tls")
-        out += check_opcua_pki(cfg)
+        out += check_source_files(cfg)
     if file_ok:
         out += check_collectors(cfg)
     return out
@@ -282,8 +282,17 @@ def _trust_dir_problems(trust: Path) -> list[str]:
     return out
 
 
-def check_opcua_pki(cfg: AgentConfig) -> Problems:
-    """Client certificate, key and trust list of every secure OPC UA source in use.
+def check_source_files(cfg: AgentConfig) -> Problems:
+    """What each source's files on this host would refuse: its source type's
+    ``check_host`` (for OPC UA, :func:`opcua_pki_problems`)."""
+    out: Problems = []
+    for i, src in enumerate(cfg.sources):
+        out += source_type(src.type).check_host(cfg, i, src)
+    return out
+
+
+def opcua_pki_problems(cfg: AgentConfig, index: int, src: OpcUaSourceSection) -> Problems:
+    """Client certificate, key and trust list of a secure OPC UA source in use.
 
     As on the first connect: an existing pair must load the way the OPC UA library
     loads it, carry the configured application URI and be a matching pair; a missing
@@ -291,29 +300,26 @@ def check_opcua_pki(cfg: AgentConfig) -> Problems:
     must hold only certificates. A missing trust directory is the documented first run:
     the server is refused and its certificate saved for the operator.
     """
-    used = {sig.source for _, _, sig in cfg.signals() if sig.is_opcua}
+    if src.security_mode == "None" or src.id not in {sig.source for _, _, sig in cfg.signals()}:
+        return []
+    where = label("sources", index, src.id)
+    pki = client_pki_dir(cfg, src) or Path(".")
+    cert_file = src.certificate or pki / CLIENT_CERT_FILE
+    key_file = src.private_key or pki / CLIENT_KEY_FILE
+    cert_key = f"{where}: " + ("certificate" if src.certificate else "pki_dir")
+    key_key = f"{where}: " + ("private_key" if src.private_key else "pki_dir")
     out: Problems = []
-    for i, src in enumerate(cfg.sources):
-        if (not isinstance(src, OpcUaSourceSection) or src.security_mode == "None"
-                or src.id not in used):
-            continue
-        where = label("sources", i, src.id)
-        pki = client_pki_dir(cfg, src) or Path(".")
-        cert_file = src.certificate or pki / CLIENT_CERT_FILE
-        key_file = src.private_key or pki / CLIENT_KEY_FILE
-        cert_key = f"{where}: " + ("certificate" if src.certificate else "pki_dir")
-        key_key = f"{where}: " + ("private_key" if src.private_key else "pki_dir")
-        if not cert_file.exists() and not key_file.exists():
-            problem = _creatable(cert_file.parent) or _creatable(key_file.parent)
-            if problem is not None:
-                out.append((cert_key, f"no client certificate at {cert_file} yet, and it "
-                            f"cannot be created on the first connect: {problem} (create it "
-                            "with 'edge-agent certs -c <config>' as the agent's user)"))
-        else:
-            out += _client_pair_problems(src, pki, cert_file, key_file, cert_key, key_key)
-        trust = src.trust_dir or pki / "trusted"
-        trust_key = f"{where}: " + ("trust_dir" if src.trust_dir else "pki_dir")
-        out += [(trust_key, problem) for problem in _trust_dir_problems(trust)]
+    if not cert_file.exists() and not key_file.exists():
+        problem = _creatable(cert_file.parent) or _creatable(key_file.parent)
+        if problem is not None:
+            out.append((cert_key, f"no client certificate at {cert_file} yet, and it "
+                        f"cannot be created on the first connect: {problem} (create it "
+                        "with 'edge-agent certs -c <config>' as the agent's user)"))
+    else:
+        out += _client_pair_problems(src, pki, cert_file, key_file, cert_key, key_key)
+    trust = src.trust_dir or pki / "trusted"
+    trust_key = f"{where}: " + ("trust_dir" if src.trust_dir else "pki_dir")
+    out += [(trust_key, problem) for problem in _trust_dir_problems(trust)]
     return out
 
 
@@ -346,54 +352,13 @@ def _client_pair_problems(src: OpcUaSourceSection, pki: Path, cert_file: Path,
 # -- the collectors' own validation ------------------------------------------------------
 
 
-def _signal_places(cfg: AgentConfig) -> dict[tuple[str, str], str]:
-    """``(device, role)`` -> the config place of that signal (or of the meter's preset)."""
-    places: dict[tuple[str, str], str] = {}
-    items: list[tuple[str, int, MachineSection | MeterSection]] = [
-        *(("machines", i, m) for i, m in enumerate(cfg.machines)),
-        *(("meters", i, mt) for i, mt in enumerate(cfg.meters))]
-    for kind, i, item in items:
-        for role in type(item.signals).model_fields:
-            places[(item.id, role)] = f"{label(kind, i, item.id)}: signals.{role}"
-    for i, mt in enumerate(cfg.meters):
-        if mt.preset is not None:
-            preset = f'{label("meters", i, mt.id)}: preset'
-            for role in ("energy_kwh", "power_kw"):
-                if getattr(mt.signals, role) is None:
-                    places[(mt.id, role)] = preset
-            places[(mt.id, "")] = preset
-    return places
-
-
 def check_collectors(cfg: AgentConfig) -> Problems:
-    """What each collector would refuse at start, run on the specs ``run`` builds.
-
-    The collectors name a problem by their spec (``opcua source 'plc' tags[0] m.state``);
-    it is renamed to the config place it came from where that is known.
-    """
-    places = _signal_places(cfg)
-    sources = {src.id: label("sources", i, src.id) for i, src in enumerate(cfg.sources)}
+    """What each collector would refuse at start: its source type's ``check``, which
+    builds it as ``run`` does (without reading secrets), with problems named by their
+    config place."""
     out: Problems = []
-    for mspec in modbus_specs(cfg):
-        base = f"modbus source {mspec.id!r}"
-        rename = {base: sources[mspec.id]}
-        for i, dev in enumerate(mspec.devices):
-            dplace = f"{base} devices[{i}] {dev.id!r}"
-            rename[dplace] = f"{sources[mspec.id]}: unit {dev.unit}"
-            for j, pt in enumerate(dev.points):
-                rename[f"{dplace} points[{j}] {pt.signal}"] = places.get(
-                    (pt.device, pt.signal), places.get((pt.device, ""), dplace))
-        out += [(rename.get(where, where), msg) for where, msg in validate_source(mspec)]
-    for ospec in opcua_specs(cfg, secrets=False):
-        base = f"opcua source {ospec.id!r}"
-        rename = {base: sources[ospec.id]}
-        for j, tag in enumerate(ospec.tags):
-            rename[f"{base} tags[{j}] {tag.device}.{tag.signal}"] = places.get(
-                (tag.device, tag.signal), base)
-        try:
-            OpcUaCollector(ospec)
-        except ConfigError as err:
-            out += [(rename.get(where, where), msg) for where, msg in err.errors]
+    for i, src in enumerate(cfg.sources):
+        out += source_type(src.type).check(cfg, i, src)
     return out
 
 

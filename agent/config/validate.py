@@ -7,17 +7,17 @@ from collections.abc import Iterable
 from typing import Any
 
 from agent.config.calendars import effective, public_days
+from agent.config.load import label
 from agent.config.model import (
     AgentConfig,
     CalendarSection,
     MachineSection,
     MeterSection,
-    ModbusSourceSection,
-    OpcUaSourceSection,
     SignalSection,
     parse_weekday,
 )
 from agent.config.units import unit_problem
+from agent.sources.registry import SOURCE_TYPES, SourceSection, addressed_as, source_type
 from collectors.presets import PRESETS
 from rules.types import MACHINE_STATES
 
@@ -27,11 +27,6 @@ Problems = list[tuple[str, str]]
 def _dupes(kind: str, ids: Iterable[str]) -> Problems:
     counts = Counter(ids)
     return [(kind, f"id {name!r} is used {n} times") for name, n in counts.items() if n > 1]
-
-
-def label(kind: str, index: int, ident: str) -> str:
-    """How an error names a list item: ``machines[2] "cnc-03"``."""
-    return f'{kind}[{index}] "{ident}"'
 
 
 def check_kpi(cfg: AgentConfig) -> Problems:
@@ -120,9 +115,7 @@ def _check_alarms(cfg: AgentConfig) -> Problems:
     return out
 
 
-def _check_signal(
-    where: str, sig: SignalSection, sources: dict[str, OpcUaSourceSection | ModbusSourceSection]
-) -> Problems:
+def _check_signal(where: str, sig: SignalSection, sources: dict[str, SourceSection]) -> Problems:
     role = where.rsplit(".", 1)[-1]
     if sig.engineering_unit is not None:
         problem = unit_problem(role, sig.engineering_unit)
@@ -131,27 +124,13 @@ def _check_signal(
     src = sources.get(sig.source)
     if src is None:
         return [(where + ".source", f'source "{sig.source}" is not defined')]
-    if isinstance(src, OpcUaSourceSection) and not sig.is_opcua:
-        return [(where, f'source "{sig.source}" is OPC UA: give node or browse_path')]
-    if isinstance(src, ModbusSourceSection):
-        if sig.is_opcua:
-            return [(where, f'source "{sig.source}" is Modbus: give unit, table and address')]
-        if sig.unit is None:
-            return [(where + ".unit", "a Modbus signal needs the unit (device) id")]
-    if isinstance(src, OpcUaSourceSection) and sig.map is not None and sig.deadband:
-        return [(where + ".deadband", "a mapped (state) signal takes no deadband: a state "
-                 "code that changes by less than the deadband would be missed")]
-    if isinstance(src, OpcUaSourceSection) and sig.browse_path:
-        for element in sig.browse_path.strip("/").split("/"):
-            alias, sep, _ = element.partition(":")
-            if sep and alias not in src.namespaces:
-                return [(where + ".browse_path",
-                         f'namespace alias "{alias}" is not in sources "{src.id}" namespaces')]
-    return []
+    kind = source_type(src.type)
+    if kind not in addressed_as(sig):
+        return [(where, f'source "{sig.source}" is {kind.title}: give {kind.address_phrase}')]
+    return kind.check_signal(where, sig, src)
 
 
-def _machine_roles(i: int, m: MachineSection, sources: dict[str, OpcUaSourceSection |
-                   ModbusSourceSection]) -> Problems:
+def _machine_roles(i: int, m: MachineSection, sources: dict[str, SourceSection]) -> Problems:
     where = label("machines", i, m.id)
     out: Problems = []
     sig = m.signals
@@ -168,8 +147,7 @@ def _machine_roles(i: int, m: MachineSection, sources: dict[str, OpcUaSourceSect
     return out
 
 
-def _meter_roles(i: int, mt: MeterSection, sources: dict[str, OpcUaSourceSection |
-                 ModbusSourceSection]) -> Problems:
+def _meter_roles(i: int, mt: MeterSection, sources: dict[str, SourceSection]) -> Problems:
     where = label("meters", i, mt.id)
     out: Problems = []
     if mt.preset is not None:
@@ -179,8 +157,9 @@ def _meter_roles(i: int, mt: MeterSection, sources: dict[str, OpcUaSourceSection
         src = sources.get(mt.source or "")
         if src is None:
             out.append((f"{where}: source", f'source "{mt.source}" is not defined'))
-        elif not isinstance(src, ModbusSourceSection):
-            out.append((f"{where}: source", f'source "{mt.source}" is not a Modbus source'))
+        elif not source_type(src.type).takes_presets:
+            kinds = " or ".join(t.title for t in SOURCE_TYPES.values() if t.takes_presets)
+            out.append((f"{where}: source", f'source "{mt.source}" is not a {kinds} source'))
     elif mt.carrier != "electricity" and mt.signals.reading is None:
         out.append((f"{where}: signals.reading",
                     f"required role of a {mt.carrier} meter is not configured"))
@@ -194,50 +173,15 @@ def _meter_roles(i: int, mt: MeterSection, sources: dict[str, OpcUaSourceSection
     return out
 
 
-def _units_read(cfg: AgentConfig, source: str) -> set[int]:
-    """Unit ids some machine signal or meter reads through ``source``."""
-    units = {sig.unit for _, _, sig in cfg.signals()
-             if sig.source == source and sig.unit is not None}
-    units |= {mt.unit for mt in cfg.meters if mt.source == source and mt.unit is not None}
-    return units
-
-
-def _modbus_limits(where: str, src: ModbusSourceSection, read: set[int]) -> Problems:
-    """A request's worst case must fit the poll interval; overrides must name a unit read."""
-    out: Problems = []
-    worst = src.timeout_s * (src.retries + 1)
-    if worst >= src.poll_interval_s:
-        out.append((where + ": timeout_s",
-                    f"timeout_s x (retries + 1) = {worst:g} s "
-                    f"must be shorter than poll_interval_s = {src.poll_interval_s:g} s"))
-    for unit, over in sorted(src.units.items()):
-        place = f"{where}: units.{unit}"
-        if unit not in read:
-            out.append((place, f"no machine or meter reads unit {unit} through this source"))
-        timeout = over.timeout_s if over.timeout_s is not None else src.timeout_s
-        retries = over.retries if over.retries is not None else src.retries
-        if timeout * (retries + 1) >= src.poll_interval_s:
-            out.append((place, f"timeout_s x (retries + 1) = {timeout * (retries + 1):g} s "
-                               f"must be shorter than poll_interval_s = "
-                               f"{src.poll_interval_s:g} s"))
-    return out
-
-
 def check_sources(cfg: AgentConfig) -> Problems:
     """Sources: unique ids and endpoints, timeouts shorter than intervals, roles resolvable."""
     out: Problems = []
     out += _dupes("sources", (s.id for s in cfg.sources))
     endpoints: Counter[str] = Counter()
     for i, src in enumerate(cfg.sources):
-        where = label("sources", i, src.id)
-        if isinstance(src, OpcUaSourceSection):
-            endpoints[src.url] += 1
-            if src.timeout_s >= src.watchdog_s:
-                out.append((where + ": timeout_s", "must be shorter than watchdog_s"))
-        else:
-            key = (src.serial_port or "") if src.transport == "rtu" else f"{src.host}:{src.port}"
-            endpoints[key] += 1
-            out += _modbus_limits(where, src, _units_read(cfg, src.id))
+        kind = source_type(src.type)
+        endpoints[kind.endpoint(src)] += 1
+        out += kind.check_file(cfg, i, src)
     out += [("sources", f"endpoint {ep} is configured {n} times")
             for ep, n in endpoints.items() if n > 1]
     by_id = {s.id: s for s in cfg.sources}

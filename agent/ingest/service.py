@@ -32,8 +32,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -59,9 +57,10 @@ from agent.ingest.points import (
 )
 from agent.ingest.schema import parse_alarm_payload, parse_kpi_payload, parse_status_payload
 from agent.ingest.sink import DeleteUnsupported, InfluxSink, PointSink, WritePlan, plan_writes
+from agent.mqtt.client import new_client, start_client
 from agent.mqtt.reconnect import INGEST_CLIENT_ID_ADVICE, ReconnectPacer
 from agent.mqtt.topics import parse_topic
-from collectors.backoff import backoff_delay
+from collectors.backoff import Backoff
 from rules.errors import ConfigError, DeliveryError, InputError
 
 __all__ = [
@@ -78,7 +77,6 @@ log = logging.getLogger("agent.ingest")
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
-_Properties: Any = Properties  # its constructor is untyped
 _MAX_LOGGED_DEAD_LETTERS = 10
 _DOWNGRADE_BURST_QUIET_S = 60.0
 """Refusals of less complete records closer together than this are one burst (one log line)."""
@@ -347,7 +345,7 @@ class IngestPipeline:
         if not entries:
             return []
         points = [p for _, p in entries]
-        attempt = 0
+        backoff = Backoff(self.settings.retry_min_s, self.settings.retry_max_s)
         while True:
             started = time.monotonic()
             try:
@@ -364,13 +362,11 @@ class IngestPipeline:
                     self.stats.last_error = str(err)
                     return [(m, INFLUX_REFUSED, f"InfluxDB refused the point: {err}")
                             for m, _ in entries]
-                attempt += 1
-                await self._retry_wait(err, attempt, len(entries))
+                await self._retry_wait(err, backoff, len(entries))
                 continue
             except Exception as err:  # a bug or an unexpected library error: keep the data
                 log.exception("unexpected error writing to InfluxDB; will retry")
-                attempt += 1
-                await self._retry_wait(err, attempt, len(entries))
+                await self._retry_wait(err, backoff, len(entries))
                 continue
             latency = time.monotonic() - started
             self.stats.last_write_latency_s = latency
@@ -401,7 +397,7 @@ class IngestPipeline:
         self.sink.write([points[i] for i in plan.write])
         return plan
 
-    async def _retry_wait(self, err: BaseException, attempt: int, count: int) -> None:
+    async def _retry_wait(self, err: BaseException, backoff: Backoff, count: int) -> None:
         self.stats.retries += 1
         self.stats.last_error = str(err)
         if self.stats.influx_down_since is None:
@@ -409,7 +405,7 @@ class IngestPipeline:
             self._retries_at_outage = self.stats.retries - 1
         cause = _outage_cause(err)
         if cause == self._outage_cause:
-            log.debug("InfluxDB write attempt %d failed: %s", attempt, err)
+            log.debug("InfluxDB write attempt %d failed: %s", backoff.attempts + 1, err)
         elif getattr(err, "config_problem", False):
             # Loud, once per cause: no amount of waiting fixes a wrong token or a missing
             # database, but the data must not be thrown away while an operator fixes it.
@@ -420,11 +416,7 @@ class IngestPipeline:
             log.warning("InfluxDB write failed (%s), holding %d acks and retrying: %s",
                         cause, count, err)
         self._outage_cause = cause
-        await asyncio.sleep(self._backoff(attempt))
-
-    def _backoff(self, attempt: int) -> float:
-        """The project's one jittered backoff, between retry_min_s and retry_max_s."""
-        return backoff_delay(attempt - 1, self.settings.retry_min_s, self.settings.retry_max_s)
+        await asyncio.sleep(backoff.next_delay())
 
     def _influx_answered(self) -> None:
         since = self.stats.influx_down_since
@@ -437,16 +429,15 @@ class IngestPipeline:
     async def _dead_letter(self, rejected: Sequence[tuple[Inbound, str, str]]) -> None:
         entries = [DeadLetter(topic=m.topic, payload=m.payload, reason=reason, code=code)
                    for m, code, reason in rejected]
-        attempt = 0
+        backoff = Backoff(self.settings.retry_min_s, self.settings.retry_max_s)
         while True:
             try:
                 await self._in_thread(self.dead_letters.append, entries)
                 break
             except DeliveryError as err:  # disk full or unwritable: keep holding the acks
-                attempt += 1
                 self.stats.last_error = str(err)
                 log.error("%s; holding %d acks and retrying", err, len(entries))
-                await asyncio.sleep(self._backoff(attempt))
+                await asyncio.sleep(backoff.next_delay())
         self.stats.dead_lettered += len(entries)
         for _, code, _ in rejected:
             self.stats.rejected[code] = self.stats.rejected.get(code, 0) + 1
@@ -515,28 +506,10 @@ class _MqttBridge:
         self._v5 = config.mqtt.protocol == "5"
         self._filters = config.subscriptions()
         self._pending_sub: dict[int, list[str]] = {}
-        settings = config.mqtt
         client_id = config.effective_client_id()
-        if self._v5:
-            self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                                      protocol=mqtt.MQTTv5, manual_ack=True)
-        else:
-            self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                                      protocol=mqtt.MQTTv311, clean_session=False,
-                                      manual_ack=True)
-        if settings.username:
-            self.client.username_pw_set(settings.username, settings.password_value())
-        tls = settings.tls
-        if tls is not None and tls.enabled:
-            self.client.tls_set(
-                ca_certs=str(tls.ca_file) if tls.ca_file else None,
-                certfile=str(tls.cert_file) if tls.cert_file else None,
-                keyfile=str(tls.key_file) if tls.key_file else None,
-            )
-            if tls.insecure_skip_verify:
-                self.client.tls_insecure_set(True)
-        self._pacer = ReconnectPacer(settings, client_id, advice=INGEST_CLIENT_ID_ADVICE)
-        self._pacer.attach(self.client)
+        self._pacer = ReconnectPacer(config.mqtt, client_id, advice=INGEST_CLIENT_ID_ADVICE)
+        self.client = new_client(config.mqtt, client_id=client_id, pacer=self._pacer,
+                                 manual_ack=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_connect_fail = self._on_connect_fail
@@ -546,16 +519,8 @@ class _MqttBridge:
     def start(self) -> None:
         """Connect in the background; paho's thread keeps reconnecting, paced by
         :class:`ReconnectPacer` (jittered backoff, client-id clash warning)."""
-        settings = self.config.mqtt
-        if self._v5:
-            props = _Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = settings.session_expiry_s
-            props.ReceiveMaximum = self.config.ingest.receive_maximum
-            self.client.connect_async(settings.host, settings.port, settings.keepalive_s,
-                                      clean_start=False, properties=props)
-        else:
-            self.client.connect_async(settings.host, settings.port, settings.keepalive_s)
-        self.client.loop_start()
+        start_client(self.client, self.config.mqtt,
+                     receive_maximum=self.config.ingest.receive_maximum)
 
     def stop(self) -> None:
         """Disconnect (the broker keeps the session and our unacked messages) and join."""

@@ -20,17 +20,16 @@ from __future__ import annotations
 
 import logging
 import random
-import ssl
 import threading
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agent.config.common import MqttSettings, TlsSettings
+from agent.config.common import MqttSettings
+from agent.mqtt.client import new_client, start_client, tls_context
 from agent.mqtt.reconnect import AGENT_CLIENT_ID_ADVICE, ReconnectPacer
 from agent.mqtt.transport import (
     ConnectInfo,
@@ -45,24 +44,6 @@ log = logging.getLogger(__name__)
 __all__ = ["PahoTransport", "tls_context"]
 
 
-def tls_context(tls: TlsSettings) -> ssl.SSLContext:
-    """An SSL context from the settings; ConfigError naming the setting if a file is bad."""
-    try:
-        context = ssl.create_default_context(
-            cafile=str(tls.ca_file) if tls.ca_file is not None else None
-        )
-        if tls.cert_file is not None:
-            context.load_cert_chain(
-                str(tls.cert_file), str(tls.key_file) if tls.key_file is not None else None
-            )
-    except (OSError, ssl.SSLError) as err:
-        raise ConfigError([("mqtt.tls", f"cannot load TLS files: {err}")]) from err
-    if tls.insecure_skip_verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
-
-
 def _reason_text(reason: ReasonCode | int | None) -> str:
     if reason is None:
         return "unknown"
@@ -74,9 +55,8 @@ def _reason_text(reason: ReasonCode | int | None) -> str:
 class PahoTransport:
     """:class:`~agent.mqtt.transport.MqttTransport` on paho-mqtt, MQTT 5 or 3.1.1.
 
-    MQTT 5 connects with ``clean_start=False`` and a Session Expiry Interval, 3.1.1 with
-    ``clean_session=False``, so the broker keeps the session across short outages.
-    TLS and credentials come from :class:`MqttSettings`.
+    The client comes from :func:`agent.mqtt.client.new_client` (persistent session, TLS,
+    credentials, our reconnect pacing), like every other client of the project.
     """
 
     def __init__(
@@ -103,19 +83,7 @@ class PahoTransport:
             client = self._build_client(will)
             self._callbacks = callbacks
             self._stopping = False
-            s = self.settings
-            try:
-                if s.protocol == "5":
-                    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-                    props.SessionExpiryInterval = s.session_expiry_s
-                    client.connect_async(s.host, s.port, s.keepalive_s, clean_start=False,
-                                         properties=props)
-                else:
-                    client.connect_async(s.host, s.port, s.keepalive_s)
-                client.loop_start()
-            except (OSError, ValueError) as err:
-                raise DeliveryError(f"cannot start MQTT client for {s.host}:{s.port}: "
-                                    f"{err}") from err
+            start_client(client, self.settings)
             self._client = client
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> int:
@@ -147,32 +115,10 @@ class PahoTransport:
     # -- building the client ------------------------------------------------------------
 
     def _build_client(self, will: WillMessage | None) -> mqtt.Client:
-        s = self.settings
-        if s.protocol == "5":
-            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                                 protocol=mqtt.MQTTv5)
-        else:
-            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                                 protocol=mqtt.MQTTv311, clean_session=False)
-        # No enable_logger(): paho logs an ERROR on every failed reconnect attempt, and
-        # the publisher already logs a lost connection once and its recovery once.
-        # Belt and braces: our wrappers already catch everything.
-        client.suppress_exceptions = True
-        client.max_inflight_messages_set(s.max_inflight)
+        client = new_client(self.settings, client_id=self.client_id, pacer=self._pacer,
+                            will=will)
+        client.max_inflight_messages_set(self.settings.max_inflight)
         client.max_queued_messages_set(0)
-        self._pacer.attach(client)
-        if s.username is not None:
-            try:
-                password = s.password_value()
-            except ValueError as err:
-                raise ConfigError([("mqtt.password_env", str(err))]) from err
-            client.username_pw_set(s.username, password)
-        if s.tls is not None and s.tls.enabled:
-            client.tls_set_context(tls_context(s.tls))
-            if s.tls.insecure_skip_verify:
-                client.tls_insecure_set(True)
-        if will is not None:
-            client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_connect_fail = self._on_connect_fail

@@ -43,6 +43,7 @@ from agent.mqtt.transport import (
     WillMessage,
 )
 from agent.outbox import Outbox, OutboxError, OutboxMessage
+from collectors.backoff import Backoff
 from rules.errors import DeliveryError
 from rules.types import ms_to_rfc3339
 
@@ -139,6 +140,9 @@ class MqttPublisher:
         self._outstanding: dict[int, int] = {}
         self._status_mids: set[int] = set()
         self._retry: dict[int, tuple[OutboxMessage, float]] = {}
+        # Refusals in a row (an ACL or a full broker) retry later and later, with jitter,
+        # so that many agents refused at once do not come back in step.
+        self._refusal_backoff = Backoff(settings.reconnect_min_s, settings.reconnect_max_s)
         self._cursor = 0
         self._exhausted_at: float | None = None
         self._send_blocked_until = 0.0
@@ -476,11 +480,12 @@ class MqttPublisher:
         if ok:
             self._acks.append(msg.id)
             self._acked += 1
+            self._refusal_backoff.reset()
             self._last_latency = now - flight.sent_at
             return
         self._refused += 1
         self._last_error = f"broker refused {msg.topic}: {reason}"
-        self._retry[msg.id] = (msg, now + self.settings.reconnect_min_s)
+        self._retry[msg.id] = (msg, now + self._refusal_backoff.next_delay())
         if now - self._last_refusal_log >= _REPEAT_LOG_S:
             self._last_refusal_log = now
             log.warning("broker refused message %d on %s (%s); it stays in the outbox and "

@@ -5,7 +5,7 @@ Shared by the agent's publisher and the ingest, so both reconnect and report ali
 paho's own reconnect delay doubles a fixed value without jitter, so a fleet of clients
 would retry a restarted broker in step. paho waits ``reconnect_delay`` before each retry;
 :class:`ReconnectPacer` sets that delay itself after every lost connection and every
-failed attempt, from :func:`collectors.backoff.backoff_delay`.
+failed attempt, from the project's one backoff (:class:`collectors.backoff.Backoff`).
 
 A connection counts as established only once it has lasted :attr:`ReconnectPacer.stable_s`
 (twice ``reconnect_max_s``, at least 10 s: a clashing twin is back within
@@ -32,7 +32,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config.common import MqttSettings
-from collectors.backoff import Backoff, backoff_delay
+from collectors.backoff import Backoff
 
 __all__ = [
     "AGENT_CLIENT_ID_ADVICE",
@@ -106,8 +106,7 @@ class ReconnectPacer:
         self._connected_at = None
         self._short_in_a_row = 0
         self._clash_reported = False
-        s = self.settings
-        self._set_delay(client, backoff_delay(0, s.reconnect_min_s, s.reconnect_max_s))
+        self._set_delay(client, self._backoff.peek_delay())
 
     def connected(self) -> None:
         """The broker accepted a connection."""

@@ -16,7 +16,7 @@ from asyncua.common.utils import ServiceError
 from asyncua.ua.status_codes import StatusCodes
 from cryptography import x509
 
-from collectors.opcua_security import ensure_client_certificate, thumbprints
+from collectors.opcua.security import ensure_client_certificate, thumbprints
 from simulators.opcua_server import NAMESPACE_URI
 from simulators.plant import Plant
 from simulators.scenario import default_scenario

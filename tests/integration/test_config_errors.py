@@ -9,7 +9,6 @@ starting anything (a short timeout guards it).
 
 from __future__ import annotations
 
-import datetime
 import os
 import shutil
 import subprocess
@@ -17,10 +16,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
+
+from tests.helpers import key_pem, self_signed
 
 pytestmark = pytest.mark.integration
 
@@ -30,26 +29,8 @@ UNSET = ("EDGE_AGENT_TEST_UNSET_PASSWORD", "EDGE_AGENT_TEST_UNSET_OPCUA_PASSWORD
 TIMEOUT_S = 30
 
 
-def self_signed(name: str, uri: str | None = None) -> tuple[x509.Certificate,
-                                                            rsa.RSAPrivateKey]:
-    """A throwaway self-signed certificate (with a URI subjectAltName for OPC UA)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-               .public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - datetime.timedelta(minutes=5))
-               .not_valid_after(now + datetime.timedelta(days=1)))
-    if uri is not None:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=False)
-    return builder.sign(key, hashes.SHA256()), key
-
-
 def write_key(path: Path, key: rsa.RSAPrivateKey) -> None:
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                       serialization.PrivateFormat.TraditionalOpenSSL,
-                                       serialization.NoEncryption()))
+    path.write_bytes(key_pem(key))
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import time
 import urllib.request
 from collections import defaultdict
@@ -33,23 +29,6 @@ WINDOW_S = 5
 POLL_S = 1.0
 MIN_WINDOWS = 3
 MAX_RUN_S = 120
-
-
-def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    with log.open("wb") as fh:
-        return subprocess.Popen([sys.executable, "-m", "agent.cli", *args], stdout=fh,
-                                stderr=subprocess.STDOUT, env=env)
-
-
-def _stop(proc: subprocess.Popen[bytes], log: Path) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        code = proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise AssertionError(f"{proc.args} ignored SIGTERM:\n{log.read_text()}") from None
-    assert code == 0, f"{proc.args} exited {code}:\n{log.read_text()}"
 
 
 def _ledger(plant: Plant) -> list[dict[str, Any]]:
@@ -80,7 +59,8 @@ def _complete_windows(influxdb: ManagedInfluxd, machines: list[str], started_ms:
 
 
 async def test_kpis_reach_influxdb_and_match_the_ledger(
-    mosquitto: ManagedMosquitto, influxdb: ManagedInfluxd, tmp_path: Path
+    mosquitto: ManagedMosquitto, influxdb: ManagedInfluxd, tmp_path: Path,
+    edge_agent: Any, ingest_toml: Path,
 ) -> None:
     async with Plant(default_scenario(machines=2, seed=7, fast=True),
                      ledger_dir=tmp_path / "ledger") as plant:
@@ -90,18 +70,10 @@ async def test_kpis_reach_influxdb_and_match_the_ledger(
                                health_port=health_port)
         agent_toml = tmp_path / "agent.toml"
         agent_toml.write_text(tomli_w.dumps(raw))
-        ingest_toml = tmp_path / "ingest.toml"
-        ingest_toml.write_text(tomli_w.dumps({
-            "mqtt": {"host": mosquitto.host, "port": mosquitto.port},
-            "influxdb": {"url": influxdb.url, "org": influxdb.org, "bucket": influxdb.bucket,
-                         "token": influxdb.token},
-            "ingest": {"dead_letter_path": str(tmp_path / "dead.jsonl")},
-            "health": {"enabled": False},
-        }))
         ingest_log, agent_log = tmp_path / "ingest.log", tmp_path / "agent.log"
-        ingest = _spawn(["ingest", "-c", str(ingest_toml)], ingest_log)
+        ingest = edge_agent(["ingest", "-c", str(ingest_toml)], ingest_log)
         started_ms = int(time.time() * 1000)
-        agent = _spawn(["run", "-c", str(agent_toml)], agent_log)
+        agent = edge_agent(["run", "-c", str(agent_toml)], agent_log)
         try:
             # Run until every machine has MIN_WINDOWS complete windows (a loaded machine
             # starts the agent slower), then stop it and let the ingest catch up.
@@ -111,7 +83,7 @@ async def test_kpis_reach_influxdb_and_match_the_ledger(
                 if _complete_windows(influxdb, plant.machines, started_ms) >= MIN_WINDOWS:
                     break
             _check_health(health_port)
-            _stop(agent, agent_log)
+            agent.stop()
             deadline = time.monotonic() + 20
             expected_rows = None
             while time.monotonic() < deadline:
@@ -123,7 +95,7 @@ async def test_kpis_reach_influxdb_and_match_the_ledger(
         finally:
             if agent.poll() is None:
                 agent.kill()
-            _stop(ingest, ingest_log)
+            ingest.stop()
         events = _ledger(plant)
 
     rows = influxdb.rows("SELECT * FROM kpi")

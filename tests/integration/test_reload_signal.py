@@ -46,8 +46,8 @@ async def test_sighup_applies_a_valid_config_and_rejects_an_invalid_one(
                                     stdout=fh, stderr=subprocess.STDOUT,
                                     env=dict(os.environ, PYTHONUNBUFFERED="1"))
         try:
-            await _wait_for(log, "MQTT")
-            await asyncio.sleep(2)
+            # logged from inside the agent's task group: the SIGHUP handler is in place
+            await _wait_for(log, "connected to MQTT broker")
             raw["machines"][0]["ideal_cycle_time_s"] = 1.5
             cfg.write_text(tomli_w.dumps(raw))
             proc.send_signal(signal.SIGHUP)

@@ -4,13 +4,9 @@ holding the same records as the ingest writes them; both must give the same repo
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
 from datetime import date, datetime, time
 from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -19,6 +15,9 @@ from agent.ingest.points import record_to_point
 from agent.services import ManagedInfluxd, free_port
 from rules.calendar import calendar_window
 from rules.types import KpiRecord, rfc3339_to_ms
+from tests.helpers import GRID_KG_PER_KWH as GRID
+from tests.helpers import hourly_record
+from tests.helpers import run_cli as edge_agent
 
 pytestmark = pytest.mark.integration
 
@@ -26,40 +25,7 @@ H = 3_600_000
 DAY = 24 * H
 BASE_DAY = rfc3339_to_ms("2026-10-05T00:00:00Z")
 CURRENT_DAY = BASE_DAY + 7 * DAY
-GRID = 0.5306
-
-
-def edge_agent(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True,
-                          text=True, timeout=120, env=dict(os.environ, **(env or {})))
-
-
-def _record(line: str | None, machine: str | None, end: int, pq: int, sq: int, apt: float,
-            kwh: float | None, ideal: float | None) -> KpiRecord:
-    gq = pq - sq
-    sched = ideal is not None
-    energy: dict[str, Any] = {}
-    if kwh is not None:
-        energy = {"energy_kwh": kwh, "co2_kg": kwh * GRID,
-                  "energy_per_unit_kwh": kwh / pq if pq else None,
-                  "energy_per_good_unit_kwh": kwh / gq if gq else None,
-                  "kgce_per_good_unit": 0.1229 * kwh / gq if gq else None,
-                  "co2_per_good_unit_kg": kwh * GRID / gq if gq else None}
-    return KpiRecord(
-        site="hb-sjz-01", line=line, machine=machine, window="1h",
-        window_start_ms=end - H, window_end_ms=end,
-        planned_busy_time_s=3600.0, producing_time_s=apt, idle_time_s=3600.0 - apt,
-        parts_produced=pq, parts_good=gq, parts_scrap=sq,
-        availability=apt / 3600 if sched else None,
-        performance=ideal * pq / apt if ideal is not None and apt else None,
-        quality_ratio=gq / pq if sched and pq else None,
-        oee=ideal * gq / 3600 if sched and ideal is not None else None,
-        defect_rate=sq / pq if sched and pq else None,
-        cycle_time_mean_s=apt / pq if sched and pq else None,
-        ideal_cycle_time_s=ideal,
-        flags=() if kwh is not None else ("no_energy_data",),
-        **energy,
-    )
+_record = hourly_record
 
 
 def plant_records() -> list[KpiRecord]:

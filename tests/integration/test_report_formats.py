@@ -16,7 +16,6 @@ import re
 import shutil
 import struct
 import subprocess
-import sys
 import zlib
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,8 @@ from agent.reporting.fmt import value
 from agent.reporting.pdf import chromium_command, find_chromium
 from agent.services import ManagedInfluxd
 from rules.types import KpiRecord, rfc3339_to_ms
+from tests.helpers import hourly_record
+from tests.helpers import run_cli as edge_agent
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +36,6 @@ H = 3_600_000
 DAY = 24 * H
 BASE_DAY = rfc3339_to_ms("2025-03-03T00:00:00Z")
 CURRENT_DAY = BASE_DAY + 14 * DAY
-GRID = 0.5306
 ARGS = ("--period", "2025-03-17/2025-03-18", "--baseline", "2025-03-03/2025-03-04",
         "--window", "1h")
 
@@ -49,36 +49,8 @@ def _need(tool: str | None, what: str) -> str:
     return tool
 
 
-def edge_agent(*args: str, env: dict[str, str] | None = None,
-               cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True,
-                          text=True, timeout=180, env=dict(os.environ, **(env or {})), cwd=cwd)
-
-
-def _record(line: str | None, machine: str | None, end: int, pq: int, sq: int, apt: float,
-            kwh: float | None, ideal: float | None) -> KpiRecord:
-    gq = pq - sq
-    sched = ideal is not None
-    energy: dict[str, Any] = {}
-    if kwh is not None:
-        energy = {"energy_kwh": kwh, "co2_kg": kwh * GRID,
-                  "energy_per_unit_kwh": kwh / pq if pq else None,
-                  "energy_per_good_unit_kwh": kwh / gq if gq else None,
-                  "kgce_per_good_unit": 0.1229 * kwh / gq if gq else None,
-                  "co2_per_good_unit_kg": kwh * GRID / gq if gq else None}
-    return KpiRecord(
-        site="hb-sjz-01", line=line, machine=machine, window="1h",
-        window_start_ms=end - H, window_end_ms=end, observed_s=3600.0,
-        planned_busy_time_s=3600.0, producing_time_s=apt, idle_time_s=3600.0 - apt,
-        parts_produced=pq, parts_good=gq, parts_scrap=sq,
-        availability=apt / 3600 if sched else None,
-        performance=ideal * pq / apt if sched and apt else None,
-        quality_ratio=gq / pq if sched and pq else None,
-        oee=ideal * gq / 3600 if sched and ideal is not None else None,
-        defect_rate=sq / pq if sched and pq else None,
-        cycle_time_mean_s=apt / pq if sched and pq else None,
-        ideal_cycle_time_s=ideal, flags=() if kwh is not None else ("no_energy_data",),
-        **energy)
+def _record(*args: Any) -> KpiRecord:
+    return hourly_record(*args, observed_s=3600.0)
 
 
 def plant() -> list[KpiRecord]:

@@ -12,10 +12,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections import defaultdict
 from fractions import Fraction
@@ -39,23 +35,6 @@ LATENESS_S = 2.0
 READINGS = 4  # three reading intervals, so windows are revised again and again
 MAX_RUN_S = 150
 RESOLUTION = Fraction(1, 100)  # the sdm630 preset's 0.01 kWh
-
-
-def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    with log.open("wb") as fh:
-        return subprocess.Popen([sys.executable, "-m", "agent.cli", *args], stdout=fh,
-                                stderr=subprocess.STDOUT, env=env)
-
-
-def _stop(proc: subprocess.Popen[bytes], log: Path) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        code = proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise AssertionError(f"{proc.args!r} ignored SIGTERM:\n{log.read_text()}") from None
-    assert code == 0, f"{proc.args!r} exited {code}:\n{log.read_text()}"
 
 
 def _readings(record: Path, meter: str) -> list[tuple[int, Fraction]]:
@@ -99,7 +78,8 @@ def _settled(influxdb: ManagedInfluxd, previous: int | None) -> tuple[bool, int]
 
 
 async def test_a_slow_meter_ends_as_the_offline_spread_in_influxdb(
-    mosquitto: ManagedMosquitto, influxdb: ManagedInfluxd, tmp_path: Path
+    mosquitto: ManagedMosquitto, influxdb: ManagedInfluxd, tmp_path: Path,
+    edge_agent: Any, ingest_toml: Path,
 ) -> None:
     async with Plant(default_scenario(machines=1, seed=11, fast=True),
                      ledger_dir=tmp_path / "ledger") as plant:
@@ -110,19 +90,11 @@ async def test_a_slow_meter_ends_as_the_offline_spread_in_influxdb(
                 source["poll_interval_s"] = POLL_S
         agent_toml = tmp_path / "agent.toml"
         agent_toml.write_text(tomli_w.dumps(raw))
-        ingest_toml = tmp_path / "ingest.toml"
-        ingest_toml.write_text(tomli_w.dumps({
-            "mqtt": {"host": mosquitto.host, "port": mosquitto.port},
-            "influxdb": {"url": influxdb.url, "org": influxdb.org, "bucket": influxdb.bucket,
-                         "token": influxdb.token},
-            "ingest": {"dead_letter_path": str(tmp_path / "dead.jsonl")},
-            "health": {"enabled": False},
-        }))
         meter = plant.meters[0][0]
         record = tmp_path / "samples.jsonl"
         ingest_log, agent_log = tmp_path / "ingest.log", tmp_path / "agent.log"
-        ingest = _spawn(["ingest", "-c", str(ingest_toml)], ingest_log)
-        agent = _spawn(["run", "-c", str(agent_toml), "--record", str(record)], agent_log)
+        ingest = edge_agent(["ingest", "-c", str(ingest_toml)], ingest_log)
+        agent = edge_agent(["run", "-c", str(agent_toml), "--record", str(record)], agent_log)
         try:
             deadline = time.monotonic() + MAX_RUN_S
             while time.monotonic() < deadline:
@@ -137,7 +109,7 @@ async def test_a_slow_meter_ends_as_the_offline_spread_in_influxdb(
                 await asyncio.sleep(1)
                 if _final(influxdb, record, meter):
                     break
-            _stop(agent, agent_log)
+            agent.stop()
             done, rows_before = False, None
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
@@ -148,7 +120,7 @@ async def test_a_slow_meter_ends_as_the_offline_spread_in_influxdb(
         finally:
             if agent.poll() is None:
                 agent.kill()
-            _stop(ingest, ingest_log)
+            ingest.stop()
 
     readings = _readings(record, meter)
     assert len(readings) >= READINGS, agent_log.read_text()

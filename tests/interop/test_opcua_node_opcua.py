@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from collectors.opcua import Deadband, OpcUaCollector, OpcUaSourceSpec, OpcUaTag
-from collectors.opcua_security import CLIENT_CERT_FILE, load_certificate_info, thumbprints
+from collectors.opcua.security import CLIENT_CERT_FILE, load_certificate_info, thumbprints
 from rules.types import Sample
 
 pytestmark = pytest.mark.integration

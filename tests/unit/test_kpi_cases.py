@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 import agent.cli
+import agent.logs
 
 CASES = Path(__file__).resolve().parents[1] / "cases" / "kpi"
 KEY = ("line", "machine", "window", "window_start")
@@ -54,7 +55,7 @@ def _run_kpi(case: Path, capsys: pytest.CaptureFixture[str],
              monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     # The command configures the root logger for a process of its own; in process it
     # would take the handlers away from pytest.
-    monkeypatch.setattr(agent.cli, "setup_logging", lambda *args, **kwargs: None)
+    monkeypatch.setattr(agent.logs, "setup_logging", lambda *args, **kwargs: None)
     rc = agent.cli.main(["kpi", "--input", str(case / "samples.jsonl"),
                          "-c", str(case / "agent.toml")])
     out = capsys.readouterr()

@@ -15,6 +15,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.health import Check, HealthServer, HealthSettings, HealthSnapshot, serve_health
@@ -108,6 +111,21 @@ async def test_metrics_parse(served: tuple[FakeProvider, int]) -> None:
     assert fams["edge_agent_outbox_depth"].samples[0].value == 3
     sample = fams["edge_agent_device_samples"].samples[0]
     assert sample.labels == {"source": "plc", "device": 'cnc "01"'} and sample.value == 42
+
+
+async def test_metrics_in_openmetrics_when_the_accept_header_asks(
+    served: tuple[FakeProvider, int]
+) -> None:
+    _, port = served
+    status, headers, body = await request(port, (
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: application/openmetrics-text;"
+        b"version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1\r\n\r\n"))
+    assert status == 200
+    assert headers["content-type"].startswith("application/openmetrics-text; version=1.0.0")
+    assert body.endswith(b"# EOF\n")
+    fams = {f.name: f for f in openmetrics_families(body.decode())}
+    assert fams["edge_agent_outbox_depth"].samples[0].value == 3
+    assert "process_cpu_seconds" in fams
 
 
 async def test_head_has_headers_only(served: tuple[FakeProvider, int]) -> None:

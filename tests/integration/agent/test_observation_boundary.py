@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import signal
 import subprocess
 import sys
 import threading
@@ -117,27 +115,8 @@ def _states_recorded(record: Path) -> set[str]:
     return devices
 
 
-def _run_agent(config: Path, record: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    with log.open("ab") as fh:
-        return subprocess.Popen(
-            [sys.executable, "-m", "agent.cli", "run", "-c", str(config), "--record", str(record)],
-            stdout=fh, stderr=subprocess.STDOUT, env=env)
-
-
-def _stop(proc: subprocess.Popen[bytes], log: Path) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            code = proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise AssertionError(f"the agent ignored SIGTERM:\n{log.read_text()}") from None
-        assert code == 0, f"the agent exited {code}:\n{log.read_text()[-5000:]}"
-
-
 async def test_first_start_publishes_nothing_before_it(
-    tmp_path: Path, mosquitto: ManagedMosquitto
+    tmp_path: Path, mosquitto: ManagedMosquitto, edge_agent: Any
 ) -> None:
     records = Records(mosquitto)
     state_dir = tmp_path / "state"
@@ -159,12 +138,12 @@ async def test_first_start_publishes_nothing_before_it(
                 now_ms = int(time.time() * 1000)
                 await asyncio.sleep((WINDOW_MS - now_ms % WINDOW_MS) / 1000 + 0.05)
                 launched_ms = int(time.time() * 1000)
-                agent = _run_agent(config, record, log)
+                agent = edge_agent(["run", "-c", str(config), "--record", str(record)], log)
                 try:
                     await eventually(lambda: _states_recorded(record) >= set(plant.machines),
                                      timeout_s=60, what="every machine's state in the log")
                 except BaseException:
-                    _stop(agent, log)
+                    agent.stop()
                     raise
             try:
                 # Three windows per series: the one in progress at the start and two whole.
@@ -173,7 +152,7 @@ async def test_first_start_publishes_nothing_before_it(
                              and all(len(v) >= 3 for v in records.series().values())),
                     timeout_s=90, what="three windows of records in every series")
             finally:
-                _stop(agent, log)
+                agent.stop()
     finally:
         records.close()
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import time
+from collections.abc import Iterator
 
 import pytest
 from opcua_modbus_servers import (
@@ -16,6 +18,7 @@ from opcua_modbus_servers import (
     wait_until,
 )
 
+from agent.logs import setup_logging
 from collectors.modbus import ModbusCollector, ModbusDeviceSpec, ModbusSourceSpec, RegisterPoint
 from collectors.presets import preset_points
 from rules.types import Sample
@@ -241,3 +244,44 @@ async def test_gateway_restart_recovers(caplog: pytest.LogCaptureFixture) -> Non
         assert len(recovered) == 1
     finally:
         await gw.stop()
+
+
+@pytest.fixture
+def agent_log() -> Iterator[io.StringIO]:
+    """The agent's own logging set-up (``--log-level info``), written to a buffer."""
+    root, pymodbus = logging.getLogger(), logging.getLogger("pymodbus")
+    saved = root.handlers[:], root.level, pymodbus.level
+    stream = io.StringIO()
+    setup_logging("info", "text")
+    handler = root.handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(stream)
+    try:
+        yield stream
+    finally:
+        root.handlers[:], root.level = saved[0], saved[1]
+        pymodbus.setLevel(saved[2])
+
+
+async def test_pymodbus_frame_dumps_stay_out_of_the_agents_log(agent_log: io.StringIO) -> None:
+    gw = await start_gateway(free_port(), units=(1, 2, 3), dead=frozenset({3}))
+    try:
+        devices = (
+            ModbusDeviceSpec("m1", 1, (RegisterPoint("m1", "energy_kwh", "input", 0x48, "f32"),)),
+            ModbusDeviceSpec("m2", 2, (RegisterPoint("m2", "energy_kwh", "input", 120, "f32"),)),
+            ModbusDeviceSpec("m3", 3, (RegisterPoint("m3", "energy_kwh", "input", 0x48, "f32"),)),
+        )
+        collector = ModbusCollector(_source(gw.port, devices, backoff_min_s=0.2,
+                                            backoff_max_s=0.4))
+        sink: asyncio.Queue[Sample] = asyncio.Queue(100_000)
+        async with running(collector, sink):
+            await wait_until(lambda: all(collector.health[d].errors >= 3 for d in ("m2", "m3")))
+    finally:
+        await gw.stop()
+    lines = agent_log.getvalue().splitlines()
+    assert [line for line in lines if "pymodbus" in line or "0x" in line] == []
+    failing = sorted(line.split("modbus gw: ")[1] for line in lines if "failing" in line)
+    assert failing == [
+        "device m2 (unit 2) failing: input 120+2 unit 2: exception response 2",
+        "device m3 (unit 3) failing: input 72+2 unit 3: no valid reply: Modbus Error: "
+        "[Input/Output] No response received after 0 retries, continue with next request"]

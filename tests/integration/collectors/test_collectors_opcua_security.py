@@ -17,7 +17,7 @@ from opcua_modbus_servers import free_port, running, start_cnc_server, wait_for_
 from secure_servers import CNC_NS, start_secure_server
 
 from collectors.opcua import Deadband, OpcUaCollector, OpcUaSourceSpec, OpcUaTag
-from collectors.opcua_security import CLIENT_CERT_FILE, load_certificate_info, thumbprints
+from collectors.opcua.security import CLIENT_CERT_FILE, load_certificate_info, thumbprints
 from rules.types import Sample
 from simulators.plant import Plant
 from simulators.scenario import default_scenario

@@ -1,22 +1,19 @@
 """Shared rig for the "nothing lost, nothing doubled" scenarios (issue #6).
 
 A :class:`Chain` runs the real processes (``edge-agent run`` and ``edge-agent ingest`` as
-subprocesses, so they can be killed with SIGKILL) against the simulators, a real Mosquitto
-and a real InfluxDB, and checks InfluxDB window by window against the simulators' ledger:
-every closed window present exactly once, no gap in the sequence of window ends, and the
-counts equal to the truth (exactly where the agent saw the whole window; as a sum over the
-windows around a crash, where a value that changed twice while the agent was down can only
-be seen once).
+subprocesses from the ``edge_agent`` fixture, so they can be killed with SIGKILL) against
+the simulators, a real Mosquitto and a real InfluxDB, and checks InfluxDB window by
+window against the simulators' ledger: every closed window present exactly once, no gap
+in the sequence of window ends, and the counts equal to the truth (exactly where the
+agent saw the whole window; as a sum over the windows around a crash, where a value that
+changed twice while the agent was down can only be seen once).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import defaultdict
@@ -43,44 +40,6 @@ WINDOW_MS = WINDOW_S * 1000
 LATENESS_S = 5.0  # generous: a loaded 2-core CI box can delay a notification by seconds
 POLL_S = 1.0
 T0 = 1_795_680_000_000
-
-
-class Proc:
-    """A CLI subprocess with its log file."""
-
-    def __init__(self, args: list[str], log: Path) -> None:
-        self.args = args
-        self.log = log
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        with log.open("ab") as fh:
-            self.proc = subprocess.Popen([sys.executable, "-m", "agent.cli", *args],
-                                         stdout=fh, stderr=subprocess.STDOUT, env=env)
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self) -> None:
-        """SIGTERM and expect a clean exit (0) within a generous time."""
-        if self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            raise AssertionError(f"{self.args} ignored SIGTERM:\n{self.text()}") from None
-        assert code == 0, f"{self.args} exited {code}:\n{self.text()[-5000:]}"
-
-    def kill(self) -> None:
-        """SIGKILL: no cleanup at all, as with a crash or a power cut."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(30)
-
-    def ensure_dead(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(30)
 
 
 class Monitor:
@@ -174,11 +133,11 @@ class Chain:
     """Simulators -> agent -> Mosquitto -> ingest -> InfluxDB, as separate processes."""
 
     def __init__(self, tmp_path: Path, mosquitto: ManagedMosquitto,
-                 influxdb: ManagedInfluxd) -> None:
+                 influxdb: ManagedInfluxd, spawn: Callable[[list[str], Path], Any]) -> None:
         self.tmp = tmp_path
         self.mosquitto = mosquitto
         self.influxdb = influxdb
-        self.procs: list[Proc] = []
+        self.spawn = spawn
 
     def agent_config(self, plant: Plant) -> Path:
         raw = simulator_config(plant, mqtt_port=self.mosquitto.port, window=f"{WINDOW_S}s",
@@ -200,15 +159,11 @@ class Chain:
         }))
         return path
 
-    def run_agent(self, config: Path, name: str = "agent") -> Proc:
-        proc = Proc(["run", "-c", str(config)], self.tmp / f"{name}.log")
-        self.procs.append(proc)
-        return proc
+    def run_agent(self, config: Path, name: str = "agent") -> Any:
+        return self.spawn(["run", "-c", str(config)], self.tmp / f"{name}.log")
 
-    def run_ingest(self, config: Path, name: str = "ingest") -> Proc:
-        proc = Proc(["ingest", "-c", str(config)], self.tmp / f"{name}.log")
-        self.procs.append(proc)
-        return proc
+    def run_ingest(self, config: Path, name: str = "ingest") -> Any:
+        return self.spawn(["ingest", "-c", str(config)], self.tmp / f"{name}.log")
 
     def kpi_rows(self) -> list[dict[str, Any]]:
         return self.influxdb.rows("SELECT * FROM kpi")
@@ -310,15 +265,10 @@ class Chain:
 
 
 @pytest.fixture
-def chain(tmp_path: Path, mosquitto: ManagedMosquitto, influxdb: ManagedInfluxd
-          ) -> Iterator[Chain]:
+def chain(tmp_path: Path, mosquitto: ManagedMosquitto, influxdb: ManagedInfluxd,
+          edge_agent: Callable[[list[str], Path], Any]) -> Chain:
     """The rig; every process it started is killed at the end, whatever happened."""
-    rig = Chain(tmp_path, mosquitto, influxdb)
-    try:
-        yield rig
-    finally:
-        for proc in rig.procs:
-            proc.ensure_dead()
+    return Chain(tmp_path, mosquitto, influxdb, edge_agent)
 
 
 @pytest.fixture

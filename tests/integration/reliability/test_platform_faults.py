@@ -71,7 +71,7 @@ async def test_ingest_killed_mid_batch_loses_nothing(chain: Any, helpers: Any) -
     total = len(messages)
     config = chain.ingest_config(batch_size=500, flush_interval_s=0.5)
     first = chain.run_ingest(config, "ingest-1")
-    await asyncio.sleep(4)  # subscribed (a persistent session from here on)
+    await first.wait_for_log("subscribed to")  # a persistent session from here on
     publisher = threading.Thread(target=helpers.publish_records, args=(
         chain.mosquitto, messages, "factory-pub"), kwargs={"rate_per_s": 1500})
     publisher.start()
@@ -105,7 +105,7 @@ async def test_burst_of_50000_records_from_many_factories_all_land(
     assert total == 50_000
     ingest = chain.run_ingest(chain.ingest_config(
         batch_size=2000, receive_maximum=4000, queue_size=8000, flush_interval_s=0.5))
-    await asyncio.sleep(4)
+    await ingest.wait_for_log("subscribed to")
     groups = [[m for site in per_site[g::5] for m in site] for g in range(5)]
     threads = [threading.Thread(target=helpers.publish_records,
                                 args=(chain.mosquitto, group, f"factory-{g}"))
@@ -149,7 +149,7 @@ async def test_malformed_and_schema_violating_payloads_are_dead_lettered(
     mixed = [m for pair in zip(good, bad + [None] * len(good), strict=False)
              for m in pair if m is not None]
     ingest = chain.run_ingest(chain.ingest_config())
-    await asyncio.sleep(4)
+    await ingest.wait_for_log("subscribed to")
     await asyncio.to_thread(helpers.publish_records, chain.mosquitto, mixed, "factory-a")
     await helpers.eventually(lambda: len(chain.dead_letters()) >= len(bad) and
                              chain.count() >= len(good), timeout_s=60,

@@ -85,6 +85,14 @@ def _client(port: int, ca: Path, user: str, password: str, client_id: str,
     return client, result["rc"]
 
 
+def _subscribe(client: mqtt.Client, topic: str) -> None:
+    """Subscribe and wait for the SUBACK, so that what is published next is delivered."""
+    acked = threading.Event()
+    client.on_subscribe = lambda *_: acked.set()
+    client.subscribe(topic, qos=1)
+    assert acked.wait(20), f"no SUBACK for {topic}"
+
+
 async def test_tls_password_auth_and_site_acl(
     secure_broker: tuple[ManagedMosquitto, int, Path], tmp_path: Path
 ) -> None:
@@ -92,18 +100,20 @@ async def test_tls_password_auth_and_site_acl(
     received: list[tuple[str, bytes]] = []
     watcher, rc = _client(tls_port, ca, "ingest", USERS["ingest"], "watcher", received)
     assert not rc.is_failure, rc
-    watcher.subscribe("factory/#", qos=1)
+    await asyncio.to_thread(_subscribe, watcher, "factory/#")
     site_a, rc = _client(tls_port, ca, "site-a", USERS["site-a"], "site-a")
     assert not rc.is_failure, rc
-    await asyncio.sleep(1)
     own = site_a.publish("factory/site-a/line-a/m1/kpi", b'{"own": true}', qos=1)
     forged = site_a.publish("factory/site-b/line-a/m1/kpi", b'{"forged": true}', qos=1)
-    own.wait_for_publish(10)
-    forged.wait_for_publish(10)
+    # The broker handles one client's publications in order: once this one has been
+    # delivered, the forged one before it would have been too, if it ever would.
+    last = site_a.publish("factory/site-a/line-a/m1/kpi", b'{"last": true}', qos=1)
+    for info in (own, forged, last):
+        info.wait_for_publish(10)
     deadline = time.monotonic() + 20
-    while not received and time.monotonic() < deadline:  # noqa: ASYNC110
-        await asyncio.sleep(0.1)
-    await asyncio.sleep(2)  # time for a forged message to arrive, if it ever would
+    while (b'{"last": true}' not in [p for _, p in received]  # noqa: ASYNC110
+           and time.monotonic() < deadline):
+        await asyncio.sleep(0.05)
     topics = [t for t, _ in received]
     assert "factory/site-a/line-a/m1/kpi" in topics
     assert not any(t.startswith("factory/site-b/") for t in topics), topics

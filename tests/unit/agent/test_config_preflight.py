@@ -7,47 +7,21 @@ certificates generated per test.
 
 from __future__ import annotations
 
-import datetime
 from pathlib import Path
 from typing import Any, get_args
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
 from agent.config import load_agent_config, load_ingest_run_config, load_run_config
 from agent.config.common import TlsSettings
 from agent.config.model import AgentConfig, DataType
-from agent.config.preflight import check_opcua_pki, check_runtime, check_secrets, check_tls
+from agent.config.preflight import check_runtime, check_secrets, check_source_files, check_tls
 from collectors.decode import DTYPES
 from rules.errors import ConfigError
+from tests.helpers import key_pem, self_signed
 
 URI = "urn:test:factory-edge-agent"
-
-
-def self_signed(name: str, uri: str | None = None) -> tuple[x509.Certificate,
-                                                            rsa.RSAPrivateKey]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-               .public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - datetime.timedelta(minutes=5))
-               .not_valid_after(now + datetime.timedelta(days=1)))
-    if uri is not None:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=False)
-    return builder.sign(key, hashes.SHA256()), key
-
-
-def key_pem(key: rsa.RSAPrivateKey, password: bytes | None = None) -> bytes:
-    encryption: serialization.KeySerializationEncryption = (
-        serialization.BestAvailableEncryption(password) if password
-        else serialization.NoEncryption())
-    return key.private_bytes(serialization.Encoding.PEM,
-                             serialization.PrivateFormat.TraditionalOpenSSL, encryption)
 
 
 def opcua_config(tmp_path: Path, **source: Any) -> AgentConfig:
@@ -112,12 +86,12 @@ def test_mutual_tls_pair_passes_and_a_foreign_key_does_not(tmp_path: Path) -> No
 
 
 def test_opcua_first_run_creates_its_certificate_so_none_is_fine(tmp_path: Path) -> None:
-    assert check_opcua_pki(opcua_config(tmp_path)) == []
+    assert check_source_files(opcua_config(tmp_path)) == []
 
 
 def test_opcua_certificate_that_cannot_be_created(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
-    (problem,) = check_opcua_pki(opcua_config(tmp_path, pki_dir=str(tmp_path / "file" / "pki")))
+    (problem,) = check_source_files(opcua_config(tmp_path, pki_dir=str(tmp_path / "file" / "pki")))
     assert problem[0] == 'sources[0] "plc": pki_dir'
     assert f"{tmp_path / 'file'} is not a directory" in problem[1]
     assert "edge-agent certs" in problem[1]
@@ -129,13 +103,13 @@ def test_opcua_pair_is_loaded_as_the_opcua_library_loads_it(tmp_path: Path) -> N
     (tmp_path / "pem-named.der").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     (tmp_path / "k.pem").write_bytes(key_pem(key))
     good = {"certificate": str(tmp_path / "c.der"), "private_key": str(tmp_path / "k.pem")}
-    assert check_opcua_pki(opcua_config(tmp_path, **good)) == []
-    (problem,) = check_opcua_pki(opcua_config(
+    assert check_source_files(opcua_config(tmp_path, **good)) == []
+    (problem,) = check_source_files(opcua_config(
         tmp_path, **{**good, "certificate": str(tmp_path / "pem-named.der")}))
     assert problem == ('sources[0] "plc": certificate',
                        f"{tmp_path / 'pem-named.der'} holds a PEM certificate, but a file not "
                        "named *.pem is read as DER: rename it (.pem for PEM, .der for DER)")
-    (problem,) = check_opcua_pki(opcua_config(tmp_path, **good,
+    (problem,) = check_source_files(opcua_config(tmp_path, **good,
                                               application_uri="urn:other:agent"))
     assert problem[0] == 'sources[0] "plc": certificate' and "urn:other:agent" in problem[1]
 
@@ -147,7 +121,7 @@ def test_opcua_pair_in_pki_dir_with_a_foreign_key(tmp_path: Path) -> None:
     pki.mkdir(parents=True)
     (pki / "client-cert.der").write_bytes(cert.public_bytes(serialization.Encoding.DER))
     (pki / "client-key.pem").write_bytes(key_pem(other))
-    (problem,) = check_opcua_pki(opcua_config(tmp_path))
+    (problem,) = check_source_files(opcua_config(tmp_path))
     assert problem == ('sources[0] "plc": pki_dir',
                        f"{pki / 'client-key.pem'} is not the private key of the client "
                        f"certificate {pki / 'client-cert.der'}")
@@ -159,9 +133,9 @@ def test_opcua_trust_dir_holds_only_certificates(tmp_path: Path) -> None:
     cert, _ = self_signed("server")
     (trust / "server.der").write_bytes(cert.public_bytes(serialization.Encoding.DER))
     (trust / "notes.txt").write_text("ignored: not a certificate suffix")
-    assert check_opcua_pki(opcua_config(tmp_path, trust_dir=str(trust))) == []
+    assert check_source_files(opcua_config(tmp_path, trust_dir=str(trust))) == []
     (trust / "broken.pem").write_text("-----BEGIN CERTIFICATE-----\nxx\n")
-    assert check_opcua_pki(opcua_config(tmp_path, trust_dir=str(trust))) == [
+    assert check_source_files(opcua_config(tmp_path, trust_dir=str(trust))) == [
         ('sources[0] "plc": trust_dir',
          f"{trust / 'broken.pem'} in the trust directory is not a certificate")]
 
@@ -173,7 +147,7 @@ def test_unused_secure_source_needs_no_certificate(tmp_path: Path) -> None:
     data["sources"].append({**data["sources"][0], "id": "plc2",
                             "url": "opc.tcp://127.0.0.1:2"})
     data["sources"][0]["pki_dir"] = None
-    assert check_opcua_pki(AgentConfig.model_validate(data)) == []
+    assert check_source_files(AgentConfig.model_validate(data)) == []
 
 
 def test_collector_problem_is_named_by_its_config_place(tmp_path: Path) -> None:

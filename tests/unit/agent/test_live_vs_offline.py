@@ -52,6 +52,7 @@ from agent.samplelog import (
 from rules.engine import KpiEngine
 from rules.errors import InputError
 from rules.types import Sample
+from tests.helpers import feed, run_live, run_offline
 
 LATENESS_MS = 5_000
 MAX_DISORDER_MS = 1_500  # how much older than the newest sample a sample may be
@@ -170,45 +171,17 @@ def _marker(ts_ms: int) -> Sample:
     return Sample(ts_ms, OBSERVATION_DEVICE, "observing", "start")
 
 
-def _feed(engine: KpiEngine, sample: Sample) -> None:
-    if sample.device == OBSERVATION_DEVICE:
-        engine.observe_from(sample.ts_ms)
-    else:
-        engine.add(sample)
-
-
-def _line(sample: Sample) -> str:
-    if sample.device == OBSERVATION_DEVICE:
-        return json.dumps(observation_marker(sample.ts_ms)) + "\n"
-    return json.dumps(sample.to_json_dict()) + "\n"
-
-
 def _offline(samples: list[Sample], flush_every: int,
              cfg: AgentConfig = CFG) -> tuple[list[dict[str, Any]], str]:
-    lines = [_line(s) for s in samples]
-    out, err = io.StringIO(), io.StringIO()
-    recompute(cfg, lines, out, "s.jsonl", summary=err, flush_every=flush_every)
-    return [json.loads(line) for line in out.getvalue().splitlines()], err.getvalue()
+    return run_offline(cfg, samples, flush_every)
 
 
 @settings(max_examples=150, deadline=None)
 @given(on_time_streams(), st.data())
 def test_live_engine_and_offline_command_agree(samples: list[Sample], data: st.DataObject) -> None:
     live = KpiEngine(engine_spec(CFG))
-    records: list[dict[str, Any]] = []
-    alarms: list[dict[str, Any]] = []
-    newest = None
-    for s in samples:
-        _feed(live, s)
-        newest = s.ts_ms if newest is None else max(newest, s.ts_ms)
-        if data.draw(st.integers(0, 4)) == 0:
-            lag = data.draw(st.sampled_from([0, 1, 999, 4_000, 5_000, 6_001, 20_000, 400_000]))
-            out = live.advance(newest - lag)
-            records += [r.to_json_dict() for r in out.records]
-            alarms += [a.to_json_dict() for a in out.alarms]
-    out = live.finish()
-    records += [r.to_json_dict() for r in out.records]
-    alarms += [a.to_json_dict() for a in out.alarms]
+    records, alarms = run_live(live, samples, data,
+                               [0, 1, 999, 4_000, 5_000, 6_001, 20_000, 400_000])
 
     offline, summary = _offline(samples, data.draw(st.sampled_from([1, 7, 4096])))
     assert offline == records
@@ -219,7 +192,7 @@ def test_live_engine_and_offline_command_agree(samples: list[Sample], data: st.D
     replay = KpiEngine(engine_spec(CFG))
     replayed: list[dict[str, Any]] = []
     for s in samples:
-        _feed(replay, s)
+        feed(replay, s)
         replayed += [a.to_json_dict() for a in replay.collect().alarms]
     replayed += [a.to_json_dict() for a in replay.finish().alarms]
     assert replayed == alarms
@@ -301,15 +274,7 @@ def test_slow_meters_end_with_the_same_records_live_and_offline(
         samples = [Sample(s.ts_ms, s.device, "reading", s.value, s.quality)
                    if (s.device, s.signal) == ("e2", "energy_kwh") else s for s in samples]
     live = KpiEngine(engine_spec(cfg))
-    records: list[dict[str, Any]] = []
-    newest = None
-    for s in samples:
-        _feed(live, s)
-        newest = s.ts_ms if newest is None else max(newest, s.ts_ms)
-        if data.draw(st.integers(0, 4)) == 0:
-            lag = data.draw(st.sampled_from([0, 1, 999, 4_000, 5_000, 6_001, 20_000]))
-            records += [r.to_json_dict() for r in live.advance(newest - lag).records]
-    records += [r.to_json_dict() for r in live.finish().records]
+    records, _ = run_live(live, samples, data, [0, 1, 999, 4_000, 5_000, 6_001, 20_000])
 
     offline, summary = _offline(samples, data.draw(st.sampled_from([1, 7, 4096])), cfg)
     final = _final(records)

@@ -12,8 +12,6 @@ the holiday.
 
 from __future__ import annotations
 
-import io
-import json
 from typing import Any
 
 from hypothesis import given, settings
@@ -21,10 +19,10 @@ from hypothesis import strategies as st
 
 from agent.config.build import engine_spec
 from agent.config.model import AgentConfig
-from agent.offline import recompute
-from agent.samplelog import OBSERVATION_DEVICE, observation_marker
+from agent.samplelog import OBSERVATION_DEVICE
 from rules.engine import KpiEngine
 from rules.types import Sample
+from tests.helpers import run_live, run_offline
 
 LATENESS_MS = 5_000
 MAX_DISORDER_MS = 1_500
@@ -112,41 +110,17 @@ def on_time_streams(draw: st.DrawFn) -> list[Sample]:
     return out
 
 
-def _feed(engine: KpiEngine, sample: Sample) -> None:
-    if sample.device == OBSERVATION_DEVICE:
-        engine.observe_from(sample.ts_ms)
-    else:
-        engine.add(sample)
-
-
-def _line(sample: Sample) -> str:
-    if sample.device == OBSERVATION_DEVICE:
-        return json.dumps(observation_marker(sample.ts_ms)) + "\n"
-    return json.dumps(sample.to_json_dict()) + "\n"
-
-
 @settings(max_examples=40, deadline=None)
 @given(on_time_streams(), st.data())
 def test_live_engine_and_offline_command_agree_under_a_calendar(
         samples: list[Sample], data: st.DataObject) -> None:
     live = KpiEngine(engine_spec(CFG))
-    records: list[dict[str, Any]] = []
-    newest = None
-    for s in samples:
-        _feed(live, s)
-        newest = s.ts_ms if newest is None else max(newest, s.ts_ms)
-        if data.draw(st.integers(0, 4)) == 0:
-            lag = data.draw(st.sampled_from([0, 1, 4_000, 5_000, 6_001, 400_000]))
-            records += [r.to_json_dict() for r in live.advance(newest - lag).records]
-    records += [r.to_json_dict() for r in live.finish().records]
+    records, _ = run_live(live, samples, data, [0, 1, 4_000, 5_000, 6_001, 400_000])
 
-    out, err = io.StringIO(), io.StringIO()
-    recompute(CFG, [_line(s) for s in samples], out, "s.jsonl", summary=err,
-              flush_every=data.draw(st.sampled_from([1, 7, 4096])))
-    offline = [json.loads(line) for line in out.getvalue().splitlines()]
+    offline, summary = run_offline(CFG, samples, data.draw(st.sampled_from([1, 7, 4096])))
     assert offline == records
     assert live.stats["late_dropped"] == 0
-    assert "0 late" in err.getvalue()
+    assert "0 late" in summary
 
 
 def test_the_calendar_is_what_the_streams_meet() -> None:

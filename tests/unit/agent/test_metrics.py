@@ -11,6 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.health import AgentStatus, IngestStatus
+from agent.ingest.service import IngestStats
 from agent.metrics import Registry, format_value
 from collectors.base import CollectorStats, DeviceHealth
 
@@ -231,9 +232,9 @@ def test_agent_readiness_needs_running_collectors_and_one_connected_source() -> 
 
 
 def test_ingest_metrics_and_readiness() -> None:
-    stats = SimpleNamespace(received=10, written=9, dead_lettered=1, acked=10, retries=2,
-                            batches=3, last_error="HTTP 503", last_write_latency_s=0.2,
-                            max_write_latency_s=1.5, influx_down_since=None, connected=True)
+    stats = IngestStats(received=10, written=9, dead_lettered=1, acked=10, retries=2,
+                        batches=3, last_error="HTTP 503", last_write_latency_s=0.2,
+                        max_write_latency_s=1.5, influx_down_since=None, connected=True)
     status = IngestStatus(SimpleNamespace(stats=stats), clock=lambda: 100.0)
     reg = Registry()
     status.collect(reg)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import sqlite3
 import threading
 from pathlib import Path
@@ -211,7 +212,7 @@ def test_unusable_path_is_an_outbox_error(tmp_path: Path) -> None:
 
 def test_a_drained_backlog_gives_its_disk_space_back(path: Path) -> None:
     box = SqliteOutbox(path, synchronous="normal")
-    payload = bytes(range(256)) * 16  # 4 KiB
+    payload = random.Random(16).randbytes(4096)  # 4 KiB the outbox cannot deflate
     ids: list[int] = []
     for _ in range(20):
         ids += box.put_many([("factory/s/l/m/kpi", payload)] * 250)

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import pytest
 
+import agent.logs
 from agent import cli
 from agent.aio import on_signal, run_until_signal
 
@@ -82,8 +83,8 @@ def no_sighup(monkeypatch: pytest.MonkeyPatch) -> None:
 def in_process(monkeypatch: pytest.MonkeyPatch) -> None:
     """The commands configure logging and redaction for a process of their own; in
     process that would take the handlers away from pytest."""
-    monkeypatch.setattr(cli, "setup_logging", lambda *args, **kwargs: None)
-    monkeypatch.setattr(cli, "install_redaction", lambda secrets: None)
+    monkeypatch.setattr(agent.logs, "setup_logging", lambda *args, **kwargs: None)
+    monkeypatch.setattr(agent.logs, "install_redaction", lambda secrets: None)
 
 
 class FakeAgent:

@@ -43,6 +43,13 @@ def test_stateful_backoff_grows_and_resets() -> None:
     assert b.attempts == 0 and b.next_delay() <= 2.0
 
 
+def test_peeking_counts_no_attempt_and_draws_from_the_same_rng() -> None:
+    peeked = Backoff(1.0, 8.0, rng=random.Random(5))
+    counted = Backoff(1.0, 8.0, rng=random.Random(5))
+    assert peeked.peek_delay() == counted.next_delay()
+    assert peeked.attempts == 0 and 1.0 <= peeked.peek_delay() <= 2.0
+
+
 @pytest.mark.parametrize(("lo", "hi"), [(0, 1), (-1, 1), (2, 1)])
 def test_backoff_rejects_bad_bounds(lo: float, hi: float) -> None:
     with pytest.raises(ValueError, match="0 < min_s <= max_s"):

@@ -15,7 +15,7 @@ from agent.certs_cmd import run_certs
 from agent.config import load_agent_config
 from agent.config.build import modbus_specs, opcua_specs
 from collectors.opcua import Deadband
-from collectors.opcua_security import (
+from collectors.opcua.security import (
     ServerTrust,
     UntrustedServerError,
     check_server_certificate,

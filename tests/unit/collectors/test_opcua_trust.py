@@ -19,7 +19,7 @@ from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaStatusCodeError
 
 from collectors.opcua import OpcUaCollector, OpcUaSourceSpec, OpcUaTag, _Heard, quiet_asyncua_logs
-from collectors.opcua_security import (
+from collectors.opcua.security import (
     CertInfo,
     ClientCertificateRefusedError,
     UntrustedServerError,

@@ -1,8 +1,8 @@
-"""OPC UA subscription collector.
+"""The OPC UA collector: one client session, one subscription, reconnects.
 
 Subscribes (never polls) to every configured node of one server and forwards each data
-change as a :class:`Sample`, stamped with the value's SourceTimestamp (else the server's,
-else the receive time; ``ts_source`` says which). Status codes become sample quality.
+change as a :class:`Sample` (converted by :mod:`collectors.opcua.convert`, filtered by
+:mod:`collectors.opcua.dedup`).
 
 Connection handling is the collector's own, not asyncua's ``auto_reconnect``: on any
 loss (a dropped connection, a failed liveness probe, or a subscription that has sent
@@ -19,53 +19,31 @@ percent of the node's EURange) from the tag, falling back to the source's settin
 server that refuses a deadband filter for a node gets that node without the filter
 (logged once): more notifications are better than none.
 
-Security (policy, mode, client certificate, server trust) is set up per connect by
-:mod:`collectors.opcua_security`; an untrusted server certificate is refused before
-the session is created, so credentials are never sent to it. When the server refuses
-the agent's certificate instead, the failed handshake (the request under way is tracked
-through the client's observer) becomes one line saying so, naming the certificate file,
-its application URI and thumbprints. Failures are logged once per failing streak and
-kind (unavailable, server not trusted, certificate refused), the recovery once.
-
-asyncua logs its side of every failed connect and of every server restart (the
-received ERR message twice, a ServiceFault, a "Publish iteration crashed" traceback,
-closing a dead session), each time the collector retries. The collector reports those
-failures itself, so :func:`quiet_asyncua_logs` (installed by every collector) drops these
-known records of asyncua's client loggers unless this module's logger is enabled for
-DEBUG (``--log-level debug``), where they pass at DEBUG level. A record of those loggers
-that is not one of them, or whose traceback is not a connection failure, passes as
-it is.
-
-Clock skew: a SourceTimestamp more than ``max_clock_skew_s`` ahead of the receive time,
-or behind it in a live notification (not the first one of an item, which repeats an
-old value), means the device clock is off. It is counted (``CollectorStats.clock_skew``
-and per device) and logged once per episode. By default the sample keeps its quality
-and source timestamp (``clock_skew_action="flag"``): the data is fine, only its time is
-doubtful, and a KPI engine that sees the count can flag the window. With
-``clock_skew_action="receive"`` such samples are stamped with the receive time instead
-(``ts_source="receive"``), which keeps windows aligned when a controller's clock is
-known to drift.
+Security is set up per connect by :func:`collectors.opcua.endpoint.secure_client`; an
+untrusted server certificate is refused before the session is created, so credentials
+are never sent to it. When the server refuses the agent's certificate instead, the
+failed handshake (the request under way is tracked through the client's observer)
+becomes one line saying so, naming the certificate file, its application URI and
+thumbprints. Failures are logged once per failing streak and kind (unavailable, server
+not trusted, certificate refused), the recovery once.
 
 Notifications pass through a bounded queue. When it is full the newest sample is
 dropped and counted per device; once the queue has drained, every node is read again
-so the latest state is delivered anyway. A notification older than one already
-delivered for the same signal is dropped and counted, since delivering it would move a
-cumulative counter backwards.
+so the latest state is delivered anyway.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from enum import Enum
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any
 
 from asyncua import ua
 from asyncua.client.client import Client
@@ -80,27 +58,38 @@ from asyncua.observer import Observer, SubscriptionEvent
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
-from asyncua.ua.uaerrors import UaError, UaStatusCodeError
+from asyncua.ua.uaerrors import UaError
 
-from collectors import opcua_security as sec
 from collectors.base import (
     Backoff,
     CollectorStats,
-    DeviceHealth,
+    NonBlockingSink,
     SampleSink,
     StatsView,
     count_problem,
     now_ms,
 )
+from collectors.opcua import security as sec
+from collectors.opcua.clock import ClockSkew
+from collectors.opcua.convert import SampleConverter
+from collectors.opcua.dedup import Dedup, Seen
+from collectors.opcua.endpoint import secure_client, server_trust
+from collectors.opcua.logs import quiet_asyncua_logs
+from collectors.opcua.spec import (
+    Deadband,
+    OpcUaSourceSpec,
+    OpcUaTag,
+    parse_browse_path,
+    parse_node,
+    validate,
+)
 from rules.errors import ConfigError, DeviceError
 from rules.types import Sample
 
-__all__ = ["Deadband", "OpcUaCollector", "OpcUaSourceSpec", "OpcUaTag", "parse_browse_path",
-           "quiet_asyncua_logs"]
+__all__ = ["OpcUaCollector"]
 
 log = logging.getLogger(__name__)
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _UNKNOWN_NODE = frozenset(
     {
         StatusCodes.BadNodeIdUnknown,
@@ -122,334 +111,10 @@ _FILTER_REFUSED = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Deadband:
-    """A data-change deadband: ``absolute`` in engineering units, or ``percent`` of the
-    node's EURange (0..100; the server needs an EURange property for it).
-
-    It is applied by the server, so it saves both network and CPU: a power reading that
-    jitters by a few watts does not produce a notification per publish.
-    """
-
-    kind: Literal["absolute", "percent"]
-    value: float
-
-
-@dataclass(frozen=True, slots=True)
-class OpcUaTag:
-    """One signal of one device, addressed by NodeId string or by browse path.
-
-    ``node`` accepts ``ns=2;s=x``, ``i=85`` or ``nsu=<uri>;s=x``; the URI form is stable
-    across server restarts and is resolved to an index at every connect. ``browse_path``
-    reads like ``Objects/cnc:Machines/cnc:cnc-01/...`` where ``cnc`` is an alias from
-    :attr:`OpcUaSourceSpec.namespaces` (names without alias are namespace 0).
-    ``value_map`` translates raw values (``str(raw)``) into emitted ones, e.g. machine
-    state codes into state names; an unmapped raw value gives a ``bad`` sample.
-    ``sampling_interval_ms``, ``queue_size`` and ``deadband`` override the source's
-    settings for this node (None: use the source's); ``Deadband("absolute", 0)`` opts a
-    tag out of a source-wide deadband. ``scale``/``offset`` turn a numeric value into the
-    role's unit (``value * scale + offset``, e.g. W to kW with ``scale=0.001``); they do
-    not apply to mapped tags, and the deadband stays in the node's own unit.
-    """
-
-    device: str
-    signal: str
-    node: str | None = None
-    browse_path: str | None = None
-    value_map: Mapping[str, str] | None = None
-    sampling_interval_ms: int | None = None
-    queue_size: int | None = None
-    deadband: Deadband | None = None
-    scale: float = 1.0
-    offset: float = 0.0
-    plain: bool = field(init=False, default=True, compare=False, repr=False)
-    """Neither mapped nor scaled: the collector's fast path passes the value as it is."""
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "plain", self.value_map is None and self.scale == 1.0
-                           and self.offset == 0.0)
-
-
-@dataclass(frozen=True, slots=True)
-class OpcUaSourceSpec:
-    """One OPC UA server and the tags to subscribe to on it.
-
-    ``queue_size`` is the server-side monitored-item queue (so fast changes between
-    publishes are not lost), ``sampling_interval_ms`` 0 asks for the fastest sampling
-    (event-driven on most servers). ``watchdog_s`` is the interval of the liveness probe
-    and the keep-alive period asked of the server (a subscription silent for twice the
-    granted period plus ``timeout_s`` ends the session); keep it at several seconds since
-    a probe on a busy server can time out spuriously.
-    ``deadband`` is the default of tags without their own (mapped tags, i.e. states,
-    never get a source-wide deadband).
-
-    Security: ``security_policy``/``security_mode`` other than ``"None"`` need a client
-    certificate (``certificate``/``private_key``, else created in ``pki_dir``) and trust
-    in the server (``trust_dir``, default ``pki_dir/trusted``, and/or
-    ``server_thumbprints``). ``application_uri`` must match the certificate's (None:
-    take it from the certificate).
-    """
-
-    id: str
-    url: str
-    tags: tuple[OpcUaTag, ...]
-    namespaces: Mapping[str, str] = field(default_factory=dict)
-    publishing_interval_ms: int = 500
-    sampling_interval_ms: int = 0
-    queue_size: int = 100
-    timeout_s: float = 5.0
-    session_timeout_s: float = 60.0
-    watchdog_s: float = 10.0
-    username: str | None = None
-    password: str | None = None
-    reconnect_min_s: float = 1.0
-    reconnect_max_s: float = 30.0
-    deadband: Deadband | None = None
-    security_policy: str = "None"
-    security_mode: str = "None"
-    pki_dir: Path | None = None
-    certificate: Path | None = None
-    private_key: Path | None = None
-    application_uri: str | None = None
-    trust_dir: Path | None = None
-    server_thumbprints: tuple[str, ...] = ()
-    max_clock_skew_s: float = 5.0
-    clock_skew_action: Literal["flag", "receive"] = "flag"
-
-    @property
-    def secure(self) -> bool:
-        """True when the connection signs (and maybe encrypts) its messages."""
-        return self.security_mode != "None"
-
-    @property
-    def effective_trust_dir(self) -> Path | None:
-        """The trust directory, defaulting to ``pki_dir/trusted``."""
-        if self.trust_dir is not None:
-            return self.trust_dir
-        return self.pki_dir / "trusted" if self.pki_dir is not None else None
-
-
-def _check_deadband(deadband: Deadband | None) -> str | None:
-    if deadband is None:
-        return None
-    if deadband.kind not in ("absolute", "percent"):
-        return f"deadband kind {deadband.kind!r} is not absolute or percent"
-    if deadband.value < 0 or (deadband.kind == "percent" and deadband.value > 100):
-        allowed = "0..100" if deadband.kind == "percent" else ">= 0"
-        return f"deadband {deadband.value} is outside {allowed}"
-    return None
-
-
-def parse_browse_path(path: str, namespaces: Mapping[str, str]) -> list[tuple[str | None, str]]:
-    """Split ``Objects/cnc:Machines/...`` into ``(namespace URI or None, name)`` pairs.
-
-    ``None`` means namespace 0. A prefix that is not a known alias is a config error:
-    a typo would otherwise only surface as "not found" at run time.
-    """
-    parts: list[tuple[str | None, str]] = []
-    for element in path.strip("/").split("/"):
-        if not element:
-            raise ValueError(f"browse path {path!r} has an empty element")
-        alias, sep, name = element.partition(":")
-        if not sep:
-            parts.append((None, element))
-        elif alias in namespaces:
-            if not name:
-                raise ValueError(f"browse path {path!r}: element {element!r} has no name")
-            parts.append((namespaces[alias], name))
-        else:
-            raise ValueError(f"browse path {path!r}: unknown namespace alias {alias!r}")
-    return parts
-
-
-def _validate(spec: OpcUaSourceSpec) -> None:
-    errors: list[tuple[str, str]] = []
-    place = f"opcua source {spec.id!r}"
-    if not spec.url.startswith("opc.tcp://"):
-        errors.append((place, f"url {spec.url!r} is not opc.tcp://host:port"))
-    seen: set[tuple[str, str]] = set()
-    for i, tag in enumerate(spec.tags):
-        tplace = f"{place} tags[{i}] {tag.device}.{tag.signal}"
-        if (tag.device, tag.signal) in seen:
-            errors.append((tplace, "duplicate device/signal"))
-        seen.add((tag.device, tag.signal))
-        if (tag.node is None) == (tag.browse_path is None):
-            errors.append((tplace, "exactly one of node and browse_path is required"))
-        if tag.node is not None:
-            try:
-                _parse_node(tag.node, None)
-            except ValueError as err:
-                errors.append((tplace, str(err)))
-        if tag.browse_path is not None:
-            try:
-                parse_browse_path(tag.browse_path, spec.namespaces)
-            except ValueError as err:
-                errors.append((tplace, str(err)))
-        problem = _check_deadband(tag.deadband)
-        if problem:
-            errors.append((tplace, problem))
-        if (tag.sampling_interval_ms or 0) < 0 or (tag.queue_size or 0) < 0:
-            errors.append((tplace, "sampling_interval_ms and queue_size must be >= 0"))
-    problem = _check_deadband(spec.deadband)
-    if problem:
-        errors.append((place, problem))
-    errors.extend(_check_security(spec, place))
-    if spec.max_clock_skew_s < 0:
-        errors.append((place, "max_clock_skew_s must be >= 0 (0 turns the check off)"))
-    if spec.publishing_interval_ms <= 0 or spec.sampling_interval_ms < 0:
-        errors.append((place, "publishing_interval_ms must be > 0, sampling_interval_ms >= 0"))
-    if spec.queue_size < 0:
-        errors.append((place, "queue_size must be >= 0"))
-    if spec.timeout_s <= 0 or spec.session_timeout_s <= 0 or spec.watchdog_s <= 0:
-        errors.append((place, "timeout_s, session_timeout_s and watchdog_s must be > 0"))
-    if not 0 < spec.reconnect_min_s <= spec.reconnect_max_s:
-        errors.append((place, "need 0 < reconnect_min_s <= reconnect_max_s"))
-    if errors:
-        raise ConfigError(errors)
-
-
-def _check_security(spec: OpcUaSourceSpec, place: str) -> list[tuple[str, str]]:
-    errors: list[tuple[str, str]] = []
-    if spec.security_policy != "None" and spec.security_policy not in sec.POLICIES:
-        errors.append((place, f"unknown security_policy {spec.security_policy!r}"))
-    if spec.security_mode not in ("None", "Sign", "SignAndEncrypt"):
-        errors.append((place, f"unknown security_mode {spec.security_mode!r}"))
-    if (spec.security_policy == "None") != (spec.security_mode == "None"):
-        errors.append((place, "security_policy and security_mode must both be None or both "
-                       "be set (e.g. Basic256Sha256 with SignAndEncrypt)"))
-    if spec.secure:
-        if spec.pki_dir is None and (spec.certificate is None or spec.private_key is None):
-            errors.append((place, "a secure connection needs pki_dir or certificate and "
-                           "private_key"))
-        if spec.effective_trust_dir is None and not spec.server_thumbprints:
-            errors.append((place, "a secure connection needs trust_dir or server_thumbprints"))
-    for thumb in spec.server_thumbprints:
-        try:
-            sec.normalize_thumbprint(thumb)
-        except ValueError as err:
-            errors.append((place, str(err)))
-    return errors
-
-
-def _parse_node(text: str, ns_array: list[str] | None) -> ua.NodeId:
-    """Parse a NodeId string; ``nsu=`` is resolved against ``ns_array`` (None: syntax only).
-
-    Raises ``ValueError`` for bad syntax and ``LookupError`` for a URI the server lacks.
-    """
-    body = text.strip()
-    if body.startswith("nsu="):
-        uri, sep, rest = body[4:].partition(";")
-        if not sep or not uri:
-            raise ValueError(f"node {text!r}: expected nsu=<uri>;<i|s|g|b>=<id>")
-        index = 0
-        if ns_array is not None:
-            try:
-                index = ns_array.index(uri)
-            except ValueError:
-                raise LookupError(f"namespace {uri!r} is not on the server") from None
-        body = f"ns={index};{rest}"
-    try:
-        return ua.NodeId.from_string(body)
-    except (ValueError, TypeError, UaError) as err:
-        raise ValueError(f"node {text!r} is not a NodeId: {err}") from err
-
-
 def _plain(nodeid: ua.NodeId) -> ua.NodeId:
     """An ExpandedNodeId (browse results) as the plain NodeId notifications carry."""
     return ua.NodeId(nodeid.Identifier, nodeid.NamespaceIndex, nodeid.NodeIdType)
 
-
-_ASYNCUA_ROUTINE: dict[str, frozenset[str]] = {
-    "asyncua.uaprotocol": frozenset({"Received an error: %s", "Message %s aborted: %s"}),
-    "asyncua.client.ua_client.UASocketProtocol": frozenset({
-        "Received an error: %r", "Got error status from server: %s",
-        "ServiceFault (%s, diagnostics: %s) from server received %s",
-        "disconnect_socket was called but transport is None"}),
-    "asyncua.client.ua_client.UaClient": frozenset({
-        "close_secure_channel was called but connection is closed"}),
-    "asyncua.client.ua_session.UaSession": frozenset({
-        "Publish iteration crashed; retrying in 1s",
-        "close_session was called but connection is closed",
-        "close_session but connection wasn't established"}),
-    "asyncua.client.client": frozenset({
-        "create_session fault response: %s (%s)",
-        "close_session raised during disconnect; continuing teardown",
-        "close_secure_channel raised during disconnect; continuing teardown"}),
-}
-"""asyncua's per-failure records (logger name: message templates, as in asyncua 2.1)."""
-
-_CONNECTION_FAILURE = (OSError, TimeoutError, UaStatusCodeError)
-
-
-class _AsyncuaRoutine(logging.Filter):
-    """Drops asyncua's routine failure records unless the collector's debug log is on."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        # asyncua also logs bare objects (some unhashable): only templates can match.
-        msg = record.msg
-        if not isinstance(msg, str) or msg not in _ASYNCUA_ROUTINE.get(record.name, ()):
-            return True
-        if record.exc_info and not isinstance(record.exc_info[1], _CONNECTION_FAILURE):
-            return True  # not the routine failure: a library problem worth seeing
-        if not log.isEnabledFor(logging.DEBUG):
-            return False
-        record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
-        return True
-
-
-_ASYNCUA_FILTER = _AsyncuaRoutine()
-
-
-def quiet_asyncua_logs() -> None:
-    """Keep asyncua's per-retry failure records out of the log (idempotent).
-
-    A refused certificate gave two asyncua lines per retry and a server restart a
-    traceback, on top of the collector's own line that already says what failed.
-    """
-    for name in _ASYNCUA_ROUTINE:
-        logger = logging.getLogger(name)
-        if _ASYNCUA_FILTER not in logger.filters:
-            logger.addFilter(_ASYNCUA_FILTER)
-
-
-def _quality(status: ua.StatusCode | None) -> Literal["good", "uncertain", "bad"]:
-    if status is None or status.is_good():
-        return "good"
-    if status.is_uncertain():
-        return "uncertain"
-    return "bad"
-
-
-def _ms(dt: datetime | None) -> int | None:
-    if dt is None:
-        return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    if dt <= _EPOCH:  # MinDateTime (1601) means "not set"
-        return None
-    return (dt - _EPOCH) // _MS
-
-
-_MS = datetime(1970, 1, 1, 0, 0, 0, 1000, tzinfo=UTC) - _EPOCH
-
-
-def _plain_value(raw: Any) -> str | int | float | None:
-    """Reduce an OPC UA variant value to what a Sample carries."""
-    if raw is None or isinstance(raw, str | float):
-        return raw
-    if isinstance(raw, bool):
-        return int(raw)
-    if isinstance(raw, Enum):
-        return _plain_value(raw.value)
-    if isinstance(raw, int):
-        return int(raw)
-    if isinstance(raw, ua.LocalizedText):
-        return raw.Text
-    return str(raw)
-
-
-_SIMPLE = frozenset({float, int, str})
-"""Value types a Sample carries as they are (bool is not one: it becomes 0/1)."""
 
 _LIBRARY_QUEUE = 2 * 10_000
 """Two publish responses at asyncua's default MaxNotificationsPerPublish (10 000)."""
@@ -553,23 +218,6 @@ class _Heard(Observer):  # type: ignore[misc,unused-ignore]
         return time.monotonic() - last
 
 
-_NEVER = -(1 << 62)
-
-
-@dataclass(slots=True)
-class _Seen:
-    """The duplicate filter's memory of one signal, and the health record it counts into.
-
-    One object per signal, looked up once per monitored item rather than once per
-    notification: the filter sits on the per-notification path.
-    """
-
-    health: DeviceHealth
-    ts_ms: int = _NEVER
-    value: object = None
-    quality: str = ""
-
-
 @dataclass(slots=True)
 class _Session:
     client: Client
@@ -578,6 +226,29 @@ class _Session:
     pending: list[OpcUaTag] = field(default_factory=list)
     keepalive_s: float = 0.0
     """How long the server may stay silent (no change) before it sends a keep-alive."""
+    handles: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    """Client handles of the monitored items, unique within the subscription."""
+
+
+def _item_request(nodeid: ua.NodeId, handle: int, sampling_ms: int, queue_size: int,
+                  mfilter: ua.DataChangeFilter | None) -> ua.MonitoredItemCreateRequest:
+    """A monitored item on a node's value, as asyncua's subscribe calls build it: reporting,
+    discarding the oldest value when the server-side queue is full."""
+    params = ua.MonitoringParameters()
+    params.ClientHandle = ua.UInt32(handle)
+    params.SamplingInterval = ua.Double(sampling_ms)
+    params.QueueSize = ua.UInt32(queue_size)
+    params.DiscardOldest = True
+    if mfilter is not None:
+        params.Filter = mfilter
+    item = ua.ReadValueId()
+    item.NodeId = nodeid
+    item.AttributeId = ua.UInt32(AttributeIds.Value)
+    request = ua.MonitoredItemCreateRequest()
+    request.ItemToMonitor = item
+    request.MonitoringMode = ua.MonitoringMode.Reporting
+    request.RequestedParameters = params
+    return request
 
 
 class OpcUaCollector(StatsView):
@@ -591,27 +262,21 @@ class OpcUaCollector(StatsView):
     def __init__(self, spec: OpcUaSourceSpec, *, queue_maxsize: int = 10000) -> None:
         if queue_maxsize <= 0:
             raise ValueError("queue_maxsize must be > 0: the queue has to be bounded")
-        _validate(spec)
+        validate(spec)
         self.spec = spec
         self.name = spec.id
         self._queue_maxsize = queue_maxsize
         self._stats = CollectorStats(name=spec.id)
         for tag in spec.tags:
             self._stats.device(tag.device)
-        self._seen: dict[tuple[str, str], _Seen] = {}
+        self._dedup = Dedup(self._stats)
         self._missing: set[tuple[str, str]] = set()
-        self._unmapped: set[tuple[str, str]] = set()
         self._down_since_ms: int | None = None
         self._down_logged: set[type[DeviceError]] = set()
         self._cert: sec.CertInfo | None = None
-        self._trust = sec.ServerTrust(
-            trust_dir=spec.effective_trust_dir,
-            thumbprints=frozenset(sec.normalize_thumbprint(t) for t in spec.server_thumbprints),
-            rejected_dir=(spec.effective_trust_dir.parent / "rejected"
-                          if spec.effective_trust_dir is not None else None),
-        )
-        self._skew_ms = int(spec.max_clock_skew_s * 1000)
-        self._skewed: set[str] = set()
+        self._trust = server_trust(spec)
+        self._convert = SampleConverter(
+            self._stats, ClockSkew(spec.max_clock_skew_s, spec.clock_skew_action), self)
         self._filter_refused: set[tuple[str, str]] = set()
         asyncua_log = logging.getLogger("asyncua")
         if asyncua_log.level == logging.NOTSET:
@@ -692,13 +357,8 @@ class OpcUaCollector(StatsView):
             await self._close(client, connected)
 
     async def _secure(self, client: Client) -> None:
-        """Set up the client certificate and the trusted server certificate.
-
-        The endpoints are fetched over an unsecured channel (that is what GetEndpoints
-        is for); the server certificate found there is checked against the trust list
-        and then pinned for the secure channel, so asyncua refuses a session whose
-        certificate differs from the one checked.
-        """
+        """The client certificate (created on first use) and the trusted, pinned server
+        certificate, by the one set-up ``edge-agent browse`` uses too."""
         spec = self.spec
         if self._cert is None:
             try:
@@ -708,31 +368,7 @@ class OpcUaCollector(StatsView):
                     key_path=spec.private_key)
             except ConfigError as err:
                 raise DeviceError(f"client certificate: {err}") from err
-        cert = self._cert
-        client.application_uri = cert.application_uri
-        policy = sec.policy_class(spec.security_policy)
-        mode = sec.message_security_mode(spec.security_mode)
-        try:
-            async with asyncio.timeout(self.spec.timeout_s * 2 + 1):
-                endpoints = await client.connect_and_get_server_endpoints()
-        except (OSError, TimeoutError, UaError) as err:
-            raise DeviceError(f"get endpoints of {spec.url}: {err!r}") from err
-        matching = [ep for ep in endpoints
-                    if ep.SecurityPolicyUri == policy.URI and ep.SecurityMode == mode]
-        if not matching:
-            offered = sorted({f"{ep.SecurityPolicyUri.rsplit('#', 1)[-1]}/{ep.SecurityMode.name}"
-                              for ep in endpoints})
-            raise DeviceError(f"{spec.url} offers no endpoint with {spec.security_policy}/"
-                              f"{spec.security_mode}; it offers {', '.join(offered)}")
-        server_der = sec.first_certificate(matching[0].ServerCertificate or b"")
-        if not server_der:
-            raise DeviceError(f"{spec.url}: the secure endpoint has no server certificate")
-        sec.check_server_certificate(server_der, self._trust, spec.url)
-        try:
-            await client.set_security(policy, str(cert.cert_path), str(cert.key_path),
-                                      server_certificate=server_der, mode=mode)
-        except (OSError, ValueError, UaError) as err:
-            raise DeviceError(f"security set-up for {spec.url}: {err!r}") from err
+        await secure_client(client, spec, self._cert, self._trust)
 
     async def _open(self, client: Client) -> tuple[_Session, list[Sample]]:
         ns_array = await client.get_namespace_array()
@@ -865,7 +501,7 @@ class OpcUaCollector(StatsView):
         for tag in tags:
             if tag.node is not None:
                 try:
-                    nodeid = _parse_node(tag.node, ns_array)
+                    nodeid = parse_node(tag.node, ns_array)
                 except LookupError as err:
                     self._report_missing(tag, str(err))
                     pending.append(tag)
@@ -924,6 +560,7 @@ class OpcUaCollector(StatsView):
             return samples
         nodeids = list(resolved)
         values = await self._read(session.client, nodeids)
+        to_sample = self._convert.to_sample
         readable: list[ua.NodeId] = []
         for nodeid, dv in zip(nodeids, values, strict=True):
             status = dv.StatusCode
@@ -934,7 +571,7 @@ class OpcUaCollector(StatsView):
                 continue
             readable.append(nodeid)
             received = now_ms()
-            samples.extend(self._to_sample(tag, dv, received) for tag in resolved[nodeid])
+            samples.extend(to_sample(tag, dv, received) for tag in resolved[nodeid])
         if not readable:
             return samples
         groups: dict[tuple[int, int, Deadband | None], list[ua.NodeId]] = {}
@@ -985,18 +622,12 @@ class OpcUaCollector(StatsView):
                                              if deadband.kind == "absolute"
                                              else ua.DeadbandType.Percent)
             mfilter.DeadbandValue = ua.Double(deadband.value)
-        # The public subscribe_data_change takes no filter and deadband_monitor no
-        # sampling interval; _subscribe is the one call that takes both.
-        handles = await session.sub._subscribe(
-            [session.client.get_node(n) for n in nodeids],
-            AttributeIds.Value,
-            mfilter,
-            queue_size,
-            ua.MonitoringMode.Reporting,
-            ua.Double(sampling_ms),
-        )
-        assert isinstance(handles, list)
-        return handles
+        # subscribe_data_change takes no filter and deadband_monitor no sampling
+        # interval; create_monitored_items, asyncua's public low-level call, takes
+        # requests with both (and keeps them for its own recreate of the subscription).
+        return await session.sub.create_monitored_items(
+            _item_request(nodeid, next(session.handles), sampling_ms, queue_size, mfilter)
+            for nodeid in nodeids)
 
     def _record_item(self, session: _Session, resolved: dict[ua.NodeId, list[OpcUaTag]],
                      nodeid: ua.NodeId, handle: int | ua.StatusCode) -> None:
@@ -1066,18 +697,19 @@ class OpcUaCollector(StatsView):
         # monitored item's tags are found once, keyed by the library's per-item record
         # (hashed by identity; a NodeId hashes and compares in Python code).
         by_node = session.by_node
-        items: dict[object, list[tuple[OpcUaTag, _Seen]]] = {}
-        to_sample, admit, seen_of = self._to_sample, self._admit, self._seen_of
+        items: dict[object, list[tuple[OpcUaTag, Seen]]] = {}
+        to_sample = self._convert.to_sample
+        admit, seen_of = self._dedup.admit, self._dedup.seen_of
         put, queued, resync_set = queue.put_nowait, queue.items, resync.is_set
         time_ns = time.time_ns
-        # A sink that takes samples without waiting (asyncio.Queue: put_nowait and full)
-        # gets them straight from here while nothing is queued in front of them, which
-        # saves the hop through our queue and the forwarder; order is kept because
-        # this path is only taken while our queue is empty.
-        direct = getattr(sink, "put_nowait", None)
-        sink_full = getattr(sink, "full", None)
-        if not (callable(direct) and callable(sink_full)):
-            direct = sink_full = None
+        # A sink that takes samples without waiting (an asyncio.Queue) gets them
+        # straight from here while nothing is queued in front of them, which saves the
+        # hop through our queue and the forwarder; order is kept because this path is
+        # only taken while our queue is empty.
+        direct: Callable[[Sample], None] | None = None
+        sink_full: Callable[[], bool] | None = None
+        if isinstance(sink, NonBlockingSink):
+            direct, sink_full = sink.put_nowait, sink.full
         async for event in session.sub:
             if not isinstance(event, DataChangeEvent):
                 if isinstance(event, StatusChangeEvent):
@@ -1131,30 +763,31 @@ class OpcUaCollector(StatsView):
                 received = now_ms()
                 for nodeid, dv in zip(nodeids, values, strict=True):
                     for tag in session.by_node[nodeid]:
-                        await self._emit(sink, self._to_sample(tag, dv, received))
+                        await self._emit(sink, self._convert.to_sample(tag, dv, received))
                 continue
             sample = queue.get_nowait() if not queue.empty() else await queue.get()
             await self._emit(sink, sample)
 
-    def _count_skew(self, tag: OpcUaTag, offset_ms: int) -> None:
-        self._stats.clock_skew += 1
-        health = self._stats.device(tag.device)
-        health.clock_skew += 1
-        health.clock_offset_ms = offset_ms
-        if tag.device not in self._skewed:
-            self._skewed.add(tag.device)
-            log.warning("opcua %s: %s clock is off by %+.1f s (source timestamp minus receive "
-                        "time, threshold %.1f s); %s", self.name, tag.device, offset_ms / 1000,
-                        self.spec.max_clock_skew_s,
-                        "stamping its samples with the receive time"
-                        if self.spec.clock_skew_action == "receive"
-                        else "keeping its timestamps, counting each skewed sample")
+    # -- what the converter reports (ConversionLog) -------------------------------
 
-    def _skew_cleared(self, device: str, offset_ms: int) -> None:
-        self._skewed.discard(device)
-        self._stats.device(device).clock_offset_ms = offset_ms
+    def clock_skewed(self, device: str, offset_ms: int) -> None:
+        """Log the start of a clock-skew episode of ``device``."""
+        log.warning("opcua %s: %s clock is off by %+.1f s (source timestamp minus receive "
+                    "time, threshold %.1f s); %s", self.name, device, offset_ms / 1000,
+                    self.spec.max_clock_skew_s,
+                    "stamping its samples with the receive time"
+                    if self.spec.clock_skew_action == "receive"
+                    else "keeping its timestamps, counting each skewed sample")
+
+    def clock_ok(self, device: str) -> None:
+        """Log the end of a clock-skew episode of ``device``."""
         log.info("opcua %s: %s clock is within %.1f s again", self.name, device,
                  self.spec.max_clock_skew_s)
+
+    def unmapped(self, tag: OpcUaTag, value: object) -> None:
+        """Log a raw value missing from ``tag``'s value map (once per episode)."""
+        log.warning("opcua %s: %s.%s raw value %r is not in value_map",
+                    self.name, tag.device, tag.signal, value)
 
     def _library_overflow(self) -> None:
         self._stats.overflows += 1
@@ -1168,78 +801,5 @@ class OpcUaCollector(StatsView):
         health.overflows += 1
 
     async def _emit(self, sink: SampleSink, sample: Sample) -> None:
-        if self._accept(sample):
+        if self._dedup.accept(sample):
             await sink.put(sample)
-
-    def _accept(self, sample: Sample) -> bool:
-        """Drop stale and repeated samples, count the rest; True if it is to be delivered."""
-        return self._admit(self._seen_of(sample.device, sample.signal), sample)
-
-    def _seen_of(self, device: str, signal: str) -> _Seen:
-        key = (device, signal)
-        seen = self._seen.get(key)
-        if seen is None:
-            seen = self._seen[key] = _Seen(self._stats.device(device))
-        return seen
-
-    def _admit(self, seen: _Seen, sample: Sample) -> bool:
-        ts = sample.ts_ms
-        if ts <= seen.ts_ms:
-            if ts < seen.ts_ms:
-                self._stats.stale_dropped += 1
-                return False
-            if sample.value == seen.value and sample.quality == seen.quality:
-                return False  # the same value seen twice (initial read and first notification)
-        seen.ts_ms, seen.value, seen.quality = ts, sample.value, sample.quality
-        health = seen.health
-        health.samples += 1
-        health.last_sample_ms = ts
-        return True
-
-    def _to_sample(self, tag: OpcUaTag, dv: ua.DataValue, received_ms: int,
-                   live: bool = False) -> Sample:
-        status = dv.StatusCode
-        variant = dv.Value
-        source = cast(datetime | None, dv.SourceTimestamp)
-        if (tag.plain and variant is not None and source is not None
-                and source.tzinfo is UTC and (status is None or status.value == 0)):
-            # Fast path, the common case: good status, aware source timestamp, unmapped.
-            src_ms: int = (source - _EPOCH) // _MS
-            if src_ms > 0:
-                offset = src_ms - received_ms
-                if not self._skew_ms or (-self._skew_ms <= offset <= self._skew_ms
-                                         and not self._skewed):
-                    raw = variant.Value
-                    value = raw if type(raw) in _SIMPLE else _plain_value(raw)
-                    return Sample(src_ms, tag.device, tag.signal, value, "good", "source")
-        ts_source = "source"
-        ts = _ms(dv.SourceTimestamp)
-        if ts is None:
-            ts, ts_source = _ms(dv.ServerTimestamp), "server"
-        if ts is None:
-            ts, ts_source = received_ms, "receive"
-        elif self._skew_ms:
-            offset = ts - received_ms
-            if offset > self._skew_ms or (live and -offset > self._skew_ms):
-                self._count_skew(tag, offset)
-                if self.spec.clock_skew_action == "receive":
-                    ts, ts_source = received_ms, "receive"
-            elif self._skewed and tag.device in self._skewed and (live or offset > 0):
-                self._skew_cleared(tag.device, offset)
-        quality = _quality(dv.StatusCode)
-        raw = dv.Value.Value if dv.Value is not None else None
-        value = _plain_value(raw)
-        if tag.value_map is not None and value is not None:
-            mapped = tag.value_map.get(str(value))
-            if mapped is None:
-                if self._tag_problem(tag, self._unmapped,
-                                     f"raw value {value!r} is not in value_map"):
-                    log.warning("opcua %s: %s.%s raw value %r is not in value_map",
-                                self.name, tag.device, tag.signal, value)
-                return Sample(ts, tag.device, tag.signal, str(value), "bad", ts_source)
-            self._unmapped.discard((tag.device, tag.signal))
-            value = mapped
-        elif not tag.plain and isinstance(value, int | float):
-            value = value * tag.scale + tag.offset
-        return Sample(ts, tag.device, tag.signal, value, quality, ts_source)
-
