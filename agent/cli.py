@@ -76,6 +76,30 @@ def _add_modbus_read(cmd: argparse.ArgumentParser) -> None:
     cmd.set_defaults(handler=modbus_read.run)
 
 
+def _add_test(cmd: argparse.ArgumentParser) -> None:
+    from agent.commission import probe
+
+    cmd.description = probe.DESCRIPTION
+    probe.add_arguments(cmd)
+    cmd.set_defaults(handler=probe.run)
+
+
+def _add_init(cmd: argparse.ArgumentParser) -> None:
+    from agent.commission import starter
+
+    cmd.description = starter.DESCRIPTION
+    starter.add_arguments(cmd)
+    cmd.set_defaults(handler=starter.run)
+
+
+def _add_propose(cmd: argparse.ArgumentParser) -> None:
+    from agent import propose
+
+    cmd.description = propose.DESCRIPTION
+    propose.add_arguments(cmd)
+    cmd.set_defaults(handler=propose.run)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="edge-agent", description=__doc__)
     p.add_argument("--version", action="version", version=f"edge-agent {__version__}")
@@ -161,8 +185,12 @@ def _parser() -> argparse.ArgumentParser:
          _add_browse),
         ("modbus-read", "read Modbus registers, decoded as every type and order",
          _add_modbus_read),
+        ("init", "write a commented starter config", _add_init),
+        ("test", "read every configured signal once and show what it gives", _add_test),
+        ("propose-thresholds", "power thresholds for a machine without a controller, from "
+         "a sample log", _add_propose),
     ):
-        raw = name in ("browse", "modbus-read")
+        raw = name in ("browse", "modbus-read", "init", "test")
         sub.add_parser(name, help=summary, formatter_class=argparse.RawDescriptionHelpFormatter
                        if raw else argparse.HelpFormatter)
         sub.deferred[name] = populate
@@ -379,6 +407,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "certs": _cmd_certs,
     "browse": lambda args: int(args.handler(args)),
     "modbus-read": lambda args: int(args.handler(args)),
+    "init": lambda args: int(args.handler(args)),
+    "test": lambda args: int(args.handler(args)),
+    "propose-thresholds": lambda args: int(args.handler(args)),
 }
 
 

@@ -44,6 +44,7 @@ from agent.config.model import (
     MeterSection,
     SignalSection,
 )
+from agent.sources.opcua import profile_roles
 from agent.sources.registry import SourceSection, meaning_keys, source_type
 from rules.engine import CONFIG_RELOAD, Carry, KpiEngine, StateCarry, carry_state
 from rules.errors import ConfigError
@@ -195,6 +196,11 @@ def _meaning(sig: SignalSection | None) -> tuple[Any, ...] | None:
     return tuple(getattr(sig, key, None) for key in _MEANING_KEYS)
 
 
+def _profile(m: MachineSection) -> tuple[Any, ...]:
+    """What a machine's profile reads: a change moves its counters' raw values."""
+    return (m.profile, m.source, m.machine_tool, sorted(profile_roles(m)))
+
+
 def _source_inputs(cfg: AgentConfig) -> dict[str, list[tuple[str, str, Any]]]:
     """Per source id: every (device, role, signal) it reads, and meter presets on it.
 
@@ -207,6 +213,9 @@ def _source_inputs(cfg: AgentConfig) -> dict[str, list[tuple[str, str, Any]]]:
     for mt in cfg.meters:
         if mt.preset is not None and mt.source is not None:
             out.setdefault(mt.source, []).append((mt.id, "preset", (mt.preset, mt.unit)))
+    for m in cfg.machines:
+        if m.profile is not None and m.source is not None:
+            out.setdefault(m.source, []).append((m.id, "profile", _profile(m)))
     for items in out.values():
         items.sort(key=lambda t: (t[0], t[1]))
     return out
@@ -321,6 +330,13 @@ def _plan_machines(
             elif b_sig is not None and b_sig.source in moved:
                 reasons.append(f"signals.{role}: source {b_sig.source!r} re-pointed")
                 carry = "totals"
+        if _profile(before_cfg[mid]) != _profile(after_cfg[mid]):
+            reasons.append("profile, source or machine_tool changed")
+            carry = "totals"
+        if prev.state_from != spec.state_from:
+            # The state is now derived otherwise: the open windows' times mix both ways.
+            reasons.append("state_rules, inputs or power_state changed")
+            carry = "totals"
         if prev.good_counter != spec.good_counter:
             # Scrap counted so far and good counted from now would not add up to a window.
             reasons.append("switched between parts_bad and parts_good")

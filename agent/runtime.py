@@ -52,6 +52,7 @@ from agent.reload import ReloadOutcome, rebuild_engine, reload_config
 from agent.samplelog import SampleRecorder
 from collectors.base import Collector
 from rules.engine import EngineOutput, KpiEngine
+from rules.power_state import PowerStateSpec
 from rules.spec import EngineSpec
 from rules.types import AlarmEvent, KpiRecord, Sample, ms_to_rfc3339
 
@@ -294,8 +295,13 @@ class Agent:
         self.records_out += len(out.records)
 
     def _devices(self) -> set[str]:
+        """The devices the watermark hold waits for: every machine and meter, but for a
+        machine read only through a meter's power (it never reports under its own id)."""
         spec = self.engine.spec
-        return {m.id for m in spec.machines} | {m.id for m in spec.meters}
+        own = {device for device, _, _ in self.cfg.signals()}
+        through_meter = {m.id for m in spec.machines if isinstance(m.state_from, PowerStateSpec)
+                         and m.state_from.device != m.id and m.id not in own}
+        return ({m.id for m in spec.machines} - through_meter) | {m.id for m in spec.meters}
 
     async def _engine_loop(self, queue: asyncio.Queue[Sample], stopping: asyncio.Event) -> None:
         recorder = SampleRecorder(self.record_path) if self.record_path else None

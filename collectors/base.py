@@ -9,19 +9,26 @@ metrics can read it.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from collectors.backoff import Backoff
 from rules.types import Sample
 
 __all__ = [
+    "SIGNAL_OK",
+    "SIGNAL_PENDING",
     "Backoff",
     "Collector",
     "CollectorStats",
     "DeviceHealth",
     "NonBlockingSink",
+    "RawTap",
+    "RawTapping",
     "SampleSink",
+    "SignalState",
+    "SignalStatus",
     "count_problem",
     "now_ms",
 ]
@@ -61,6 +68,21 @@ class NonBlockingSink(SampleSink, Protocol):
     def full(self) -> bool:
         """True while ``put_nowait`` would fail."""
         ...
+
+
+RawTap = Callable[[str, str, object], None]
+"""``(device, signal, raw)``: a value as the device gave it, before scale, offset and map."""
+
+
+@runtime_checkable
+class RawTapping(Protocol):
+    """A collector that can show each value as the device gave it.
+
+    Commissioning (``edge-agent test``) sets :attr:`raw_tap` to print raw values beside
+    the mapped ones; ``run`` leaves it None, so the data path pays one test per value.
+    """
+
+    raw_tap: RawTap | None
 
 
 class Collector(Protocol):
@@ -109,6 +131,27 @@ class DeviceHealth:
         return replace(self)
 
 
+SignalState = Literal["pending", "ok", "failing", "unresolved"]
+"""Where one configured signal stands: ``pending`` until it is first read or resolved;
+``ok`` while its values arrive with good (or uncertain) quality; ``failing`` while its
+device or source does not answer or its values are bad (a bad status, a code missing
+from the value map, registers that do not decode); ``unresolved`` while its address does
+not exist on the device (an OPC UA node or browse path the server lacks, a register the
+meter refuses with an illegal-address exception): a config mistake, not an outage."""
+
+
+@dataclass(frozen=True, slots=True)
+class SignalStatus:
+    """The state of one signal and, unless ``ok``, why (the device's own words)."""
+
+    state: SignalState
+    detail: str | None = None
+
+
+SIGNAL_PENDING = SignalStatus("pending")
+SIGNAL_OK = SignalStatus("ok")
+
+
 @dataclass(slots=True)
 class CollectorStats:
     """Counters of one collector (one source) and the health of each of its devices.
@@ -117,7 +160,9 @@ class CollectorStats:
     ``stale_dropped`` counts notifications older than one already delivered (delivering
     them would move a counter backwards); ``reconnects`` counts successful connects after
     the first; ``clock_skew`` counts samples whose source timestamp was further from the
-    receive time than the source's threshold (the device clock is off).
+    receive time than the source's threshold (the device clock is off). ``signals`` holds
+    the :class:`SignalStatus` of every configured ``(device, signal)``, so readiness and
+    ``edge-agent test`` can name the one signal whose address is wrong.
     """
 
     name: str
@@ -128,10 +173,29 @@ class CollectorStats:
     stale_dropped: int = 0
     clock_skew: int = 0
     devices: dict[str, DeviceHealth] = field(default_factory=dict)
+    signals: dict[tuple[str, str], SignalStatus] = field(default_factory=dict)
 
     def copy(self) -> CollectorStats:
         """A deep snapshot for readers in other tasks or threads."""
-        return replace(self, devices={k: v.copy() for k, v in self.devices.items()})
+        return replace(self, devices={k: v.copy() for k, v in self.devices.items()},
+                       signals=dict(self.signals))
+
+    def signal_counts(self) -> dict[SignalState, int]:
+        """How many signals are in each state (every state present, zeros included)."""
+        counts: dict[SignalState, int] = {"ok": 0, "pending": 0, "failing": 0,
+                                          "unresolved": 0}
+        for status in self.signals.values():
+            counts[status.state] += 1
+        return counts
+
+    def set_signal(self, device: str, signal: str, status: SignalStatus) -> bool:
+        """Record ``status`` of one signal; True when its state changed."""
+        key = (device, signal)
+        old = self.signals.get(key)
+        if old == status:
+            return False
+        self.signals[key] = status
+        return old is None or old.state != status.state
 
     def device(self, name: str) -> DeviceHealth:
         """The health record of ``name``, created on first use."""

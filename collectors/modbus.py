@@ -9,6 +9,11 @@ Registers of a device are read in merged blocks (:func:`collectors.decode.plan_r
 and decoded by the pure :func:`collectors.decode.decode_registers`. Samples are stamped
 with the time the reply arrived (``ts_source="receive"``): meters carry no timestamps.
 
+A device that refuses a merged read with an illegal-function, -address or -value
+exception (a register it lacks, usually a config mistake) has that read split into one
+request per signal, so the refused signal is named (``unresolved`` in the stats) and
+its neighbours are still read.
+
 The link itself is a :class:`collectors.modbus_link.ModbusLink`: pymodbus in production,
 a fake in unit tests. Everything here (scheduling, backoff, health, decoding) is ours.
 """
@@ -22,10 +27,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 from collectors.base import (
+    SIGNAL_OK,
+    SIGNAL_PENDING,
     Backoff,
     CollectorStats,
     DeviceHealth,
+    RawTap,
     SampleSink,
+    SignalStatus,
     StatsView,
     count_problem,
     now_ms,
@@ -53,6 +62,18 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Table = Literal["holding", "input", "coil", "discrete"]
+
+REFUSED_CODES: dict[int, str] = {1: "illegal function", 2: "illegal data address",
+                                 3: "illegal data value"}
+"""Exception codes by which a device says a request names registers it does not serve."""
+
+
+class _Refused(DeviceError):
+    """An exception response saying the device does not serve the registers asked for."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +226,10 @@ class ModbusCollector(StatsView):
         self._stats = CollectorStats(name=spec.id)
         for dev in spec.devices:
             self._stats.device(dev.id)
+            for pt in dev.points:
+                self._stats.signals[(pt.device, pt.signal)] = SIGNAL_PENDING
+        self.raw_tap: RawTap | None = None
+        """Sees each value before scale, offset and map (``edge-agent test``)."""
         self._lock = asyncio.Lock()
         self._given_link = link
         self._link: ModbusLink | None = None
@@ -271,6 +296,11 @@ class ModbusCollector(StatsView):
         health.errors += 1
         health.last_error = str(err)
         health.connected = False
+        failing = SignalStatus("failing", str(err))
+        for pt in dev.points:
+            key = (pt.device, pt.signal)
+            if self._stats.signals[key].state != "unresolved":
+                self._stats.signals[key] = failing
         if health.failing_since_ms is None:
             health.failing_since_ms = now_ms()
             log.warning("modbus %s: device %s (unit %d) failing: %s",
@@ -279,14 +309,64 @@ class ModbusCollector(StatsView):
             log.debug("modbus %s: device %s still failing: %s", self.name, dev.id, err)
 
     async def _poll_device(self, dev: ModbusDeviceSpec) -> list[Sample]:
-        """Read every block of ``dev``; raise DeviceError if the device did not answer."""
+        """Read every block of ``dev``; raise DeviceError if the device did not answer.
+
+        A refused merged block is replaced by one block per point (for good: the device
+        lacks some register in it), read at once; a refused single point is unresolved
+        and the others are still delivered. Only a device that refused everything is
+        failing as a whole.
+        """
         health = self._stats.devices[dev.id]
         samples: list[Sample] = []
-        for block in self._plans[dev.id]:
-            values, ts = await self._read_block(dev, block)
+        blocks = self._plans[dev.id]
+        refused: list[_Refused] = []
+        answered = False
+        pos = 0
+        while pos < len(blocks):
+            block = blocks[pos]
+            try:
+                values, ts = await self._read_block(dev, block)
+            except _Refused as err:
+                if len(block.points) > 1:
+                    blocks[pos:pos + 1] = self._split(dev, block, err)
+                    continue
+                refused.append(err)
+                self._mark_unresolved(dev, block.points[0][0], err)
+                pos += 1
+                continue
+            answered = True
             for point, off in block.points:
                 samples.append(self._decode_point(point, values, off, ts, health))
+            pos += 1
+        if refused and not answered:
+            raise refused[0]
+        for problem in refused:
+            health.errors += 1
+            health.last_error = str(problem)
         return samples
+
+    def _split(self, dev: ModbusDeviceSpec, block: ReadBlock[RegisterPoint],
+               err: _Refused) -> list[ReadBlock[RegisterPoint]]:
+        log.warning("modbus %s: device %s refused %s (%s); reading its %d signals one by one "
+                    "to find the register it lacks", self.name, dev.id, err,
+                    REFUSED_CODES[err.code], len(block.points))
+        return [ReadBlock(block.table, block.address + off, point_width(point), ((point, 0),))
+                for point, off in block.points]
+
+    def _mark_unresolved(self, dev: ModbusDeviceSpec, point: RegisterPoint,
+                         err: _Refused) -> None:
+        detail = f"{err} ({REFUSED_CODES[err.code]})"
+        if self._stats.set_signal(point.device, point.signal,
+                                  SignalStatus("unresolved", detail)):
+            log.warning("modbus %s: %s.%s: %s: unit %d has no such register (check table, "
+                        "address and type); its other signals are still read", self.name,
+                        point.device, point.signal, detail, dev.unit)
+
+    def _signal_ok(self, point: RegisterPoint) -> None:
+        key = (point.device, point.signal)
+        if self._stats.signals[key].state == "unresolved":
+            log.info("modbus %s: %s.%s reads again", self.name, point.device, point.signal)
+        self._stats.signals[key] = SIGNAL_OK
 
     def _decode_point(
         self,
@@ -298,6 +378,7 @@ class ModbusCollector(StatsView):
     ) -> Sample:
         value: int | float | str | None
         quality: Literal["good", "bad"] = "good"
+        regs: list[int] = []
         try:
             if point.table in BIT_TABLES:
                 value = int(bool(values[off]))
@@ -310,12 +391,21 @@ class ModbusCollector(StatsView):
                 log.warning("modbus %s: %s.%s does not decode: %s",
                             self.name, point.device, point.signal, err)
             value, quality = None, "bad"
+            self._stats.set_signal(point.device, point.signal,
+                                   SignalStatus("failing", f"does not decode: {err}"))
+            if self.raw_tap is not None:
+                self.raw_tap(point.device, point.signal, regs)
         else:
+            if self.raw_tap is not None:
+                self._tap(point, value, regs)
             if self._undecodable and (point.device, point.signal) in self._undecodable:
                 self._undecodable.discard((point.device, point.signal))
                 log.info("modbus %s: %s.%s decodes again", self.name, point.device, point.signal)
             if point.value_map is not None:
                 value, quality = self._map_value(point, value, health)
+            if quality == "good" and self._stats.signals[
+                    (point.device, point.signal)] is not SIGNAL_OK:
+                self._signal_ok(point)
         health.samples += 1
         health.last_sample_ms = ts
         return Sample(ts, point.device, point.signal, value, quality, "receive")
@@ -334,7 +424,17 @@ class ModbusCollector(StatsView):
                          f"raw value {raw} is not in value_map"):
             log.warning("modbus %s: %s.%s raw value %s is not in value_map",
                         self.name, point.device, point.signal, raw)
+        self._stats.set_signal(point.device, point.signal,
+                               SignalStatus("failing", f"raw value {raw} is not in value_map"))
         return raw, "bad"
+
+    def _tap(self, point: RegisterPoint, value: int | float | str, regs: list[int]) -> None:
+        """The value before scale and offset (bits and unscaled points have none)."""
+        assert self.raw_tap is not None
+        raw: object = value
+        if regs and (point.scale != 1.0 or point.offset != 0.0):
+            raw = decode_registers(regs, point.dtype, point.word_order, point.byte_order)
+        self.raw_tap(point.device, point.signal, raw)
 
     async def _read_block(
         self, dev: ModbusDeviceSpec, block: ReadBlock[RegisterPoint]
@@ -349,6 +449,9 @@ class ModbusCollector(StatsView):
             ts = now_ms()
             if not link.connected:
                 self._link_lost("connection closed")
+        if reply.exception_code in REFUSED_CODES:
+            raise _Refused(f"{what}: exception response {reply.exception_code}",
+                           reply.exception_code)
         if reply.exception_code is not None:
             raise DeviceError(f"{what}: exception response {reply.exception_code}")
         if len(reply.values) < block.count:

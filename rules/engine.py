@@ -43,6 +43,14 @@ Watermark and lateness (decided here, documented for operators):
   sample makes the state unknown until the next good one, a bad counter or register
   reading is skipped (the next good reading is compared with the last good one), and
   the window is flagged ``bad_quality``.
+* A machine without a state signal derives its state (``MachineSpec.state_from``): from
+  its input signals by a rule table (:mod:`rules.derived_state`), or from a device's
+  ``power_kw`` by thresholds (:mod:`rules.power_state`, which may count its parts too).
+  The raw readings are buffered like a state signal's and applied in time order when
+  their slice is sealed, so live and replay derive the same states from the same
+  samples; the derivation's state is part of the snapshot, and an observation restart
+  makes it unknown. The records of a power-read machine, of a line whose output machine
+  it is, and the site's when any line's is, carry ``state_source = "power"``.
 * Meters attached to neither a machine nor a line count toward the site's energy only.
 * An energy interval is spread when its closing reading is known. A window is closed on
   time whatever its meters do; a meter whose reading interval covering the window's end
@@ -109,6 +117,7 @@ from typing import Any, Literal
 
 from rules.alarms import AlarmBook
 from rules.counters import as_count, counter_increase
+from rules.derived_state import BAD, INVALID, RuleDeriver, StateRulesSpec
 from rules.energy import MeterModel, register_role, share
 from rules.errors import ConfigError
 from rules.kpi import (
@@ -119,6 +128,7 @@ from rules.kpi import (
     machine_record,
     site_record,
 )
+from rules.power_state import POWER_SOURCE, PowerDeriver, PowerStateSpec
 from rules.revisions import (
     DEFAULT_HORIZON_S,
     LINE,
@@ -232,8 +242,8 @@ def _take(buf: list[Sample], end_ms: int, ordered: bool) -> list[Sample]:
 
 
 class _Machine:
-    __slots__ = ("buf_second", "buf_state", "buf_total", "idx", "last_second", "last_total",
-                 "spec", "state")
+    __slots__ = ("buf_inputs", "buf_second", "buf_state", "buf_total", "deriver", "idx",
+                 "last_second", "last_total", "spec", "state")
 
     def __init__(self, idx: int, spec: MachineSpec) -> None:
         self.idx = idx
@@ -244,6 +254,13 @@ class _Machine:
         self.buf_state: list[Sample] = []
         self.buf_total: list[Sample] = []
         self.buf_second: list[Sample] = []
+        # A state derived from other signals (rules.derived_state, rules.power_state):
+        # their readings, applied in time order when a slice is sealed.
+        self.buf_inputs: list[Sample] = []
+        src = spec.state_from
+        self.deriver: RuleDeriver | PowerDeriver | None = (
+            RuleDeriver(src) if isinstance(src, StateRulesSpec)
+            else PowerDeriver(src) if isinstance(src, PowerStateSpec) else None)
 
 
 class _Meter:
@@ -340,6 +357,9 @@ class KpiEngine:
         for meter in self._meters:
             self._routes[(meter.spec.id, register_role(meter.spec.carrier))] = meter.buf
             self._routes[(meter.spec.id, "power_kw")] = self._discard
+        problems += self._route_derived(spec)
+        if problems:
+            raise ConfigError(problems)
         known_devices = {m.id for m in spec.machines} | {m.spec.id for m in self._meters}
         self._alarm_only: dict[tuple[str, str], list[Sample]] = {}
         for key in self._alarms.threshold_keys:
@@ -379,6 +399,42 @@ class KpiEngine:
         self._late_shares: list[LateShare] = []
         self._revised_drained = 0  # records_revised when output was last drained
         self._ordered = True
+        power = {i for i, m in enumerate(spec.machines)
+                 if isinstance(m.state_from, PowerStateSpec)}
+        # Per record of a window (machines, lines, site): its state_source.
+        self._sources: list[str | None] = (
+            [POWER_SOURCE if i in power else None for i in range(len(spec.machines))]
+            + [POWER_SOURCE if out in power else None for out in self._line_output]
+            + [POWER_SOURCE if power & set(self._line_output) else None])
+        self._any_power = bool(power)
+
+    def _route_derived(self, spec: EngineSpec) -> list[tuple[str, str]]:
+        """Route the signals a machine's state is derived from to that machine."""
+        problems: list[tuple[str, str]] = []
+        devices = {m.id for m in spec.machines} | {m.spec.id for m in self._meters}
+        taken: dict[tuple[str, str], str] = {}
+        for i, m in enumerate(self._machines):
+            src = m.spec.state_from
+            if src is None:
+                continue
+            where = f"machines[{i}] {m.spec.id!r}"
+            if isinstance(src, StateRulesSpec):
+                keys = [(m.spec.id, name) for name in src.inputs]
+                problems += [(f"{where}: {p}", msg) for p, msg in src.problems()]
+            else:
+                keys = [(src.device, src.signal)]
+                problems += [(f"{where}: {p}", msg) for p, msg in src.problems()]
+                if src.device not in devices:
+                    problems.append((f"{where}: power_state",
+                                     f"device {src.device!r} is neither a machine nor a meter"))
+            del self._routes[(m.spec.id, "state")]
+            for key in keys:
+                if key in taken:
+                    problems.append((f"{where}: state", f"{key[0]}.{key[1]} already gives "
+                                     f"the state of machine {taken[key]!r}"))
+                taken[key] = m.spec.id
+                self._routes[key] = m.buf_inputs
+        return problems
 
     # ------------------------------------------------------------------ input
 
@@ -488,6 +544,7 @@ class KpiEngine:
             end = cut = end_ms
             bufs = [m.buf_state for m in self._machines] + [m.buf_total for m in self._machines]
             bufs += [m.buf_second for m in self._machines] + [m.buf for m in self._meters]
+            bufs += [m.buf_inputs for m in self._machines]
             bufs += list(self._alarm_only.values())
             for buf in bufs:
                 kept = [s for s in buf if s.ts_ms < end]
@@ -570,6 +627,8 @@ class KpiEngine:
             m.state = None
             m.last_total = None
             m.last_second = None
+            if m.deriver is not None:
+                m.deriver.reset()
         for meter in self._meters:
             meter.last_ts = None
             meter.last_steps = None
@@ -651,23 +710,17 @@ class KpiEngine:
             working = info.working_for(m.idx)  # the machine's own calendar
             # --- state timeline
             items = _take(m.buf_state, s, ordered)
+            if m.deriver is not None:
+                steps = self._derived_steps(m, mt, _take(m.buf_inputs, s, ordered))
+                items = []
+            else:
+                steps = self._state_steps(items, mt)
             cur = m.state
             watch = mid in state_alarms
-            if items:
+            if steps:
                 times = mt.times
                 t = p
-                for smp in items:
-                    ts = smp.ts_ms
-                    new: str | None
-                    if smp.quality == "bad":
-                        new = None
-                        mt.flags.add(BAD_QUALITY)
-                    elif smp.value in MACHINE_STATES:
-                        new = str(smp.value)
-                    else:
-                        new = None
-                        mt.flags.add(INVALID_VALUE)
-                        self._stats["ignored_invalid"] += 1
+                for ts, new in steps:
                     if ts > t:
                         if working:
                             book(times, cur, t, ts, ku)
@@ -678,7 +731,7 @@ class KpiEngine:
                 if working:
                     book(times, cur, t, s, ku)
                 m.state = cur
-                if (mid, "state") in threshold_keys:
+                if items and (mid, "state") in threshold_keys:
                     for smp in items:
                         if smp.quality != "bad":
                             alarms.on_value((mid, "state"), smp.ts_ms, smp.value)
@@ -688,7 +741,8 @@ class KpiEngine:
             modulus = m.spec.counter_modulus
             if m.buf_total:
                 items = _take(m.buf_total, s, ordered)
-                m.last_total, mt.produced = self._count(items, m.last_total, modulus, mt)
+                m.last_total, produced = self._count(items, m.last_total, modulus, mt)
+                mt.produced += produced
                 self._counter_alarms((mid, "parts_total"), items)
             if m.buf_second:
                 items = _take(m.buf_second, s, ordered)
@@ -700,6 +754,45 @@ class KpiEngine:
                 else:
                     mt.scrap = inc
                     self._counter_alarms((mid, "parts_bad"), items)
+
+    def _state_steps(self, items: list[Sample], mt: MachineTotals
+                     ) -> list[tuple[int, str | None]]:
+        """A state signal's samples as ``(time, state from then on)``, None = unknown."""
+        steps: list[tuple[int, str | None]] = []
+        for smp in items:
+            new: str | None
+            if smp.quality == "bad":
+                new = None
+                mt.flags.add(BAD_QUALITY)
+            elif smp.value in MACHINE_STATES:
+                new = str(smp.value)
+            else:
+                new = None
+                mt.flags.add(INVALID_VALUE)
+                self._stats["ignored_invalid"] += 1
+            steps.append((smp.ts_ms, new))
+        return steps
+
+    def _derived_steps(self, m: _Machine, mt: MachineTotals, items: list[Sample]
+                       ) -> list[tuple[int, str | None]]:
+        """The derived state after each of the slice's input readings (in time order),
+        and the parts the power model counted; threshold alarms see the readings."""
+        deriver = m.deriver
+        assert deriver is not None
+        keys = self._alarms.threshold_keys
+        steps: list[tuple[int, str | None]] = []
+        for smp in items:
+            new, problem, parts = deriver.update(smp)
+            if problem == BAD:
+                mt.flags.add(BAD_QUALITY)
+            elif problem == INVALID:
+                mt.flags.add(INVALID_VALUE)
+                self._stats["ignored_invalid"] += 1
+            elif (smp.device, smp.signal) in keys:
+                self._alarms.on_value((smp.device, smp.signal), smp.ts_ms, smp.value)
+            mt.produced += parts
+            steps.append((smp.ts_ms, new))
+        return steps
 
     def _counter_alarms(self, key: tuple[str, str], items: list[Sample]) -> None:
         if key in self._alarms.threshold_keys:
@@ -899,6 +992,9 @@ class KpiEngine:
         site_energy.add(tot.site)
         everyone = [(m.spec, mt) for m, mt in zip(self._machines, tot.machines, strict=True)]
         records.append(site_record(wid, outputs, site_energy, grid, everyone))
+        if self._any_power:
+            records = [r if src is None else replace(r, state_source=src)
+                       for r, src in zip(records, self._sources, strict=True)]
         if revised:
             # A revision replaces records already out; alarms saw the window once.
             self._out_records.extend(_flag_revised(records))
@@ -1047,6 +1143,10 @@ class KpiEngine:
                     "buf_state": [s.to_row() for s in m.buf_state],
                     "buf_total": [s.to_row() for s in m.buf_total],
                     "buf_second": [s.to_row() for s in m.buf_second],
+                    **({} if m.deriver is None else {
+                        "buf_inputs": [s.to_row() for s in m.buf_inputs],
+                        "derive": m.deriver.to_json(),
+                    }),
                 }
                 for m in self._machines
             ],
@@ -1122,6 +1222,9 @@ class KpiEngine:
             m.buf_state.extend(Sample.from_row(x) for x in d["buf_state"])
             m.buf_total.extend(Sample.from_row(x) for x in d["buf_total"])
             m.buf_second.extend(Sample.from_row(x) for x in d["buf_second"])
+            if m.deriver is not None:
+                m.buf_inputs.extend(Sample.from_row(x) for x in d.get("buf_inputs", ()))
+                m.deriver.load_json(d.get("derive"))
         for mt, d in zip(eng._meters, state["meters"], strict=True):
             mt.last_ts = d["last_ts"]
             mt.last_steps = d["last_steps"]

@@ -10,6 +10,9 @@ import re
 from dataclasses import dataclass, field
 from datetime import date, time
 
+from rules.derived_state import StateRulesSpec
+from rules.power_state import PowerStateSpec
+
 DEFAULT_COUNTER_MODULUS = 2**32
 KGCE_PER_KWH = 0.1229  # GB/T 2589 equivalent value of electricity
 DEFAULT_GRID_FACTOR = 0.5306  # kgCO2/kWh, MEE 2023 national average
@@ -118,6 +121,10 @@ class MachineSpec:
     calendar: str | None = None
     """Name of the calendar in ``EngineSpec.calendars`` the machine follows; None: the
     site's."""
+    state_from: StateRulesSpec | PowerStateSpec | None = None
+    """Where the state comes from when the machine has no ``state`` signal: a rule table
+    over its input signals (:mod:`rules.derived_state`) or its power
+    (:mod:`rules.power_state`); None: the ``state`` signal."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,10 @@ ROLES: frozenset[str] = frozenset(
 
 SCHEMA = "factory-kpi/1"
 
+STATE_SOURCES: frozenset[str] = frozenset({"power"})
+"""Values of a record's ``state_source``: how its states were obtained when not from the
+machine's controller."""
+
 
 def ms_to_rfc3339(ts_ms: int) -> str:
     """Render epoch milliseconds as RFC 3339 UTC with millisecond precision and a ``Z``."""
@@ -192,6 +196,10 @@ class KpiRecord:
     energy_cost: float | None = None
     energy_cost_per_good_unit: float | None = None
     flags: tuple[str, ...] = field(default_factory=tuple)
+    state_source: str | None = None
+    """Where the machine states behind the record's times came from when not from the
+    machine's controller: ``"power"`` (thresholds on its power, see
+    :mod:`rules.power_state`). None (the wire form leaves the key out): the controller."""
 
     def __post_init__(self) -> None:
         for name in KPI_FIELDS:
@@ -219,6 +227,8 @@ class KpiRecord:
         for name in KPI_FIELDS:
             out[name] = raw[name]
         out["flags"] = list(self.flags)
+        if self.state_source is not None:
+            out["state_source"] = self.state_source
         return out
 
 

@@ -44,6 +44,10 @@ controller reboot); values written while it was down are served when it is back.
 client that kept its old session sees its connection closed and must open a new one;
 a session cannot survive a restart (asyncua ties sessions to their connection).
 
+A machine with ``profile = "opc40501"`` in the scenario is also served as an OPC 40501-1
+(umati) MachineTool object under ``Objects/Machines`` (Machinery namespace), with a
+subset of the companion spec's types built programmatically; see :mod:`simulators.umati`.
+
 A node can be made to disappear (fault injection): a single variable, or a machine's
 whole subtree, is deleted from the address space; reads of it then fail with
 ``BadNodeIdUnknown`` and browsing no longer finds it. Restoring adds it back with the
@@ -65,6 +69,7 @@ from asyncua.ua.status_codes import StatusCodes
 from simulators.machine import PROGRAM_STATE_NAMES
 from simulators.nodes import BY_KEY, NAMESPACE_URI, VARIABLES, Variable, variable_by_path
 from simulators.scenario import MachineSpec
+from simulators.umati import UmatiMachines
 
 __all__ = ["NAMESPACE_URI", "VARIABLES", "OpcUaMachineServer", "Variable", "variable_by_path"]
 
@@ -118,6 +123,7 @@ class OpcUaMachineServer:
         self._node_ids: dict[tuple[str, str], ua.NodeId] = {}
         self._hidden: dict[str, set[tuple[str, ...]]] = {}
         self._present: set[tuple[str, tuple[str, ...]]] = set()
+        self._umati = UmatiMachines(machines)
 
     @property
     def endpoint(self) -> str:
@@ -168,6 +174,7 @@ class OpcUaMachineServer:
         finally:
             start_logger.setLevel(level)
         self._server = server
+        await self._umati.build(server, self._ns)
         for (machine_id, key), value in self._cache.items():
             await self._put(machine_id, key, value)
         for machine_id, code in self._bad.items():
@@ -176,6 +183,7 @@ class OpcUaMachineServer:
     async def stop(self) -> None:
         """Stop listening and drop every session (values stay cached)."""
         server, self._server = self._server, None
+        self._umati.detach()
         if server is not None:
             await server.stop()
 
@@ -190,6 +198,7 @@ class OpcUaMachineServer:
                           ServerTimestamp=server_ts)
         self._cache[(machine_id, key)] = dv
         await self._put(machine_id, key, dv)
+        await self._umati.write(machine_id, key, value, ts_ms)
         for derived_key, derive in _DERIVED.get(key, ()):
             ddv = ua.DataValue(Value=ua.Variant(derive(value), _VTYPE[derived_key]),
                                SourceTimestamp=_dt(ts_ms), ServerTimestamp=server_ts)

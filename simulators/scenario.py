@@ -48,10 +48,18 @@ __all__ = [
 MAX_UNIT_ID = 247
 """Highest Modbus unit id a serial line or gateway may address."""
 
-FLOAT32_LAYOUTS: frozenset[str] = frozenset({"sdm630"})
+FLOAT32_LAYOUTS: frozenset[str] = frozenset({"sdm630", "dtsu666"})
 """Layouts whose energy register is a float32 in kWh (precision bounds the modulus)."""
 EM24_ENERGY_STEP_KWH = Decimal("0.1")
 """The ``em24`` energy register counts tenths of a kWh, whatever the meter's resolution."""
+FIXED_STEP_LAYOUTS: dict[str, tuple[Decimal, int, str]] = {
+    "adl400": (Decimal("0.01"), 2**32, "an unsigned 32-bit register"),
+    "pm5xxx": (Decimal("0.001"), 2**63, "a signed 64-bit register"),
+    "pac3200": (Decimal("0.001"), 2**53, "a float64 exactly"),
+}
+"""Layouts whose energy register counts a fixed step (kWh) whatever the meter's
+resolution: the step, how many steps the register carries exactly (the largest modulus
+in steps), and what the register is."""
 
 FaultKind = Literal[
     "opcua_restart",
@@ -172,6 +180,9 @@ class MachineSpec(_Model):
     counter_modulus: Annotated[int, Field(ge=2, le=2**32)] = 2**32
     power_on_s: Annotated[int, Field(ge=0)] = 0
     power: PowerSpec = PowerSpec()
+    profile: Literal["opc40501"] | None = None
+    """``"opc40501"``: the OPC UA server also serves the machine as an OPC 40501-1
+    (umati) MachineTool object under ``Objects/Machines`` (see ``simulators.umati``)."""
 
     @model_validator(mode="after")
     def _counters(self) -> MachineSpec:
@@ -187,15 +198,20 @@ class MeterSpec(_Model):
 
     ``layout`` picks the register map: ``sdm630`` (float32 input registers, high word
     first), ``scaled32`` (unsigned 32-bit integers in holding registers, low word
-    first) or ``em24`` (signed 32-bit integers in holding registers, low word first,
-    energy in 0.1 kWh). The energy register moves in steps of ``resolution_kwh``
+    first), ``em24`` (signed 32-bit integers in holding registers, low word first,
+    energy in 0.1 kWh), ``dtsu666`` (float32 holding registers, high word first, energy
+    in kWh), ``adl400`` (16- and 32-bit integers in holding registers, high word first,
+    energy in 0.01 kWh), ``pm5xxx`` (float32 holding registers, energy INT64 in Wh) or
+    ``pac3200`` (float32 input registers, energy float64 in Wh); the agent's presets of
+    the same names read them. The energy register moves in steps of ``resolution_kwh``
     (default 0.01 kWh, 0.1 kWh for ``em24``) and rolls over at ``modulus_kwh``.
     """
 
     id: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
     machine: Annotated[str, Field(min_length=1)]
     unit_id: Annotated[int, Field(ge=1, le=MAX_UNIT_ID)] | None = None
-    layout: Literal["sdm630", "scaled32", "em24"] = "sdm630"
+    layout: Literal["sdm630", "scaled32", "em24", "dtsu666", "adl400", "pm5xxx",
+                    "pac3200"] = "sdm630"
     resolution_kwh: Decimal = Decimal("0.01")
     modulus_kwh: Decimal | None = None
     initial_kwh: Decimal = Decimal("0")
@@ -467,6 +483,15 @@ def _cross_check(scenario: Scenario) -> list[tuple[str, str]]:
                 errors.append((f"{place}: modulus_kwh",
                                f"{modulus / EM24_ENERGY_STEP_KWH} tenths of a kWh do not fit "
                                "a signed 32-bit register"))
+        elif meter.layout in FIXED_STEP_LAYOUTS:
+            step, most, what = FIXED_STEP_LAYOUTS[meter.layout]
+            if res % step != 0:
+                errors.append((f"{place}: resolution_kwh",
+                               f"{meter.layout} counts energy in {step} kWh; "
+                               f"{res} kWh is not a whole number of them"))
+            elif modulus / step > most:
+                errors.append((f"{place}: modulus_kwh",
+                               f"{modulus / step} steps of {step} kWh do not fit {what}"))
         elif modulus / res > 2**32:
             errors.append((f"{place}: modulus_kwh",
                            f"{modulus / res} steps do not fit an unsigned 32-bit register"))

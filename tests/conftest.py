@@ -69,16 +69,28 @@ def mosquitto() -> Iterator[ManagedMosquitto]:
         broker.close()
 
 
-@pytest.fixture
-def influxdb() -> Iterator[ManagedInfluxd]:
-    """A fresh InfluxDB (1.8+, v2 write API) with database ``factory`` for one test."""
+@pytest.fixture(scope="session")
+def _influxd_server() -> Iterator[ManagedInfluxd]:
+    """One influxd per test process: it takes seconds to start, and a reset takes ms."""
     server = ManagedInfluxd()
-    try:
-        server.start()
-    except ServiceError as err:
-        server.close()
-        service_unavailable("influxd", err)
     try:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture
+def influxdb(_influxd_server: ManagedInfluxd) -> Iterator[ManagedInfluxd]:
+    """An InfluxDB (1.8+, v2 write API) holding only an empty database ``factory``.
+
+    The server is shared by the tests of one process and reset before each; a test that
+    stopped it (an outage test) gets it started again by the next test that needs it.
+    """
+    server = _influxd_server
+    try:
+        if not server.running:
+            server.start()
+        server.reset()
+    except ServiceError as err:
+        service_unavailable("influxd", err)
+    yield server

@@ -11,6 +11,7 @@ from datetime import time
 from typing import TYPE_CHECKING
 
 from agent.config.calendars import calendar_spec, effective, machine_calendars
+from agent.config.derived import state_from_spec
 from agent.config.model import AgentConfig, AlarmSection
 from agent.sources import modbus, opcua
 from agent.sources.modbus import ModbusSourceSection
@@ -111,8 +112,9 @@ def engine_spec(cfg: AgentConfig) -> EngineSpec:
         lines=tuple(LineSpec(ln.id, ln.output_machine) for ln in cfg.lines),
         machines=tuple(
             MachineSpec(m.id, m.line, m.ideal_cycle_time_s, m.counter_modulus,
-                        good_counter=m.signals.parts_good is not None,
-                        calendar=follows[m.id])
+                        good_counter=m.signals.parts_good is not None
+                        or "parts_good" in opcua.profile_roles(m),
+                        calendar=follows[m.id], state_from=state_from_spec(cfg, m))
             for m in cfg.machines
         ),
         meters=tuple(

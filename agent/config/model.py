@@ -39,6 +39,9 @@ class AgentSection(StrictModel):
     """Names the agent in its status topic, so it is an MQTT topic level like every id:
     letters, digits, '_', '.', '-', starting with a letter or digit."""
     state_dir: Path = Path("/var/lib/edge-agent")
+    """Directory of the outbox, the KPI engine's checkpoint and journal, and the OPC UA
+    client certificates (``pki/<source id>``); it must survive restarts and be writable by
+    the agent's user."""
 
     _id = field_validator("id")(check_id)
 
@@ -51,7 +54,12 @@ class SiteSection(StrictModel):
     every id, letters, digits, '_', '.', '-', starting with a letter or digit, so never
     '/', '+' or '#'."""
     timezone: str = "UTC"
+    """IANA time zone of the site (``Asia/Shanghai``): shifts, breaks, tariff periods and
+    the 1d/1w/1mo windows are in its local time."""
     grid_factor_kg_per_kwh: float = Field(0.5306, ge=0, le=5)
+    """CO2 emission factor of the grid electricity, in kg CO2 per kWh, giving ``co2_kg``;
+    take the regional factor the authorities publish (the default is China's national
+    average)."""
 
     _id = field_validator("id")(check_id)
 
@@ -71,6 +79,9 @@ class KpiSection(StrictModel):
     ``"1mo"`` (months), from local midnight in ``site.timezone``; ``"shift"``, one window
     per shift of ``[calendar]``."""
     lateness_s: float = Field(5.0, ge=0, le=3600)
+    """Seconds a window waits after its end for late samples before its records are emitted;
+    raise it for devices whose values arrive late (slow polls, buffered gateways), at the
+    cost of records that much later."""
 
     @field_validator("windows")
     @classmethod
@@ -130,12 +141,18 @@ class ShiftSection(StrictModel):
     """One shift in site-local time; an end at or before the start crosses midnight."""
 
     name: Id
+    """The shift's name (``early``, ``night``), to tell the shifts apart."""
     start: str
+    """Start in site-local time, ``HH:MM``."""
     end: str
+    """End in site-local time, ``HH:MM``; at or before ``start``, the shift ends the next
+    day."""
     days: list[str] | None = None
     """Weekdays the shift starts on: ``"mon"`` .. ``"sun"`` and ranges such as
     ``"mon-fri"``; not set, every day. A night shift belongs to the day it starts on."""
     breaks: list[tuple[str, str]] = Field(default_factory=list)
+    """Planned breaks as ``[start, end]`` pairs of ``HH:MM`` inside the shift: planned
+    downtime whatever the machines do, so they never count against availability."""
 
     @model_validator(mode="after")
     def _times(self) -> Self:
@@ -246,9 +263,19 @@ class OutboxSection(StrictModel):
     """Bounds of the on-disk outbox, and how hard it syncs."""
 
     max_bytes: int = Field(256 * 2**20, ge=2**20)
+    """Most bytes of topics and payloads the outbox holds (at least 1 MiB); when full the
+    oldest messages are dropped and counted. Size it for the longest broker outage to be
+    bridged."""
     max_age_s: float = Field(7 * 86400, gt=0)
+    """Seconds an undelivered message is kept (default 7 days); older ones are dropped and
+    counted, since a platform rarely wants records that stale."""
     synchronous: Literal["full", "normal"] = "full"
+    """``full`` fsyncs every commit (nothing stored is lost on a power cut); ``normal``
+    survives a crash of the process but may lose the last commits on a power cut, for media
+    where every fsync counts."""
     drain_rate_per_s: float | None = Field(None, gt=0)
+    """Most messages a second published from a backlog after an outage (not set: as fast as
+    the broker acknowledges), so a large backlog does not flood a shared broker or uplink."""
 
 
 class _SignalSource(StrictModel):
@@ -274,9 +301,18 @@ class SignalSection(SignalAddress, _SignalSource):
     """
 
     scale: float = 1.0
+    """Factor applied to a numeric raw value (``value * scale + offset``): a register
+    counting 0.01 kWh steps takes ``0.01``."""
     offset: float = 0.0
+    """Added after ``scale``, in the role's unit."""
     engineering_unit: str | None = None
+    """The unit the device reports an energy (``Wh``, ``kWh``, ``MWh``) or power (``W``,
+    ``kW``, ``MW``) role in; the value is converted to the role's kWh or kW after scale and
+    offset. Not set: already in the role's unit."""
     map: dict[str, str] | None = None
+    """Raw value (as text, ``"2"``) to machine state (``producing``, ``setup``, ``idle``,
+    ``unplanned_down``, ``planned_down``, ``off``), for a controller's state codes; a code
+    missing from it gives a bad sample."""
 
     @model_validator(mode="after")
     def _address(self) -> Self:
@@ -298,10 +334,18 @@ class MachineSignals(StrictModel):
     """The roles a machine can provide (docs/architecture.md, "Semantic signals")."""
 
     state: SignalSection | None = None
+    """The machine's state: a node or register whose value is a state name, or whose codes
+    ``map`` turns into one."""
     parts_total: SignalSection | None = None
+    """Cumulative part counter (produced parts, good and bad); wraps at the machine's
+    ``counter_modulus``."""
     parts_bad: SignalSection | None = None
+    """Cumulative scrap counter; give it or ``parts_good``, whichever the controller counts."""
     parts_good: SignalSection | None = None
+    """Cumulative good-part counter, for controllers that count good parts instead of scrap."""
     power_kw: SignalSection | None = None
+    """Instantaneous active power of the machine in kW (optional): threshold alarms, and the
+    state from power where configured."""
 
     @model_validator(mode="after")
     def _one_quality_counter(self) -> Self:
@@ -310,17 +354,134 @@ class MachineSignals(StrictModel):
         return self
 
 
+class StateRuleSection(StrictModel):
+    """One row of a machine's state rule table; the first row whose condition holds
+    gives the machine's state (docs/commissioning.md, "Machines without a controller")."""
+
+    when: str | None = None
+    """The condition, over the machine's ``inputs``: names, numbers, ``true``/``false``,
+    ``and``, ``or``, ``not``, parentheses and comparisons ``==``, ``!=``, ``<``, ``<=``,
+    ``>``, ``>=`` (``"program_running and spindle_on"``, ``"mode == 2"``); a bare name
+    holds when its value is not 0. Left out on the last row, and only there: the state
+    when no other row holds."""
+    state: str
+    """The machine state while the row decides: ``producing``, ``setup``, ``idle``,
+    ``unplanned_down``, ``planned_down`` or ``off``."""
+
+    @field_validator("when")
+    @classmethod
+    def _condition(cls, value: str | None) -> str | None:
+        if value is not None:
+            from rules.derived_state import parse_condition
+
+            parse_condition(value)
+        return value
+
+    @field_validator("state")
+    @classmethod
+    def _state(cls, value: str) -> str:
+        if value not in MACHINE_STATES:
+            raise ValueError(f"{value!r} is not a machine state "
+                             f"({', '.join(sorted(MACHINE_STATES))})")
+        return value
+
+
+class PowerCyclesSection(StrictModel):
+    """Part counting from the power curve: one part per rise to ``above_kw`` whose length
+    lies within ``[min_s, max_s]``."""
+
+    above_kw: float = Field(gt=0)
+    """The cutting power a rise must reach; it ends below ``above_kw - hysteresis_kw``."""
+    min_s: float = Field(gt=0)
+    """The shortest rise that is a part (shorter: a jog, a spindle test)."""
+    max_s: float = Field(gt=0)
+    """The longest rise that is a part (longer: several parts without a pause, a
+    warm-up)."""
+
+    @model_validator(mode="after")
+    def _range(self) -> Self:
+        if self.max_s < self.min_s:
+            raise ValueError(f"max_s ({self.max_s:g}) is below min_s ({self.min_s:g})")
+        return self
+
+
+class PowerStateSection(StrictModel):
+    """State from power alone, for a machine without a controller to read: ``off`` below
+    ``off_below_kw``, ``producing`` from ``producing_above_kw``, ``idle`` in between;
+    its records carry ``state_source = "power"``."""
+
+    off_below_kw: float = Field(ge=0)
+    """Below this power the machine is off."""
+    producing_above_kw: float = Field(gt=0)
+    """At or above this power the machine produces."""
+    hysteresis_kw: float = Field(0.0, ge=0)
+    """How far past the threshold it came through the power must go to leave a state
+    (``off`` ends at ``off_below_kw + hysteresis_kw``, ``producing`` below
+    ``producing_above_kw - hysteresis_kw``)."""
+    min_dwell_s: float = Field(0.0, ge=0, le=3600)
+    """How long a new level must be read before the state changes; each change is that
+    late (plus up to one reading interval)."""
+    meter: Id | None = None
+    """The meter whose ``power_kw`` is read, one attached to this machine; default: the
+    machine's own ``signals.power_kw``, else its one meter."""
+    cycles: PowerCyclesSection | None = None
+    """Count parts from the power curve (the machine then has no ``parts_total``)."""
+
+    @model_validator(mode="after")
+    def _bands(self) -> Self:
+        if self.producing_above_kw <= self.off_below_kw:
+            raise ValueError(f"producing_above_kw ({self.producing_above_kw:g}) must be "
+                             f"above off_below_kw ({self.off_below_kw:g})")
+        band = self.producing_above_kw - self.off_below_kw
+        if self.hysteresis_kw >= band:
+            raise ValueError(f"hysteresis_kw ({self.hysteresis_kw:g}) must be smaller than "
+                             f"producing_above_kw - off_below_kw ({band:g})")
+        if self.cycles is not None and self.cycles.above_kw <= self.hysteresis_kw:
+            raise ValueError(f"cycles.above_kw ({self.cycles.above_kw:g}) must be above "
+                             f"hysteresis_kw ({self.hysteresis_kw:g})")
+        return self
+
+
 class MachineSection(StrictModel):
     """A machine whose KPIs are computed and published."""
 
     id: Id
+    """The machine's id: its level in the topics and the ``machine`` of its records."""
     line: Id
+    """The ``[[lines]]`` id the machine belongs to."""
     ideal_cycle_time_s: float = Field(gt=0, le=86_400)
+    """Seconds one part takes at the ideal rate (ISO 22400 planned run time per item), the
+    base of performance and OEE; take it from the machine's program or its best sustained
+    rate."""
     counter_modulus: int = Field(2**32, ge=2)
+    """Where the machine's part counters wrap to 0 (2^32 for a 32-bit PLC counter, 10000 for
+    a 4-digit display), so a wrap is counted as parts, not as a reset."""
     calendar: Id | None = None
     """A calendar of ``[calendars]`` the machine follows instead of its line's (or the
     site's)."""
     signals: MachineSignals = MachineSignals()
+    """``[machines.signals.<role>]``: where each role (``state``, ``parts_total``, ...) is
+    read from."""
+    inputs: dict[str, SignalSection] = Field(default_factory=dict)
+    """``[machines.inputs.<name>]``: signals the ``state_rules`` read (booleans, numbers),
+    addressed like ``signals``; each becomes a sample signal ``<name>`` of the machine."""
+    state_rules: list[StateRuleSection] = Field(default_factory=list)
+    """``[[machines.state_rules]]``: the state from ``inputs``, first matching row wins;
+    instead of ``signals.state``."""
+    power_state: PowerStateSection | None = None
+    """The state (and optionally the part count) from power thresholds; instead of
+    ``signals.state``."""
+    profile: str | None = None
+    """A companion specification the machine's controller publishes, whose model gives
+    the roles the machine does not configure under ``signals``: ``"opc40501"`` (umati,
+    OPC UA for Machine Tools; docs/commissioning.md, "umati machine tools"). Needs
+    ``source`` and ``machine_tool``."""
+    source: Id | None = None
+    """The OPC UA source the ``profile`` is read through."""
+    machine_tool: str | None = None
+    """The machine's MachineTool object, for ``profile``: a NodeId (``nsu=<uri>;i=...``
+    preferred, namespaces by URI) or a browse path with the source's ``namespaces``
+    aliases (``Objects/ma:Machines/vendor:VMC-850``)."""
 
     _id = field_validator("id")(check_id)
 
@@ -329,7 +490,10 @@ class LineSection(StrictModel):
     """A line; its output machine's counts are the line's output."""
 
     id: Id
+    """The line's id: its level in the topics and the ``line`` of its records."""
     output_machine: Id
+    """The machine whose parts are the line's output (the last one, or the one that counts
+    what leaves the line); the line's schedule-based KPIs are its."""
     calendar: Id | None = None
     """A calendar of ``[calendars]`` the line's machines follow instead of the site's."""
 
@@ -344,22 +508,38 @@ class MeterSignals(StrictModel):
     """
 
     energy_kwh: SignalSection | None = None
+    """Cumulative active energy register of an electricity meter, in kWh
+    (``engineering_unit`` for Wh or MWh)."""
     power_kw: SignalSection | None = None
+    """Instantaneous active power in kW (optional): it enters no KPI, but alarms may watch
+    it and a machine's state may come from it."""
     reading: SignalSection | None = None
+    """Cumulative register of a meter of another carrier (gas, steam, water, compressed
+    air), in the carrier's unit."""
 
 
 class MeterSection(StrictModel):
     """An energy meter measuring one machine or, failing that, one line."""
 
     id: Id
+    """The meter's id, as samples and alarms name it."""
     machine: Id | None = None
+    """The machine the meter measures; its energy is attributed to that machine (and its
+    line)."""
     line: Id | None = None
+    """The line the meter measures, when it feeds a whole line rather than one machine."""
     carrier: Id = ELECTRICITY
     """What the meter measures: ``electricity``, ``natural_gas``, ``steam``, ``water``,
     ``compressed_air`` or a carrier of ``[energy.carriers]``."""
     resolution_kwh: float = Field(0.01, gt=0)
+    """Smallest step of the electricity meter's energy register in kWh; readings are counted
+    in these steps, so the value sets how exact energy per part can be."""
     modulus_kwh: float | None = Field(None, gt=0)
+    """Where the energy register rolls over to 0, in kWh (not set: it never does); needed to
+    count a rollover as energy instead of a meter reset."""
     max_power_kw: float | None = Field(None, gt=0)
+    """Highest power the meter's load can draw, in kW: a drop of the register is a rollover
+    only if the energy it implies fits under it, else a reset or a replaced meter."""
     resolution: float | None = Field(None, gt=0)
     """Register step of a meter of another carrier than electricity, in its unit
     (default 0.01); an electricity meter gives ``resolution_kwh``."""
@@ -367,9 +547,15 @@ class MeterSection(StrictModel):
     """Where such a meter's register rolls over, in its unit (``modulus_kwh`` for
     electricity)."""
     source: Id | None = None
+    """The Modbus source the ``preset`` registers are read through."""
     unit: int | None = Field(None, ge=0, le=255)
+    """The meter's Modbus unit id (slave address), for ``preset``."""
     preset: str | None = None
+    """A known meter model whose register map gives its signals (``sdm630``, ``dtsu666``,
+    ``adl400``, ``pac3200``, ``em24``, ``pm5xxx``, ``scaled32``); needs ``source`` and
+    ``unit``."""
     signals: MeterSignals = MeterSignals()
+    """``[meters.signals.<role>]``: the meter's registers, when no ``preset`` gives them."""
 
     _id = field_validator("id")(check_id)
 
@@ -411,6 +597,8 @@ class CarrierSection(StrictModel):
     defining a carrier of the site's own (``unit`` required then)."""
 
     unit: str | None = Field(None, min_length=1, max_length=16)
+    """The carrier's unit (``m3``, ``t``); required for a carrier of the site's own, and for
+    a known one only its own unit is accepted."""
     kgce_per_unit: float | None = Field(None, ge=0, le=100)
     """Standard coal (kgce) per unit; a known carrier's default when left out."""
     co2_kg_per_unit: float | None = Field(None, ge=0, le=100)
@@ -424,6 +612,8 @@ class EnergySection(StrictModel):
     """``equivalent`` (当量值, 0.1229 kgce/kWh, GB/T 2589) or ``equal_value`` (等价值:
     ``equal_value_kgce_per_kwh``, e.g. the year's published coal use of power supply)."""
     equal_value_kgce_per_kwh: float | None = Field(None, gt=0, le=1)
+    """Standard coal per kWh of electricity for ``coal_basis = "equal_value"`` (e.g. the
+    year's published coal consumption of power supply, about 0.3 kgce/kWh)."""
     carriers: dict[Id, CarrierSection] = Field(default_factory=dict)
     """``[energy.carriers.<name>]``: factors per carrier."""
 
@@ -454,8 +644,13 @@ class TariffPeriodSection(StrictModel):
     """A period of the day in local time; an end at or before the start crosses midnight."""
 
     start: str
+    """Start in site-local time, ``HH:MM`` on a whole minute."""
     end: str
+    """End in site-local time, ``HH:MM``; at or before ``start``, the period crosses
+    midnight."""
     period: Literal["critical_peak", "peak", "flat", "valley"]
+    """Which price of ``prices`` applies: ``critical_peak``, ``peak``, ``flat`` or
+    ``valley``."""
 
     @field_validator("start", "end")
     @classmethod
@@ -470,7 +665,9 @@ class TariffSeasonSection(StrictModel):
     """The months a pattern of periods applies in."""
 
     months: list[int] = Field(min_length=1)
+    """Months (1..12) the season's periods apply in."""
     periods: list[TariffPeriodSection] = Field(min_length=1)
+    """``[[tariff.seasons.periods]]``: the periods of a day, covering all 24 hours."""
 
     @field_validator("months")
     @classmethod
@@ -493,6 +690,7 @@ class TariffSection(StrictModel):
     """Energy prices: electricity by time-of-use period, other carriers per unit."""
 
     currency: str = Field("CNY", min_length=1, max_length=8)
+    """Currency code of the prices, as records and reports show ``energy_cost`` (``CNY``)."""
     prices: dict[Literal["critical_peak", "peak", "flat", "valley"], float] = Field(
         default_factory=dict)
     """Price per kWh of each period the seasons use."""
@@ -535,19 +733,38 @@ class AlarmSection(StrictModel):
     """A declarative alarm rule (threshold, state duration or KPI limit)."""
 
     name: Id
+    """The alarm's name, as its events carry it."""
     kind: Literal["threshold", "state_duration", "kpi_limit"]
+    """``threshold`` (a signal above a limit), ``state_duration`` (a machine too long in one
+    state) or ``kpi_limit`` (a window's KPI above a limit)."""
     device: Id | None = None
+    """For ``threshold``: the machine or meter whose signal is watched."""
     machine: Id | None = None
+    """For ``state_duration`` and ``kpi_limit``: the machine watched."""
     signal: str | None = None
+    """For ``threshold``: the role watched (``power_kw``)."""
     raise_above: float | None = None
+    """For ``threshold``: the alarm is raised when the signal stays above this, in the
+    role's unit."""
     clear_below: float | None = None
+    """For ``threshold``: cleared when the signal falls below this (hysteresis, so a value
+    hovering at the limit does not flap); default ``raise_above``."""
     min_duration_s: float = Field(0.0, ge=0)
+    """For ``threshold``: seconds the signal must stay above ``raise_above`` before the
+    alarm is raised, so a short spike raises nothing."""
     state: str | None = None
+    """For ``state_duration``: the machine state watched (``unplanned_down``)."""
     max_duration_s: float | None = Field(None, gt=0)
+    """For ``state_duration``: seconds in ``state`` after which the alarm is raised."""
     field: str | None = None
+    """For ``kpi_limit``: the KPI record field compared (``energy_per_good_unit_kwh``)."""
     limit: float | None = None
+    """For ``kpi_limit``: the alarm is raised for a window whose ``field`` exceeds this."""
     window: str | None = None
+    """For ``kpi_limit``: which of ``[kpi] windows`` is compared (``1h``)."""
     severity: Literal["info", "warning", "critical"] = "warning"
+    """``info``, ``warning`` or ``critical``, carried by the events so the platform can
+    route them."""
 
     @model_validator(mode="after")
     def _kind(self) -> Self:
@@ -566,27 +783,47 @@ class AgentConfig(StrictModel):
     """The whole ``agent.toml``."""
 
     agent: AgentSection = AgentSection()
+    """``[agent]``: this agent's id and where it keeps its state."""
     site: SiteSection
+    """``[site]``: the factory, its time zone and grid factor (required)."""
     kpi: KpiSection = KpiSection()
+    """``[kpi]``: which KPI windows are computed and how long late samples are waited for."""
     calendar: CalendarSection = CalendarSection()
+    """``[calendar]``: the site's working calendar (shifts, off days, holidays); without one
+    every hour is planned time."""
     calendars: dict[Id, CalendarSection] = Field(default_factory=dict)
     """Named calendars (``[calendars.<name>]``) that lines and machines may follow
     instead of the site's ``[calendar]``; a key left out is the site calendar's."""
     mqtt: MqttSettings = MqttSettings()
+    """``[mqtt]``: the broker the records are published to."""
     outbox: OutboxSection = OutboxSection()
+    """``[outbox]``: bounds of the on-disk store that holds every record until the broker
+    acknowledged it."""
     health: HealthSettings = HealthSettings()
+    """``[health]``: the local HTTP endpoint serving ``/healthz``, ``/readyz`` and
+    ``/metrics``."""
     sources: list[SourceSection] = Field(default_factory=list)
+    """``[[sources]]``: the OPC UA servers and Modbus links signals are read through;
+    ``type`` selects the protocol."""
     lines: list[LineSection] = Field(default_factory=list)
+    """``[[lines]]``: production lines; every machine belongs to one."""
     machines: list[MachineSection] = Field(default_factory=list)
+    """``[[machines]]``: the machines whose KPIs are computed and published, with the
+    signals they are read from."""
     meters: list[MeterSection] = Field(default_factory=list)
+    """``[[meters]]``: energy meters, each measuring one machine or one line."""
     alarms: list[AlarmSection] = Field(default_factory=list)
+    """``[[alarms]]``: alarm rules evaluated by the agent and published on the alarm topics."""
     energy: EnergySection = EnergySection()
+    """``[energy]``: the standard coal basis of electricity and the factors of other energy
+    carriers."""
     tariff: TariffSection | None = None
     """Energy prices; none: records have no ``energy_cost``."""
 
     def signals(self) -> list[tuple[str, str, SignalSection]]:
         """Every configured ``(device id, role, signal)`` of machines, then meters (meter
-        presets are not signals: they are expanded where collectors are built)."""
+        presets are not signals: they are expanded where collectors are built); a
+        machine's ``inputs`` follow its roles, named as the role."""
         out: list[tuple[str, str, SignalSection]] = []
         items: list[MachineSection | MeterSection] = [*self.machines, *self.meters]
         for item in items:
@@ -594,4 +831,6 @@ class AgentConfig(StrictModel):
                 sig = getattr(item.signals, role)
                 if sig is not None:
                     out.append((item.id, role, sig))
+            if isinstance(item, MachineSection):
+                out += [(item.id, name, sig) for name, sig in item.inputs.items()]
         return out

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from agent.config.calendars import effective, public_days
+from agent.config.derived import check_state_sources
 from agent.config.load import label
 from agent.config.model import (
     AgentConfig,
@@ -17,6 +18,7 @@ from agent.config.model import (
     parse_weekday,
 )
 from agent.config.units import unit_problem
+from agent.sources.opcua import profile_problems, profile_roles
 from agent.sources.registry import SOURCE_TYPES, SourceSection, addressed_as, source_type
 from collectors.presets import PRESETS
 from rules.types import MACHINE_STATES
@@ -61,6 +63,7 @@ def check_kpi(cfg: AgentConfig) -> Problems:
         out.append(("kpi.windows", "'shift' needs [[calendar.shifts]]"))
     out += _check_calendars(cfg)
     out += _check_alarms(cfg)
+    out += check_state_sources(cfg)
     return out
 
 
@@ -134,16 +137,27 @@ def _machine_roles(i: int, m: MachineSection, sources: dict[str, SourceSection])
     where = label("machines", i, m.id)
     out: Problems = []
     sig = m.signals
-    for role in ("state", "parts_total"):
-        if getattr(sig, role) is None:
+    # A state from state_rules or power_state replaces signals.state; a machine read by
+    # its power alone has no counters to require (it may count parts from its power).
+    derived = bool(m.state_rules) or m.power_state is not None
+    required: tuple[str, ...] = ("parts_total",) if derived else ("state", "parts_total")
+    if m.power_state is not None:
+        required = ()
+    profiled = profile_roles(m)  # roles a companion-spec profile provides
+    out += profile_problems(where, m, sources)
+    for role in required:
+        if getattr(sig, role) is None and role not in profiled:
             out.append((f"{where}: signals.{role}", "required role is not configured"))
-    if sig.parts_bad is None and sig.parts_good is None:
+    if (sig.parts_bad is None and sig.parts_good is None and m.power_state is None
+            and "parts_good" not in profiled):
         out.append((f"{where}: signals.parts_bad",
                     "configure parts_bad (scrap counter) or parts_good (good counter)"))
     for role in ("state", "parts_total", "parts_bad", "parts_good", "power_kw"):
         s = getattr(sig, role)
         if s is not None:
             out += _check_signal(f"{where}: signals.{role}", s, sources)
+    for name, s in m.inputs.items():
+        out += _check_signal(f"{where}: inputs.{name}", s, sources)
     return out
 
 

@@ -18,7 +18,10 @@ class HealthSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = Field(default=True)
+    """Serve the endpoint at all; off where nothing scrapes it or the port cannot be had."""
     host: str = Field(default="127.0.0.1", min_length=1)
+    """Address to listen on; loopback by default, since the endpoint has no authentication
+    (``0.0.0.0`` exposes it to the network)."""
     port: int = Field(default=9464, ge=0, le=65535)
     """0 picks a free port (tests); 9464 is the port commonly used for OpenTelemetry/
     Prometheus exporters."""

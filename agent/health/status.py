@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agent import __version__
 from agent.ingest.deadletter import REJECT_CODES
@@ -45,6 +45,8 @@ __all__ = [
     "ingest_metrics",
     "outbox_metrics",
     "publisher_metrics",
+    "signal_place",
+    "unresolved_signals",
 ]
 
 InfoValue = str | int | float | bool | None
@@ -204,8 +206,10 @@ class AgentStatus:
         self.clock = clock
 
     def health_snapshot(self) -> HealthSnapshot:
-        """Ready when the broker is connected, every collector task runs, and at least
-        one source is connected (one failing device or source never makes it unready)."""
+        """Ready when the broker is connected, every collector task runs, at least one
+        source is connected (one failing device or source never makes it unready) and
+        every configured signal resolves on its device (one that does not is a config
+        mistake that no waiting mends)."""
         agent = self.agent
         publisher = agent.publisher
         checks = [Check("broker", publisher.connected,
@@ -223,12 +227,14 @@ class AgentStatus:
         else:
             checks.append(Check("collectors", True, f"{len(collectors)} running"))
         if collectors:
-            up = [c.name for c in collectors if c.stats.connected]
-            down = sorted(c.name for c in collectors if c.name not in up)
+            stats = [(c.name, c.stats) for c in collectors]
+            up = [name for name, st in stats if st.connected]
+            down = sorted(name for name, _ in stats if name not in up)
             detail = f"{len(up)}/{len(collectors)} connected"
             if down:
                 detail += f"; down: {', '.join(down)}"
             checks.append(Check("sources", bool(up), detail))
+            checks.append(_signals_check(agent.cfg, [st for _, st in stats]))
         return HealthSnapshot(tuple(checks), {
             "site": agent.cfg.site.id,
             "agent": agent.cfg.agent.id,
@@ -245,6 +251,58 @@ class AgentStatus:
         engine_metrics(registry, agent.engine.stats)
         outbox_metrics(registry, agent.outbox.stats)
         publisher_metrics(registry, agent.publisher.stats, agent.publisher.connected)
+
+
+READY_NAMES_MAX = 20
+"""Unresolved signals named in the ``signals`` check's detail; more are counted."""
+
+
+def signal_place(cfg: AgentConfig, device: str, signal: str) -> str:
+    """How the config file names the signal ``signal`` of ``device``: its
+    ``signals.<role>`` or ``inputs.<name>`` table, or the ``preset`` or ``profile`` that
+    defines it, else ``device.signal``."""
+    from agent.config.load import label
+
+    items: list[tuple[str, list[Any]]] = [("machines", list(cfg.machines)),
+                                          ("meters", list(cfg.meters))]
+    for kind, entries in items:
+        for i, item in enumerate(entries):
+            if item.id != device:
+                continue
+            where = label(kind, i, item.id)
+            if getattr(item.signals, signal, None) is not None:
+                return f"{where}: signals.{signal}"
+            if signal in getattr(item, "inputs", {}):
+                return f"{where}: inputs.{signal}"
+            for table in ("preset", "profile"):
+                if getattr(item, table, None) is not None:
+                    return f"{where}: {table} ({signal})"
+            return f"{where}: {signal}"
+    return f"{device}.{signal}"
+
+
+def unresolved_signals(cfg: AgentConfig, stats: Iterable[CollectorStats]
+                       ) -> list[tuple[str, str]]:
+    """``(config place, why)`` of every signal whose address does not resolve."""
+    out = [(signal_place(cfg, device, signal), status.detail or "")
+           for st in stats for (device, signal), status in st.signals.items()
+           if status.state == "unresolved"]
+    return sorted(out)
+
+
+def _signals_check(cfg: AgentConfig, stats: Sequence[CollectorStats]) -> Check:
+    counts = {"ok": 0, "pending": 0, "failing": 0, "unresolved": 0}
+    for st in stats:
+        for state, n in st.signal_counts().items():
+            counts[state] += n
+    if not counts["unresolved"]:
+        return Check("signals", True, ", ".join(f"{n} {state}" for state, n in counts.items()
+                                                if n or state == "ok"))
+    bad = unresolved_signals(cfg, stats)
+    named = "; ".join(f"{where} ({why})" if why else where
+                      for where, why in bad[:READY_NAMES_MAX])
+    more = f"; and {len(bad) - READY_NAMES_MAX} more" if len(bad) > READY_NAMES_MAX else ""
+    return Check("signals", False, f"{len(bad)} unresolved: {named}{more}")
 
 
 class IngestStatus:
@@ -305,12 +363,18 @@ def collector_metrics(registry: Registry, collectors: Iterable[SourceView],
     failing = registry.gauge("edge_agent_device_failing_seconds",
                              "Seconds the device has been failing; 0 while it works.",
                              _SRC_DEV)
+    signals = registry.gauge("edge_agent_source_signals",
+                             "Configured signals of the source by status: ok, pending (not "
+                             "read yet), failing (no answer or bad values), unresolved (the "
+                             "address does not exist on the device).", ("source", "status"))
     for collector in collectors:
         stats = collector.stats
         src = collector.name
         src_connected.set(1 if stats.connected else 0, source=src)
         src_reconnects.set(stats.reconnects, source=src)
         src_overflows.set(stats.overflows, source=src)
+        for state, n in stats.signal_counts().items():
+            signals.set(n, source=src, status=state)
         for dev, h in sorted(stats.devices.items()):
             connected.set(1 if h.connected else 0, source=src, device=dev)
             samples.set(h.samples, source=src, device=dev)

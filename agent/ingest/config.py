@@ -51,6 +51,8 @@ class IngestSettings(StrictModel):
     selects the parser, and the levels in between are the record's site, line and machine
     (or the agent): the payload must name the same ids."""
     batch_size: int = Field(default=500, ge=1, le=50_000)
+    """Most messages written to InfluxDB in one request; larger batches write faster,
+    smaller ones acknowledge sooner."""
     flush_interval_s: float = Field(default=0.5, gt=0, le=60)
     """Longest time the first message of a batch waits for the batch to fill."""
     flush_idle_s: float = Field(default=0.05, ge=0, le=60)
@@ -63,8 +65,13 @@ class IngestSettings(StrictModel):
     """Bound of the hand-over queue from the MQTT thread; when full, the MQTT thread
     waits (TCP back-pressure to the broker)."""
     dead_letter_path: Path = Path("ingest-dead-letter.jsonl")
+    """JSON Lines file where messages that can never be stored (bad payload, ids that
+    disagree with the topic, less complete than the stored record) are kept with the reason."""
     retry_min_s: float = Field(default=0.5, gt=0)
+    """First delay before a failed write is retried, in seconds; it doubles (with jitter) up
+    to ``retry_max_s``."""
     retry_max_s: float = Field(default=30.0, gt=0)
+    """Longest delay between retries of a failed write, in seconds."""
     client_id: str | None = None
     """MQTT client id (overrides ``mqtt.client_id``); default ``edge-ingest-<hostname>``.
     Keep it stable so the broker resumes our session; give each ingest process its own."""
@@ -88,8 +95,11 @@ class IngestConfig(StrictModel):
     # model_validate({}): the shared models declare defaults positionally in Field(), which
     # mypy (without the pydantic plugin) reads as required constructor arguments.
     mqtt: MqttSettings = Field(default_factory=lambda: MqttSettings.model_validate({}))
+    """``[mqtt]``: the broker the edge agents publish to, subscribed to by the ingest."""
     influxdb: InfluxSettings = Field(default_factory=lambda: InfluxSettings.model_validate({}))
+    """``[influxdb]``: the database the records are written into."""
     ingest: IngestSettings = Field(default_factory=lambda: IngestSettings.model_validate({}))
+    """``[ingest]``: subscription, batching, retries and the dead-letter file."""
     health: HealthSettings = HealthSettings(port=9465)
     """Health and metrics endpoint (port 9465, so an agent on the same host keeps 9464)."""
 

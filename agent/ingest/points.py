@@ -15,6 +15,12 @@ Because InfluxDB merges the fields of two points with the same key, a rewrite in
 field became null would keep the older value: the sink deletes the stored point first in
 that case (see :mod:`agent.ingest.sink`).
 
+A record whose machine states do not come from a controller (``state_source``, e.g.
+``"power"``) carries that as one more tag, so a query can tell (or leave out) the machines
+read by power thresholds; records from controllers have no such tag, so their series are
+as they always were. The tag belongs to a machine's series for as long as its config
+reads it that way.
+
 The agents' status messages go to measurement ``agent_status`` (tags ``site``, ``agent``),
 stamped with the time the ingest received them: the platform's one clock, so an agent with
 a skewed clock cannot make its own "online" look newer than the broker's "offline".
@@ -39,6 +45,7 @@ __all__ = [
     "KPI_TAGS",
     "LINE_PLACEHOLDER",
     "SITE_PLACEHOLDER",
+    "STATE_SOURCE_TAG",
     "FieldValue",
     "InfluxPoint",
     "PointKey",
@@ -55,6 +62,8 @@ LINE_PLACEHOLDER: Final = "_line"
 SITE_PLACEHOLDER: Final = "_site"
 KPI_TAGS: Final[tuple[str, ...]] = ("site", "line", "machine", "window")
 """The tag keys of a ``kpi`` point: with the time, the record's identity."""
+STATE_SOURCE_TAG: Final = "state_source"
+"""The extra tag of a record whose states are not a controller's (see the module doc)."""
 
 FieldValue = float | int | str | bool
 
@@ -100,8 +109,9 @@ def placeholder_tags(line: str | None, machine: str | None) -> tuple[str, str]:
 
 
 def record_to_point(record: KpiRecord) -> InfluxPoint:
-    """The ``kpi`` point of one record: tags site/line/machine/window, time = window end;
-    ``observed_s`` is a field when the record carries it."""
+    """The ``kpi`` point of one record: tags site/line/machine/window (and
+    ``state_source`` when the record has one), time = window end; ``observed_s`` is a
+    field when the record carries it."""
     line, machine = placeholder_tags(record.line, record.machine)
     fields: dict[str, FieldValue] = {}
     for name in KPI_FIELDS:
@@ -110,9 +120,12 @@ def record_to_point(record: KpiRecord) -> InfluxPoint:
             continue
         fields[name] = int(value) if name in COUNT_FIELDS else float(value)
     fields["flags"] = ",".join(record.flags)
+    tags = {"site": record.site, "line": line, "machine": machine, "window": record.window}
+    if record.state_source is not None:
+        tags[STATE_SOURCE_TAG] = record.state_source
     return InfluxPoint(
         measurement=KPI_MEASUREMENT,
-        tags={"site": record.site, "line": line, "machine": machine, "window": record.window},
+        tags=tags,
         fields=fields,
         time_ms=record.window_end_ms,
     )

@@ -12,6 +12,9 @@ The one exception is ``observed_s`` (seconds of the window the agent actually ob
 which agents before it do not send: absent or null means "unknown", and ranks as 0 s
 when the ingest decides whether a record may replace a stored one (see
 :mod:`agent.ingest.sink`). When present it must be a number from 0 to the window's length.
+Likewise ``state_source`` (how the machine states behind the record were obtained when
+not from the machine's controller, e.g. ``"power"``) is sent only when set: absent or
+null means the controller; when present it must be one of :data:`rules.types.STATE_SOURCES`.
 
 Ids (site, line, machine, window) must be valid MQTT topic levels, because the topic is
 the record's identity (the broker authenticated it): non-empty, no ``/``, ``+``, ``#`` or
@@ -30,7 +33,14 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from rules.errors import InputError
-from rules.types import KPI_FIELDS, SCHEMA, AlarmEvent, KpiRecord, rfc3339_to_ms
+from rules.types import (
+    KPI_FIELDS,
+    SCHEMA,
+    STATE_SOURCES,
+    AlarmEvent,
+    KpiRecord,
+    rfc3339_to_ms,
+)
 
 __all__ = [
     "ALARM_SCHEMA",
@@ -39,6 +49,7 @@ __all__ = [
     "LATER_FIELDS",
     "NULLABLE_FIELDS",
     "OBSERVED_FIELD",
+    "STATE_SOURCE_FIELD",
     "StatusMessage",
     "parse_alarm_payload",
     "parse_kpi_payload",
@@ -71,6 +82,10 @@ NULLABLE_FIELDS: Final[frozenset[str]] = (
 OBSERVED_FIELD: Final = "observed_s"
 """Seconds of its window the agent observed; optional on the wire (see the module doc)."""
 
+STATE_SOURCE_FIELD: Final = "state_source"
+"""Where the record's machine states came from when not from a controller; optional on
+the wire (see the module doc) and an InfluxDB tag of the point."""
+
 _OBSERVED_SLACK_S: Final = 0.001
 """observed_s may exceed the window's length by this much (sums of float durations)."""
 
@@ -78,7 +93,7 @@ _VALUE_FIELDS: Final[tuple[str, ...]] = tuple(f for f in KPI_FIELDS if f != OBSE
 
 _KPI_KEYS: Final[frozenset[str]] = frozenset(
     {"schema", "site", "line", "machine", "window", "window_start", "window_end", "flags",
-     *KPI_FIELDS}
+     STATE_SOURCE_FIELD, *KPI_FIELDS}
 )
 _TOPIC_FORBIDDEN: Final[frozenset[str]] = frozenset("/+#\x00")
 _ALARM_KEYS: Final[frozenset[str]] = frozenset(
@@ -264,12 +279,16 @@ def parse_kpi_payload(payload: bytes, topic: str, *, where: str | None = None) -
             raise r.error("flags", f"item {i}: expected a non-empty string, got {flag!r}")
         if "," in flag:
             raise r.error("flags", f"item {i}: {flag!r} contains ','")
+    source = r.optional(STATE_SOURCE_FIELD)
+    if source is not None and (not isinstance(source, str) or source not in STATE_SOURCES):
+        raise r.error(STATE_SOURCE_FIELD, f"expected one of "
+                      f"{', '.join(map(repr, sorted(STATE_SOURCES)))} or null, got {source!r}")
     assert site is not None and window is not None  # ident() without nullable never returns None
     try:
         return KpiRecord(
             site=site, line=line, machine=machine, window=window,
             window_start_ms=start_ms, window_end_ms=end_ms,
-            flags=tuple(flags_raw), **values,
+            flags=tuple(flags_raw), state_source=source, **values,
         )
     except (TypeError, ValueError) as err:  # pragma: no cover - checked above
         raise InputError(f"KPI {place}: {err}") from err

@@ -113,6 +113,10 @@ def signal_uses(cfg: AgentConfig, source_id: str) -> list[SignalUse]:
                 if sig is not None and sig.source == source_id:
                     out.append(SignalUse(f"{label(kind, i, item.id)}: signals.{role}",
                                          item.id, role, sig))
+            for name, sig in getattr(item, "inputs", {}).items():  # a machine's state inputs
+                if sig.source == source_id:
+                    out.append(SignalUse(f"{label(kind, i, item.id)}: inputs.{name}",
+                                         item.id, name, sig))
     return out
 
 

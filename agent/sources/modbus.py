@@ -45,20 +45,41 @@ class ModbusSourceSection(StrictModel):
     """
 
     id: Id
+    """The source's id, as signals name it in ``source``."""
     type: Literal["modbus"]
+    """``modbus``: a Modbus TCP device or gateway, an RTU serial bus, or RTU over TCP."""
     transport: Literal["tcp", "rtu", "rtu-over-tcp"] = "tcp"
+    """``tcp`` (Modbus TCP), ``rtu`` (a serial RS-485 bus at ``serial_port``) or
+    ``rtu-over-tcp`` (RTU frames through a transparent serial device server at
+    ``host:port``)."""
     host: str = "127.0.0.1"
+    """Host name or address of the device or gateway (``tcp``, ``rtu-over-tcp``)."""
     port: int = Field(502, ge=1, le=65535)
+    """TCP port (502 for Modbus TCP; device servers often use another)."""
     serial_port: str | None = None
+    """Serial device of an RTU bus (``/dev/ttyUSB0``, ``/dev/ttyS1``)."""
     baudrate: int = 9600
+    """Bit rate of the RTU bus; every device on it must use the same."""
     parity: Literal["N", "E", "O"] = "N"
+    """Parity of the RTU bus: ``N`` none, ``E`` even, ``O`` odd."""
     stopbits: Literal[1, 2] = 1
+    """Stop bits of the RTU bus (1, or 2 for devices that want them without parity)."""
     bytesize: Literal[7, 8] = 8
+    """Data bits per character of the RTU bus (8; 7 for rare old devices)."""
     poll_interval_s: float = Field(1.0, gt=0, le=3600)
+    """Seconds between polls of each device; shorter gives finer energy and power data, at
+    more load on the link (a serial bus carries one request at a time)."""
     timeout_s: float = Field(0.3, gt=0, le=60)
+    """Seconds to wait for a reply; keep it short so that a dead device holds the link only
+    ``timeout_s x (retries + 1)``."""
     retries: int = Field(1, ge=0, le=5)
+    """Repeats of a request that got no reply before the device counts as failing."""
     max_gap: int = Field(8, ge=0, le=100)
+    """Unused registers a read may span to merge two signals into one request (fewer round
+    trips); 0 for devices that refuse reads of registers they do not map."""
     units: dict[int, ModbusUnitSection] = Field(default_factory=dict)
+    """``[sources.units.<unit id>]``: timeout and retries for one device (a slow meter)
+    without slowing the others down."""
 
     _id = field_validator("id")(check_id)
 
@@ -88,15 +109,25 @@ class ModbusAddress(StrictModel):
     """The Modbus keys of a signal: unit, table, address and how the value is laid out."""
 
     unit: int | None = Field(None, ge=0, le=255)
+    """Modbus unit id (slave address, 0..255) of the device behind the source; for Modbus
+    TCP devices often 1 or 255."""
     table: Literal["holding", "input", "coil", "discrete"] | None = None
+    """Which table the value is in: ``holding`` registers (function 3), ``input`` registers
+    (4), ``coil`` (1) or ``discrete`` inputs (2)."""
     address: int | None = Field(None, ge=0, le=LAST_ADDRESS)
+    """0-based protocol address of the (first) register: holding register 40001 in a manual
+    is address 0. ``edge-agent modbus-read`` shows both numbers."""
     type: DataType = "u16"
     """Modbus data type of the register(s); its width in registers follows from it."""
     length: int | None = Field(None, ge=1, le=MAX_REGISTERS_PER_READ)
     """Size of a ``type = "string"`` in registers (2 characters each): required for a
     string, refused for every other type."""
     word_order: Literal["big", "little"] = "big"
+    """Order of the registers of a 32/64-bit value: ``big`` has the most significant word
+    first (Modbus convention, ABCD), ``little`` the least (CDAB)."""
     byte_order: Literal["big", "little"] = "big"
+    """Order of the two bytes inside each register: ``big`` (Modbus convention) or
+    ``little`` for devices that swap them (BADC, DCBA)."""
 
 
 class ModbusType:

@@ -6,6 +6,7 @@ their checks, the collector spec built from them, and what a reload compares.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Self
 
@@ -16,8 +17,14 @@ from agent.config.load import label
 from agent.sources.base import Problems, located, problems_of, scaling, signal_uses
 
 if TYPE_CHECKING:
-    from agent.config.model import AgentConfig, SignalSection
+    from agent.config.model import AgentConfig, MachineSection, SignalSection
     from collectors.opcua import Deadband, OpcUaCollector, OpcUaSourceSpec, OpcUaTag
+    from collectors.opcua.spec import ProfileSpec
+
+PROFILE_ROLES: dict[str, frozenset[str]] = {"opc40501": frozenset({"state", "parts_total",
+                                                                   "parts_good"})}
+"""The machine profiles (companion specifications) and the roles each provides; the
+collector's table (``collectors.opcua.spec.PROFILES``) is the same, imported lazily."""
 
 
 class OpcUaSourceSection(StrictModel):
@@ -37,30 +44,77 @@ class OpcUaSourceSection(StrictModel):
     """
 
     id: Id
+    """The source's id, as signals name it in ``source``."""
     type: Literal["opcua"]
+    """``opcua``: an OPC UA server, read through subscriptions."""
     url: str = Field(pattern=r"^opc\.tcp://")
+    """The server's endpoint, ``opc.tcp://host:4840``; ``edge-agent browse URL`` lists what
+    it offers."""
     namespaces: dict[str, str] = Field(default_factory=dict)
+    """Aliases of namespace URIs for browse paths and node ids (``{ cnc = "urn:vendor:cnc"
+    }``); namespaces are resolved by URI at every connect, since indexes can change when the
+    server restarts."""
     publishing_interval_ms: int = Field(500, ge=10, le=600_000)
+    """How often the server sends the changes it collected, in ms; shorter gives fresher
+    samples at more traffic."""
     sampling_interval_ms: int = Field(0, ge=0, le=600_000)
+    """How often the server samples each node, in ms; 0 asks for the fastest (event-driven
+    on most servers)."""
     queue_size: int = Field(100, ge=1, le=100_000)
+    """Values the server keeps per node between publishes, so changes faster than the
+    publishing interval are not lost."""
     timeout_s: float = Field(5.0, gt=0, le=120)
+    """Seconds a request (connect, read, subscribe) may take; must be shorter than
+    ``watchdog_s``."""
     session_timeout_s: float = Field(60.0, gt=0)
+    """Session lifetime asked of the server, in seconds: how long it keeps the session (and
+    its subscription) for a client that went quiet. Some servers shorten it."""
     watchdog_s: float = Field(10.0, gt=0)
+    """Interval of the liveness probe and the keep-alive asked of the server, in seconds: a
+    connection silent for about twice this is reconnected. Keep it at several seconds, a
+    busy server can be slow to answer a probe."""
     username: str | None = None
+    """User name for servers that want one; the password comes from ``password_env``."""
     password_env: str | None = None
+    """Name of the environment variable holding the password (never the password itself,
+    which stays out of the file)."""
     deadband: float | None = Field(None, ge=0)
+    """Default deadband of the source's unmapped signals, in each node's unit (or percent
+    with ``deadband_type``): changes smaller than it are not sent, saving traffic on noisy
+    values."""
     deadband_type: Literal["absolute", "percent"] = "absolute"
+    """``absolute`` or ``percent`` (of each node's EURange) for ``deadband``."""
     security_policy: Literal["None", "Basic256Sha256", "Aes128_Sha256_RsaOaep",
                              "Aes256_Sha256_RsaPss"] = "None"
+    """Security policy of the connection: ``None``, or ``Basic256Sha256``,
+    ``Aes128_Sha256_RsaOaep``, ``Aes256_Sha256_RsaPss``; set with ``security_mode``."""
     security_mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
+    """``Sign`` or ``SignAndEncrypt`` with a security policy, ``None`` without: encrypt
+    where the network between agent and machine is not trusted."""
     application_uri: str | None = Field(None, pattern=r"^[A-Za-z][A-Za-z0-9+.\-]*:\S+$")
+    """The client's application URI; must match the URI in the client certificate (not set:
+    taken from it)."""
     pki_dir: Path | None = None
+    """Directory of the client certificate and key, created there on first use (default
+    ``<agent.state_dir>/pki/<source id>``), and of the ``trusted`` and ``rejected`` server
+    certificates."""
     certificate: Path | None = None
+    """A client certificate (DER or PEM) issued elsewhere, instead of the one created in
+    ``pki_dir``; give ``private_key`` with it."""
     private_key: Path | None = None
+    """The private key (PEM) of ``certificate``."""
     trust_dir: Path | None = None
+    """Directory of the server certificates trusted (default ``pki_dir/trusted``); an
+    untrusted server is refused before any credential is sent."""
     server_thumbprints: list[str] = Field(default_factory=list)
+    """Pinned server certificate thumbprints (SHA-1 or SHA-256, hex), trusted in addition to
+    ``trust_dir``."""
     max_clock_skew_s: float = Field(5.0, ge=0, le=86_400)
+    """Seconds a source timestamp may be off the receive time before the device's clock
+    counts as wrong (counted and logged); 0 turns the check off."""
     clock_skew_action: Literal["flag", "receive"] = "flag"
+    """What a skewed sample gets: ``flag`` keeps its source timestamp (counted, the data is
+    fine), ``receive`` stamps it with the receive time."""
 
     _id = field_validator("id")(check_id)
 
@@ -90,11 +144,24 @@ class OpcUaAddress(StrictModel):
     """The OPC UA keys of a signal: the node and how the server reports it."""
 
     node: str | None = None
+    """The node's NodeId: ``nsu=<namespace URI>;s=...`` (stable across server restarts),
+    ``ns=2;s=...`` or ``i=85``. ``edge-agent browse`` prints them."""
     browse_path: str | None = None
+    """The node's path from the root, ``Objects/cnc:Machines/cnc:cnc-01/cnc:State``, each
+    element prefixed with an alias of the source's ``namespaces``; survives servers that
+    renumber node ids."""
     deadband: float | None = Field(None, ge=0)
+    """Change the server ignores for this node, in the node's own unit (or percent of its
+    EURange with ``deadband_type = "percent"``); 0 turns the source's deadband off for it."""
     deadband_type: Literal["absolute", "percent"] = "absolute"
+    """``absolute`` (in the node's unit) or ``percent`` (of the node's EURange, which the
+    server must provide)."""
     sampling_interval_ms: int | None = Field(None, ge=0, le=600_000)
+    """How often the server samples this node, in ms (default the source's); 0 asks for the
+    fastest, event-driven on most servers."""
     queue_size: int | None = Field(None, ge=1, le=100_000)
+    """Values the server keeps for this node between publishes (default the source's), so
+    fast changes are not lost."""
 
 
 def _deadband(value: float | None, kind: str) -> Deadband | None:
@@ -103,6 +170,59 @@ def _deadband(value: float | None, kind: str) -> Deadband | None:
     if value is None:
         return None
     return Deadband("percent" if kind == "percent" else "absolute", value)
+
+
+def profile_roles(m: MachineSection) -> frozenset[str]:
+    """The roles a machine's ``profile`` provides: those it does not configure itself
+    (explicit signals, ``state_rules`` or ``power_state`` win)."""
+    if m.profile is None or m.profile not in PROFILE_ROLES:
+        return frozenset()
+    sig = m.signals
+    roles: set[str] = set()
+    if sig.state is None and not m.state_rules and m.power_state is None:
+        roles.add("state")
+    if sig.parts_total is None:
+        roles.add("parts_total")
+    if sig.parts_good is None and sig.parts_bad is None:
+        roles.add("parts_good")
+    return frozenset(roles & PROFILE_ROLES[m.profile])
+
+
+def profile_problems(where: str, m: MachineSection, sources: Mapping[str, object]) -> Problems:
+    """A machine's ``profile``, ``source`` and ``machine_tool``, checked when the file is
+    read: a known profile, read through an OPC UA source, at a well-formed address."""
+    if m.profile is None:
+        extra = [k for k in ("source", "machine_tool") if getattr(m, k) is not None]
+        return [(f"{where}: {k}", "is read only with profile") for k in extra]
+    if m.profile not in PROFILE_ROLES:
+        return [(f"{where}: profile", f"unknown profile {m.profile!r} (known: "
+                 f"{', '.join(sorted(PROFILE_ROLES))})")]
+    out: Problems = []
+    src = sources.get(m.source) if m.source is not None else None
+    if m.source is None:
+        out.append((f"{where}: source", f"profile {m.profile!r} needs source (an OPC UA "
+                    "source)"))
+    elif src is None:
+        out.append((f"{where}: source", f'source "{m.source}" is not defined'))
+    elif not isinstance(src, OpcUaSourceSection):
+        out.append((f"{where}: source", f'source "{m.source}" is not an OPC UA source: '
+                    f"profile {m.profile!r} reads an OPC UA model"))
+    if m.machine_tool is None:
+        out.append((f"{where}: machine_tool", f"profile {m.profile!r} needs machine_tool (the "
+                    "NodeId or browse path of the machine's MachineTool object)"))
+    elif isinstance(src, OpcUaSourceSection):
+        from collectors.opcua.spec import is_node_id, parse_browse_path, parse_node
+
+        try:
+            if is_node_id(m.machine_tool):
+                parse_node(m.machine_tool, None)
+            else:
+                parse_browse_path(m.machine_tool, src.namespaces)
+        except ValueError as err:
+            out.append((f"{where}: machine_tool", str(err).replace(
+                "unknown namespace alias", f'namespace alias not in sources "{src.id}" '
+                "namespaces:")))
+    return out
 
 
 def client_pki_dir(cfg: AgentConfig, src: OpcUaSourceSection) -> Path | None:
@@ -190,7 +310,8 @@ class OpcUaType:
                 sampling_interval_ms=sig.sampling_interval_ms, queue_size=sig.queue_size,
                 deadband=_deadband(sig.deadband, sig.deadband_type),
                 scale=scale, offset=offset))
-        if not tags:
+        profiles = self._profiles(cfg, src, rename, base)
+        if not tags and not profiles:
             return None, rename
         spec = OpcUaSourceSpec(
             id=src.id, url=src.url, tags=tuple(tags), namespaces=dict(src.namespaces),
@@ -206,8 +327,25 @@ class OpcUaType:
             private_key=src.private_key, application_uri=src.application_uri,
             trust_dir=src.trust_dir, server_thumbprints=tuple(src.server_thumbprints),
             max_clock_skew_s=src.max_clock_skew_s, clock_skew_action=src.clock_skew_action,
+            profiles=profiles,
         )
         return spec, rename
+
+    @staticmethod
+    def _profiles(cfg: AgentConfig, src: OpcUaSourceSection, rename: dict[str, str],
+                  base: str) -> tuple[ProfileSpec, ...]:
+        """The machines read through ``src`` by a profile, for the collector's spec."""
+        from collectors.opcua.spec import ProfileSpec
+
+        out: list[ProfileSpec] = []
+        for i, m in enumerate(cfg.machines):
+            roles = profile_roles(m)
+            if m.source != src.id or m.profile is None or m.machine_tool is None or not roles:
+                continue
+            rename[f"{base} profiles[{len(out)}] {m.id}"] = label("machines", i, m.id) + \
+                ": profile"
+            out.append(ProfileSpec(m.id, m.profile, m.machine_tool, roles))
+        return tuple(out)
 
     def _collector(self, cfg: AgentConfig, index: int, src: OpcUaSourceSection, *,
                    secrets: bool) -> OpcUaCollector | None:

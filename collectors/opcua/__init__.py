@@ -8,7 +8,10 @@
 - :mod:`~collectors.opcua.security`: the client certificate, server trust, refusals;
 - :mod:`~collectors.opcua.endpoint`: the one endpoint, policy and trust set-up, shared
   by the collector and ``edge-agent browse``;
-- :mod:`~collectors.opcua.logs`: keeping asyncua's per-retry records out of the log.
+- :mod:`~collectors.opcua.logs`: keeping asyncua's per-retry records out of the log;
+- :mod:`~collectors.opcua.opc40501`: the umati (OPC 40501-1) profile's browse names and
+  state table (pure), :mod:`~collectors.opcua.profile`: a profile machine turned into
+  tags at connect and its inputs into ``state``.
 
 Clock skew: a SourceTimestamp more than ``max_clock_skew_s`` ahead of the receive time,
 or behind it in a live notification, means the device clock is off. It is counted

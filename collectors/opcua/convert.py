@@ -7,8 +7,9 @@ receive time (``ts_source`` says which); the status code becomes the quality; a
 :mod:`collectors.opcua.clock`) is counted and, with ``clock_skew_action="receive"``,
 the sample is stamped with the receive time.
 
-What is counted goes into the collector's stats here; what is to be logged (once per
-episode) is told to a :class:`ConversionLog`, so the rules are tested without a logger.
+What is counted goes into the collector's stats here (a signal whose values are bad is
+``failing`` there until a good one comes); what is to be logged (once per episode) is
+told to a :class:`ConversionLog`, so the rules are tested without a logger.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any, Literal, Protocol, cast
 
 from asyncua import ua
 
-from collectors.base import CollectorStats, count_problem
+from collectors.base import SIGNAL_OK, CollectorStats, RawTap, SignalStatus, count_problem
 from collectors.opcua.clock import ClockSkew, Skew
 from collectors.opcua.spec import OpcUaTag
 from rules.types import Sample
@@ -91,13 +92,17 @@ class ConversionLog(Protocol):
 class SampleConverter:
     """Turns the DataValues of one source into samples, counting into its stats."""
 
-    __slots__ = ("_clock", "_log", "_stats", "_unmapped")
+    __slots__ = ("_clock", "_log", "_stats", "_unmapped", "bad", "tap")
 
     def __init__(self, stats: CollectorStats, clock: ClockSkew, log: ConversionLog) -> None:
         self._stats = stats
         self._clock = clock
         self._log = log
         self._unmapped: set[tuple[str, str]] = set()
+        self.bad: set[tuple[str, str]] = set()
+        """Signals whose latest value was bad (``failing`` in the stats)."""
+        self.tap: RawTap | None = None
+        """Sees each value before scale, offset and map (``edge-agent test``)."""
 
     def to_sample(self, tag: OpcUaTag, dv: ua.DataValue, received_ms: int,
                   live: bool = False) -> Sample:
@@ -117,6 +122,10 @@ class SampleConverter:
                 if not limit or (-limit <= offset <= limit and not clock.skewed):
                     raw = variant.Value
                     value = raw if type(raw) in _SIMPLE else plain_value(raw)
+                    if self.tap is not None:
+                        self.tap(tag.device, tag.signal, value)
+                    if self.bad:
+                        self._good(tag)
                     return Sample(src_ms, tag.device, tag.signal, value, "good", "source")
         ts_source: Literal["source", "server", "receive"] = "source"
         ts = timestamp_ms(dv.SourceTimestamp)
@@ -135,18 +144,37 @@ class SampleConverter:
                 self._stats.device(tag.device).clock_offset_ms = offset
                 self._log.clock_ok(tag.device)
         value = plain_value(dv.Value.Value if dv.Value is not None else None)
+        if self.tap is not None:
+            self.tap(tag.device, tag.signal, value)
         if tag.value_map is not None and value is not None:
             mapped = tag.value_map.get(str(value))
             if mapped is None:
+                detail = f"raw value {value!r} is not in value_map"
                 if count_problem(self._stats.device(tag.device), self._unmapped, tag.device,
-                                 tag.signal, f"raw value {value!r} is not in value_map"):
+                                 tag.signal, detail):
                     self._log.unmapped(tag, value)
+                self._failing(tag, detail)
                 return Sample(ts, tag.device, tag.signal, str(value), "bad", ts_source)
             self._unmapped.discard((tag.device, tag.signal))
             value = mapped
         elif not tag.plain and isinstance(value, int | float):
             value = value * tag.scale + tag.offset
-        return Sample(ts, tag.device, tag.signal, value, quality(status), ts_source)
+        grade = quality(status)
+        if grade == "bad":
+            self._failing(tag, f"status {status.name}" if status is not None else "bad")
+        elif self.bad:
+            self._good(tag)
+        return Sample(ts, tag.device, tag.signal, value, grade, ts_source)
+
+    def _failing(self, tag: OpcUaTag, detail: str) -> None:
+        self.bad.add((tag.device, tag.signal))
+        self._stats.set_signal(tag.device, tag.signal, SignalStatus("failing", detail))
+
+    def _good(self, tag: OpcUaTag) -> None:
+        key = (tag.device, tag.signal)
+        if key in self.bad:
+            self.bad.discard(key)
+            self._stats.signals[key] = SIGNAL_OK
 
     def _count_skew(self, device: str, offset_ms: int, first: bool) -> None:
         self._stats.clock_skew += 1

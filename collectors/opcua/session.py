@@ -35,6 +35,7 @@ so the latest state is delivered anyway.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import math
@@ -61,10 +62,14 @@ from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaError
 
 from collectors.base import (
+    SIGNAL_OK,
+    SIGNAL_PENDING,
     Backoff,
     CollectorStats,
     NonBlockingSink,
+    RawTap,
     SampleSink,
+    SignalStatus,
     StatsView,
     count_problem,
     now_ms,
@@ -75,6 +80,7 @@ from collectors.opcua.convert import SampleConverter
 from collectors.opcua.dedup import Dedup, Seen
 from collectors.opcua.endpoint import secure_client, server_trust
 from collectors.opcua.logs import quiet_asyncua_logs
+from collectors.opcua.profile import Expansion, ProfileSink, expand
 from collectors.opcua.spec import (
     Deadband,
     OpcUaSourceSpec,
@@ -228,6 +234,11 @@ class _Session:
     """How long the server may stay silent (no change) before it sends a keep-alive."""
     handles: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     """Client handles of the monitored items, unique within the subscription."""
+    item_ids: dict[ua.NodeId, int] = field(default_factory=dict)
+    """The server's id of each node's monitored item, to delete it again."""
+    profile_tags: dict[str, list[OpcUaTag]] = field(default_factory=dict)
+    """Per profile machine, the tags its expansion gave in this session."""
+    ns_array: list[str] = field(default_factory=list)
 
 
 def _item_request(nodeid: ua.NodeId, handle: int, sampling_ms: int, queue_size: int,
@@ -255,8 +266,9 @@ class OpcUaCollector(StatsView):
     """Collects every tag of one OPC UA server through one subscription.
 
     Device health: all devices of the source share the connection state; a tag whose
-    node is unknown is logged once, counted as an error of its device and retried
-    (with backoff) while the session lasts and again at every reconnect.
+    node is unknown is logged once, counted as an error of its device, ``unresolved``
+    in the stats' signals, and retried (with backoff) while the session lasts and again
+    at every reconnect.
     """
 
     def __init__(self, spec: OpcUaSourceSpec, *, queue_maxsize: int = 10000) -> None:
@@ -269,6 +281,15 @@ class OpcUaCollector(StatsView):
         self._stats = CollectorStats(name=spec.id)
         for tag in spec.tags:
             self._stats.device(tag.device)
+            self._stats.signals[(tag.device, tag.signal)] = SIGNAL_PENDING
+        for prof in spec.profiles:
+            self._stats.device(prof.device)
+            for role in prof.roles:
+                self._stats.signals[(prof.device, role)] = SIGNAL_PENDING
+        # A profile machine's inputs become its state here; a job change re-expands it.
+        self._profiles = ProfileSink(self._job_changed) if spec.profiles else None
+        self._refollow: set[str] = set()
+        self._refollow_wake: asyncio.Event | None = None
         self._dedup = Dedup(self._stats)
         self._missing: set[tuple[str, str]] = set()
         self._down_since_ms: int | None = None
@@ -284,11 +305,22 @@ class OpcUaCollector(StatsView):
             asyncua_log.setLevel(logging.WARNING)
         quiet_asyncua_logs()
 
+    @property
+    def raw_tap(self) -> RawTap | None:
+        """Sees each value before scale, offset and map (``edge-agent test``)."""
+        return self._convert.tap
+
+    @raw_tap.setter
+    def raw_tap(self, tap: RawTap | None) -> None:
+        self._convert.tap = tap
+
     # -- lifecycle ---------------------------------------------------------------
 
     async def run(self, sink: SampleSink) -> None:
         """Connect, subscribe and forward until cancelled; reconnect on any loss."""
         backoff = Backoff(self.spec.reconnect_min_s, self.spec.reconnect_max_s)
+        if self._profiles is not None:
+            sink = self._profiles.wrap(sink)
         while True:
             try:
                 await self._session(sink, backoff)
@@ -347,6 +379,8 @@ class OpcUaCollector(StatsView):
                     tg.create_task(self._watch_silence(session, heard))
                     if session.pending:
                         tg.create_task(self._retry_pending(session, sink))
+                    if self.spec.profiles:
+                        tg.create_task(self._follow_profiles(session, sink))
             except* Exception as group:
                 first = group.exceptions[0]
                 if not isinstance(first, _ConnectionLost | OSError | TimeoutError | UaError):
@@ -392,9 +426,13 @@ class OpcUaCollector(StatsView):
         # it is sized for two of them; the pump then moves each item into our bounded
         # queue without waiting. Should it still fill, count the drop (no reconnect).
         sub.set_overflow_disconnect_handler(self._library_overflow)
-        session = _Session(client, sub)
+        session = _Session(client, sub, ns_array=ns_array)
         session.keepalive_s = await self._revised_keepalive_s(sub, params)
-        resolved, session.pending = await self._resolve(client, ns_array, self.spec.tags)
+        tags = list(self.spec.tags)
+        for prof in self.spec.profiles:
+            tags += session.profile_tags.setdefault(prof.device, await self._expand(
+                session, prof.device))
+        resolved, session.pending = await self._resolve(client, ns_array, tags)
         return session, await self._attach(session, resolved)
 
     async def _revised_keepalive_s(self, sub: Subscription,
@@ -488,6 +526,11 @@ class OpcUaCollector(StatsView):
             health.last_error = str(err)
             if health.failing_since_ms is None:
                 health.failing_since_ms = now
+        failing = SignalStatus("failing", str(err))
+        signals = self._stats.signals
+        for key, status in signals.items():
+            if status.state != "unresolved":
+                signals[key] = failing
 
     # -- resolution and subscription ---------------------------------------------
 
@@ -637,6 +680,7 @@ class OpcUaCollector(StatsView):
                 session.pending.append(tag)
             return
         session.by_node[nodeid] = resolved[nodeid]
+        session.item_ids[nodeid] = handle
         for tag in resolved[nodeid]:
             self._report_found(tag)
 
@@ -668,17 +712,104 @@ class OpcUaCollector(StatsView):
             for sample in await self._attach(session, resolved):
                 await self._emit(sink, sample)
 
+    # -- profiles -----------------------------------------------------------------
+
+    def _job_changed(self, device: str) -> None:
+        self._refollow.add(device)
+        if self._refollow_wake is not None:
+            self._refollow_wake.set()
+
+    async def _expand(self, session: _Session, device: str) -> list[OpcUaTag]:
+        """The tags of a profile machine now; what the server lacks is reported (once per
+        episode) and left for :meth:`_follow_profiles` to look for again."""
+        prof = next(p for p in self.spec.profiles if p.device == device)
+        try:
+            exp = await expand(session.client, session.ns_array, prof, self.spec.namespaces)
+        except LookupError as err:
+            exp = Expansion(device, missing=dict.fromkeys(prof.roles, str(err)), settled=False)
+        assert self._profiles is not None
+        self._profiles.configure(exp)
+        for role in sorted(prof.roles):
+            reason = exp.missing.get(role)
+            if reason is not None:
+                self._stats.set_signal(device, role, SignalStatus(
+                    "unresolved", f"profile {prof.profile}: {reason}"))
+                if count_problem(self._stats.device(device), self._missing, device, role,
+                                 f"profile {prof.profile}: {reason}"):
+                    log.warning("opcua %s: %s.%s unavailable (profile %s: %s); will retry",
+                                self.name, device, role, prof.profile, reason)
+                continue
+            if role == "state":  # its inputs are subscribed with the other tags
+                self._stats.set_signal(device, role, SIGNAL_OK)
+            if (device, role) in self._missing:
+                self._missing.discard((device, role))
+                log.info("opcua %s: %s.%s found (profile %s)", self.name, device, role,
+                         prof.profile)
+        if exp.missing or not exp.settled:
+            self._refollow.add(device)
+        return exp.tags
+
+    async def _follow_profiles(self, session: _Session, sink: SampleSink) -> None:
+        """Expand a profile machine again when its active job changed, and retry (with
+        backoff) one whose roles or job were not found; only its changed tags move."""
+        wake = self._refollow_wake = asyncio.Event()
+        backoff = Backoff(self.spec.reconnect_min_s, self.spec.reconnect_max_s)
+        try:
+            while True:
+                if self._refollow:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(backoff.next_delay()):
+                            await wake.wait()
+                else:
+                    backoff.reset()
+                    await wake.wait()
+                wake.clear()
+                devices, self._refollow = self._refollow, set()
+                for device in sorted(devices):
+                    await self._swap(session, sink, device, await self._expand(session, device))
+        finally:
+            self._refollow_wake = None
+
+    async def _swap(self, session: _Session, sink: SampleSink, device: str,
+                    tags: list[OpcUaTag]) -> None:
+        old = session.profile_tags.get(device, [])
+        session.profile_tags[device] = tags
+        gone = [t for t in old if t not in tags]
+        added = [t for t in tags if t not in old]
+        session.pending = [t for t in session.pending if t not in gone]
+        for nodeid, listed in list(session.by_node.items()):
+            kept = [t for t in listed if t not in gone]
+            if len(kept) == len(listed):
+                continue
+            if kept:
+                session.by_node[nodeid] = kept
+                continue
+            del session.by_node[nodeid]
+            item = session.item_ids.pop(nodeid, None)
+            if item is not None:
+                try:
+                    await session.sub.unsubscribe(item)
+                except UaError as err:
+                    log.debug("opcua %s: delete monitored item: %r", self.name, err)
+        resolved, pending = await self._resolve(session.client, session.ns_array, added)
+        session.pending += pending
+        for sample in await self._attach(session, resolved):
+            await self._emit(sink, sample)
+
     def _tag_problem(self, tag: OpcUaTag, reported: set[tuple[str, str]], detail: str) -> bool:
         return count_problem(self._stats.device(tag.device), reported, tag.device, tag.signal,
                              detail)
 
     def _report_missing(self, tag: OpcUaTag, reason: str) -> None:
+        self._stats.set_signal(tag.device, tag.signal, SignalStatus("unresolved", reason))
         if self._tag_problem(tag, self._missing, reason):
             log.warning("opcua %s: %s.%s unavailable (%s); will retry",
                         self.name, tag.device, tag.signal, reason)
 
     def _report_found(self, tag: OpcUaTag) -> None:
         key = (tag.device, tag.signal)
+        if key not in self._convert.bad:  # a bad first value keeps it failing
+            self._stats.signals[key] = SIGNAL_OK
         if key in self._missing:
             self._missing.discard(key)
             log.info("opcua %s: %s.%s found and subscribed", self.name, tag.device, tag.signal)

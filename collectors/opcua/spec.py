@@ -7,6 +7,7 @@ both connect from them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +19,12 @@ from asyncua.ua.uaerrors import UaError
 from collectors.opcua import security as sec
 from rules.errors import ConfigError
 
-__all__ = ["Deadband", "OpcUaSourceSpec", "OpcUaTag", "parse_browse_path", "parse_node",
-           "validate"]
+__all__ = ["PROFILES", "Deadband", "OpcUaSourceSpec", "OpcUaTag", "ProfileSpec",
+           "is_node_id", "parse_browse_path", "parse_node", "validate"]
+
+PROFILES: dict[str, frozenset[str]] = {"opc40501": frozenset({"state", "parts_total",
+                                                              "parts_good"})}
+"""Companion-spec profiles a machine can be read by, and the roles each can provide."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +76,28 @@ class OpcUaTag:
 
 
 @dataclass(frozen=True, slots=True)
+class ProfileSpec:
+    """One machine read through a companion specification's model instead of tags.
+
+    ``machine_tool`` is the machine's object (a NodeId string, ``nsu=`` preferred, or a
+    browse path with the source's aliases); at every connect the collector finds the
+    nodes of ``roles`` below it by browse name (see :mod:`collectors.opcua.opc40501`).
+    ``roles`` are those the machine does not configure itself.
+    """
+
+    device: str
+    profile: str
+    machine_tool: str
+    roles: frozenset[str]
+
+
+def is_node_id(text: str) -> bool:
+    """True when ``text`` reads as a NodeId (``ns=2;s=x``, ``nsu=...;i=5``, ``i=85``),
+    False for a browse path."""
+    return re.match(r"^\s*(nsu?=|[isgb]=)", text) is not None
+
+
+@dataclass(frozen=True, slots=True)
 class OpcUaSourceSpec:
     """One OPC UA server and the tags to subscribe to on it.
 
@@ -115,6 +142,8 @@ class OpcUaSourceSpec:
     server_thumbprints: tuple[str, ...] = ()
     max_clock_skew_s: float = 5.0
     clock_skew_action: Literal["flag", "receive"] = "flag"
+    profiles: tuple[ProfileSpec, ...] = ()
+    """Machines read by a profile: expanded into tags at every connect."""
 
     @property
     def secure(self) -> bool:
@@ -192,6 +221,8 @@ def validate(spec: OpcUaSourceSpec) -> None:
             errors.append((tplace, problem))
         if (tag.sampling_interval_ms or 0) < 0 or (tag.queue_size or 0) < 0:
             errors.append((tplace, "sampling_interval_ms and queue_size must be >= 0"))
+    for i, prof in enumerate(spec.profiles):
+        errors.extend(_check_profile(f"{place} profiles[{i}] {prof.device}", prof, spec, seen))
     problem = _check_deadband(spec.deadband)
     if problem:
         errors.append((place, problem))
@@ -208,6 +239,28 @@ def validate(spec: OpcUaSourceSpec) -> None:
         errors.append((place, "need 0 < reconnect_min_s <= reconnect_max_s"))
     if errors:
         raise ConfigError(errors)
+
+
+def _check_profile(place: str, prof: ProfileSpec, spec: OpcUaSourceSpec,
+                   seen: set[tuple[str, str]]) -> list[tuple[str, str]]:
+    roles = PROFILES.get(prof.profile)
+    if roles is None:
+        return [(place, f"unknown profile {prof.profile!r} (known: {', '.join(PROFILES)})")]
+    errors: list[tuple[str, str]] = []
+    if not prof.roles <= roles:
+        errors.append((place, f"profile {prof.profile!r} provides {', '.join(sorted(roles))}, "
+                       f"not {', '.join(sorted(prof.roles - roles))}"))
+    twice = sorted(role for role in prof.roles if (prof.device, role) in seen)
+    if twice:
+        errors.append((place, f"{', '.join(twice)} also configured as a tag"))
+    try:
+        if is_node_id(prof.machine_tool):
+            parse_node(prof.machine_tool, None)
+        else:
+            parse_browse_path(prof.machine_tool, spec.namespaces)
+    except ValueError as err:
+        errors.append((place, f"machine_tool: {err}"))
+    return errors
 
 
 def _check_security(spec: OpcUaSourceSpec, place: str) -> list[tuple[str, str]]:

@@ -29,6 +29,7 @@ import pytest
 
 from collectors.opcua import Deadband, OpcUaCollector, OpcUaSourceSpec, OpcUaTag
 from collectors.opcua.security import CLIENT_CERT_FILE, load_certificate_info, thumbprints
+from collectors.opcua.spec import ProfileSpec
 from rules.types import Sample
 
 pytestmark = pytest.mark.integration
@@ -316,3 +317,51 @@ async def test_a_quiet_node_opcua_server_keeps_its_session_on_keep_alives(
         node_server.set(parts=8)
         assert (await _wait(sink, lambda s: s.signal == "parts_total")).value == 8
     assert collector.health["cnc-01"].errors == 0
+
+
+@pytest.fixture(scope="module")
+def umati_server(node_path: str, tmp_path_factory: pytest.TempPathFactory
+                 ) -> Iterator[NodeServer]:
+    """A server with the published OPC 40501-1 model and one MachineToolType instance."""
+    with _node_server(node_path, tmp_path_factory.mktemp("node-opcua-umati"),
+                      "--umati") as server:
+        yield server
+
+
+async def test_the_opc40501_profile_resolves_on_the_published_model(
+    umati_server: NodeServer,
+) -> None:
+    umati_server.set(umati={"program": "Running", "mode": 1, "item": "Executing",
+                            "lifetime": 41, "job": "J1", "good": 3, "completed": 4})
+    profile = ProfileSpec("cnc-01", "opc40501", "Objects/ma:Machines/i:cnc-01",
+                          frozenset({"state", "parts_total", "parts_good"}))
+    spec = _spec(umati_server.url, (), profiles=(profile,),
+                 namespaces={"i": NS, "ma": "http://opcfoundation.org/UA/Machinery/"})
+    sink: asyncio.Queue[Sample] = asyncio.Queue(1000)
+    collector = OpcUaCollector(spec)
+
+    async def value(signal: str, wanted: object) -> None:
+        await _wait(sink, lambda s: s.signal == signal and s.value == wanted)
+
+    async with _running(collector, sink):
+        await value("state", "producing")
+        await value("parts_total", 41)
+        await value("parts_good", 3)
+        umati_server.set(umati={"mode": 2})  # Setup
+        await value("state", "setup")
+        umati_server.set(umati={"mode": 1, "item": "OutOfService"})
+        await value("state", "unplanned_down")
+        umati_server.set(umati={"item": "NotExecuting", "program": "Ended"})
+        await value("state", "idle")
+        # a new job: the active program names it, and its counters are followed
+        umati_server.set(umati={"job": "J2", "program": "Running", "item": "Executing"})
+        await value("parts_good", 0)
+        umati_server.set(umati={"good": 1, "completed": 1, "lifetime": 42})
+        wanted = {("parts_good", 1), ("parts_total", 42)}
+        async with asyncio.timeout(20):
+            while wanted:
+                got = await sink.get()
+                wanted.discard((got.signal, got.value))
+    assert collector.health["cnc-01"].errors == 0
+    signals = collector.stats.signals
+    assert all(signals[("cnc-01", role)].state == "ok" for role in profile.roles)

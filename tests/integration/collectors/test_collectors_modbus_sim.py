@@ -16,11 +16,12 @@ from typing import Any
 import pytest
 from opcua_modbus_servers import free_port, running, wait_for_sample, wait_until
 
-from collectors.modbus import ModbusCollector, ModbusDeviceSpec, ModbusSourceSpec
-from collectors.presets import preset_points
+from collectors.modbus import ModbusCollector, ModbusDeviceSpec, ModbusSourceSpec, RegisterPoint
+from collectors.presets import PRESETS, preset_points
 from rules.types import Sample
 from simulators.ledger import read_ledger
 from simulators.plant import Plant
+from simulators.registers import LAYOUTS
 from simulators.scenario import Scenario, default_scenario, scenario_from_dict
 
 pytestmark = pytest.mark.integration
@@ -36,6 +37,20 @@ def _three_layouts() -> Scenario:
                              "modulus_kwh": Decimal("1000000")})
     raw["meters"][2].update({"layout": "em24", "initial_kwh": Decimal("98765.4"),
                              "resolution_kwh": Decimal("0.1")})
+    return scenario_from_dict(raw)
+
+
+def _every_layout() -> Scenario:
+    """The three meters of :func:`_three_layouts`, then one meter of every other layout:
+    meter-04 dtsu666 (unit 4), meter-05 adl400, meter-06 pm5xxx, meter-07 pac3200."""
+    raw = _three_layouts().model_dump(mode="python", exclude_none=True)
+    extra = [("dtsu666", "4321.09"), ("adl400", "76543.21"), ("pm5xxx", "1234567.89"),
+             ("pac3200", "2345678.90")]
+    for n, (layout, initial) in enumerate(extra, start=4):
+        raw["meters"].append({**raw["meters"][0], "id": f"meter-{n:02d}", "unit_id": n,
+                              "machine": raw["machines"][n % 3]["id"], "layout": layout,
+                              "initial_kwh": Decimal(initial), "resolution_kwh": Decimal("0.01")})
+        raw["meters"][-1].pop("modulus_kwh", None)
     return scenario_from_dict(raw)
 
 
@@ -58,7 +73,9 @@ def _spec(devices: tuple[ModbusDeviceSpec, ...], **kw: Any) -> ModbusSourceSpec:
 async def _compare_with_model(plant: Plant, sink: asyncio.Queue[Sample],
                               devices: tuple[ModbusDeviceSpec, ...]) -> None:
     """Freeze the plant, take a full poll read after the freeze, compare with the model
-    (what the servers serve) and with the ledger's last energy register."""
+    (what the servers serve) and with the ledger's last energy register: the energy
+    exactly, in the meter's resolution steps; the rest within a register's resolution."""
+    resolution = {m.id: m.resolution_kwh for m in plant.scenario.effective_meters}
     async with plant.frozen():
         frozen_at = int(time.time() * 1000) + 50
         await asyncio.sleep(0.1)
@@ -75,17 +92,25 @@ async def _compare_with_model(plant: Plant, sink: asyncio.Queue[Sample],
         steps = [e for e in ledger if e.get("device") == meter and e["kind"] == "energy"]
         served = Decimal(steps[-1]["register_kwh"]) if steps else image.energy_kwh
         assert served == image.energy_kwh
-        # Each value within its register's resolution (the preset's scale) of the model.
+        # Each value within its register's resolution of the model: the preset's scale for
+        # an integer register, float32 precision for a float32 one.
         (device,) = (d for d in devices if d.id == meter)
-        step = {p.signal: abs(p.scale) for p in device.points}
+        points = {p.signal: p for p in device.points}
 
         def near(signal: str, want: float, floor: float, got: dict[tuple[str, str], Sample]
-                 = got, step: dict[str, float] = step, meter: str = meter) -> None:
+                 = got, points: dict[str, RegisterPoint] = points, meter: str = meter) -> None:
             sample = got[(meter, signal)]
             assert sample.quality == "good" and sample.ts_source == "receive"
-            assert sample.value == pytest.approx(want, abs=max(floor, step[signal])), signal
+            point = points[signal]
+            step = (abs(want) * 2**-22 if point.dtype == "f32" else
+                    0.0 if point.dtype == "f64" else abs(point.scale))
+            assert sample.value == pytest.approx(want, abs=max(floor, step)), (meter, signal)
 
-        near("energy_kwh", float(served), 0.01)
+        energy = got[(meter, "energy_kwh")].value
+        assert isinstance(energy, int | float)
+        res = resolution[meter]
+        assert Decimal(round(energy / float(res))) * res == served, (meter, energy)
+        near("energy_kwh", float(served), 1e-6)
         near("power_kw", image.power_w / 1000, 0.001)
         near("voltage_l1", image.voltages_v[0], 0.1)
         near("current_l3", image.currents_a[2], 0.01)
@@ -94,11 +119,11 @@ async def _compare_with_model(plant: Plant, sink: asyncio.Queue[Sample],
 
 
 async def test_each_preset_reads_what_the_simulator_serves(tmp_path: Path) -> None:
-    scenario = _three_layouts()
+    scenario = _every_layout()
     async with Plant(scenario, ledger_dir=tmp_path) as plant:
         devices = _devices(plant, scenario)
         assert {d.points[0].table for d in devices} == {"input", "holding"}
-        assert {m.layout for m in scenario.effective_meters} == {"sdm630", "scaled32", "em24"}
+        assert {m.layout for m in scenario.effective_meters} == set(LAYOUTS) == set(PRESETS)
         collector = ModbusCollector(_spec(devices, port=plant.modbus_port))
         sink: asyncio.Queue[Sample] = asyncio.Queue(10_000)
         async with running(collector, sink):
@@ -174,10 +199,10 @@ def rtu_bridge(tmp_path: Path) -> Iterator[tuple[str, int]]:
         proc.wait(timeout=5)
 
 
-async def test_rtu_over_serial_reads_both_presets(tmp_path: Path,
-                                                  pty_pair: tuple[str, str]) -> None:
+async def test_rtu_over_serial_reads_every_preset(tmp_path: Path,
+                                                 pty_pair: tuple[str, str]) -> None:
     server_tty, client_tty = pty_pair
-    scenario = _three_layouts()
+    scenario = _every_layout()
     async with Plant(scenario, ledger_dir=tmp_path, rtu_port=server_tty,
                      rtu_baudrate=BAUD) as plant:
         devices = _devices(plant, scenario)

@@ -14,6 +14,7 @@ import io
 import os
 import re
 import shutil
+import struct
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import pytest
 
 from simulators.cli import print_register_map
 from simulators.ledger import read_ledger
+from simulators.meter import MeterImage
 from simulators.plant import Plant, SimClock
 from simulators.scenario import Scenario, default_scenario, scenario_from_dict
 
@@ -40,6 +42,10 @@ def mbpoll() -> str:
     return path
 
 
+NEW_LAYOUTS = {"dtsu666": "4321.09", "adl400": "76543.21", "pm5xxx": "1234567.89",
+               "pac3200": "2345678.90"}
+"""meter-04..07 (units 11..14): one meter of each of these layouts, starting here."""
+
 def _scenario() -> Scenario:
     raw = default_scenario(machines=2, seed=13, fast=True).model_dump(mode="python",
                                                                       exclude_none=True)
@@ -49,7 +55,13 @@ def _scenario() -> Scenario:
     raw["meters"].append({**raw["meters"][0], "id": "meter-03", "unit_id": 7,
                           "layout": "em24", "initial_kwh": Decimal("98765.4"),
                           "resolution_kwh": Decimal("0.1")})
+    for n, (layout, initial) in enumerate(NEW_LAYOUTS.items(), start=4):
+        meter = {**raw["meters"][n % 2], "id": f"meter-{n:02d}", "unit_id": 7 + n,
+                 "layout": layout, "initial_kwh": Decimal(initial)}
+        meter.pop("modulus_kwh", None)
+        raw["meters"].append(meter)
     return scenario_from_dict(raw)
+
 
 
 def _parse_map(text: str) -> dict[str, Any]:
@@ -61,10 +73,10 @@ def _parse_map(text: str) -> dict[str, Any]:
                      "resolution": Decimal(m.group(4))}
         for m in re.finditer(r"unit (\d+): (\S+) \((\w+), ([\d.]+) kWh steps", text)
     }
-    sdm, rest = text.split("``scaled32``", 1)
-    scaled, em24 = rest.split("``em24``", 1)
+    # Each layout's section starts with a line that starts with its name in ``quotes``.
+    parts = re.split(r"^\s*``(\w+)``(?=[ :(])", text, flags=re.M)
     sections: dict[str, dict[str, int]] = {}
-    for name, section in (("sdm630", sdm), ("scaled32", scaled), ("em24", em24)):
+    for name, section in zip(parts[1::2], parts[2::2], strict=True):
         rows = re.findall(r"^\s*(0x[0-9A-F]{4}) (.+)$", section, re.M)
         sections[name] = {desc: int(addr, 16) for addr, desc in rows}
     return {"host": endpoint.group(1), "port": int(endpoint.group(2)), "units": units,
@@ -154,6 +166,9 @@ async def test_mbpoll_reads_every_layout_from_the_printed_map(tmp_path: Path,
                     "pf": int(words[_address(regs, "system power factor")]),
                     "hz": int(words[_address(regs, "frequency")]),
                 }
+            elif info["layout"] in NEW_LAYOUTS:
+                reads[meter] = await _read_new_layout(mbpoll, host, port, unit,
+                                                      info["layout"], regs)
             else:
                 block, err = await _mbpoll(mbpoll, host, port, unit, "4:int", 0x0000, 11,
                                            big_endian=False)
@@ -169,7 +184,8 @@ async def test_mbpoll_reads_every_layout_from_the_printed_map(tmp_path: Path,
         _, missing = await _mbpoll(mbpoll, host, port, 99, "3:float", 0x0048, 1,
                                    big_endian=True)
 
-    assert set(reads) == {"meter-01", "meter-02", "meter-03"}
+    assert set(reads) == {f"meter-{n:02d}" for n in range(1, 8)}
+    assert set(published["registers"]) >= {"sdm630", "scaled32", "em24", *NEW_LAYOUTS}
     sdm, image = reads["meter-01"], images["meter-01"]
     assert Decimal(round(sdm["energy"] * 100)) / 100 == truth["meter-01"] == image.energy_kwh
     assert truth["meter-01"] != Decimal("4821.37"), "energy should have moved in 10 minutes"
@@ -195,4 +211,101 @@ async def test_mbpoll_reads_every_layout_from_the_printed_map(tmp_path: Path,
     assert em24["amps"] == round(image.currents_a[0] * 1000)
     assert em24["pf"] == round(image.power_factor * 1000)
     assert em24["hz"] == round(image.frequency_hz * 10)
+
+    for n, (layout, initial) in enumerate(NEW_LAYOUTS.items(), start=4):
+        meter = f"meter-{n:02d}"
+        got, image = reads[meter], images[meter]
+        assert truth[meter] == image.energy_kwh != Decimal(initial), meter
+        _check_new_layout(layout, got, image)
     assert "Gateway path unavailable" in missing
+
+
+def _words_of(values: dict[int, str], address: int, count: int) -> list[int]:
+    return [int(values[address + i], 16) for i in range(count)]
+
+
+async def _read_new_layout(tool: str, host: str, port: int, unit: int, layout: str,
+                           regs: dict[str, int]) -> dict[str, Any]:
+    """Read one meter of a layout in :data:`NEW_LAYOUTS` the way its printed map says."""
+
+    async def read(table: str, address: int, count: int, big_endian: bool = True
+                   ) -> dict[int, str]:
+        values, err = await _mbpoll(tool, host, port, unit, table, address, count,
+                                    big_endian=big_endian)
+        assert values, (layout, address, err)
+        return values
+
+    if layout == "dtsu666":
+        energy_at = _address(regs, "ImpEp import active energy kWh")
+        energy = await read("4:float", energy_at, 1)
+        block = await read("4:float", 0x2000, 35)
+        ratios = await read("4", _address(regs, "IrAt"), 2, big_endian=False)
+        return {"energy": Decimal(round(float(energy[energy_at]) * 100)) / 100,
+                "volts": float(block[_address(regs, "Ua/Ub/Uc phase voltage")]),
+                "amps": float(block[_address(regs, "Ia/Ib/Ic current")]),
+                "power": float(block[_address(regs, "Pt total active power")]),
+                "pf": float(block[_address(regs, "PFt total power factor")]),
+                "hz": float(block[_address(regs, "Freq frequency")]),
+                "ratios": (int(ratios[_address(regs, "IrAt")]),
+                           int(ratios[_address(regs, "UrAt")]))}
+    if layout == "adl400":
+        energy_at = _address(regs, "forward active total energy")
+        energy = await read("4:int", energy_at, 1)
+        words = await read("4", 0x0061, 0x17, big_endian=False)
+        power_at = _address(regs, "total active power")
+        power = await read("4:int", power_at, 1)
+        pf_at = _address(regs, "PF total power factor")
+        pf = await read("4", pf_at, 1, big_endian=False)
+        return {"energy": int(energy[energy_at]), "power": int(power[power_at]),
+                "volts": int(words[_address(regs, "Ua/Ub/Uc phase voltage")]),
+                "amps": int(words[_address(regs, "Ia/Ib/Ic current")]),
+                "hz": int(words[_address(regs, "frequency")]), "pf": int(pf[pf_at])}
+    if layout == "pm5xxx":
+        first = _address(regs, "Current A/B/C")
+        block = await read("4:float", first, 56)
+        energy_at = _address(regs, "Active Energy Delivered (Into Load), INT64 Wh")
+        energy = await read("4:hex", energy_at, 4, big_endian=False)
+        wh = struct.unpack(">q", struct.pack(">4H", *_words_of(energy, energy_at, 4)))[0]
+        return {"energy_wh": wh,
+                "power": float(block[_address(regs, "Active Power Total")]),
+                "volts": float(block[_address(regs, "Voltage A-N/B-N/C-N")]),
+                "amps": float(block[first]),
+                "pf": float(block[_address(regs, "Power Factor Total")]),
+                "hz": float(block[_address(regs, "Frequency")])}
+    assert layout == "pac3200"
+    block = await read("3:float", 0x0001, 35)
+    energy_at = _address(regs, "active energy import tariff 1")
+    energy = await read("3:hex", energy_at, 4, big_endian=False)
+    wh = struct.unpack(">d", struct.pack(">4H", *_words_of(energy, energy_at, 4)))[0]
+    return {"energy_wh": wh, "power": float(block[_address(regs, "total active power W")]),
+            "volts": float(block[_address(regs, "voltage L1-N/L2-N/L3-N")]),
+            "amps": float(block[_address(regs, "current L1/L2/L3")]),
+            "pf": float(block[_address(regs, "total power factor")]),
+            "hz": float(block[_address(regs, "frequency Hz")])}
+
+
+def _check_new_layout(layout: str, got: dict[str, Any], image: MeterImage) -> None:
+    """What ``mbpoll`` read, in the units the printed map gives, against the served model."""
+    if layout == "dtsu666":  # float32 in 0.1 V, 0.001 A, 0.1 W, 0.001, 0.01 Hz; kWh
+        assert got["energy"] == image.energy_kwh
+        assert got["volts"] == pytest.approx(image.voltages_v[0] * 10, rel=1e-5)
+        assert got["amps"] == pytest.approx(image.currents_a[0] * 1000, rel=1e-5, abs=1e-3)
+        assert got["power"] == pytest.approx(image.power_w * 10, rel=1e-5, abs=1e-2)
+        assert got["pf"] == pytest.approx(image.power_factor * 1000, rel=1e-5)
+        assert got["hz"] == pytest.approx(image.frequency_hz * 100, rel=1e-5)
+        assert got["ratios"] == (1, 10)
+    elif layout == "adl400":  # integers in 0.01 kWh, W, 0.1 V, 0.01 A, 0.01 Hz, 0.001
+        assert got["energy"] == image.energy_kwh * 100
+        assert got["power"] == round(image.power_w)
+        assert got["volts"] == round(image.voltages_v[0] * 10)
+        assert got["amps"] == round(image.currents_a[0] * 100)
+        assert got["hz"] == round(image.frequency_hz * 100)
+        assert got["pf"] == round(image.power_factor * 1000)
+    else:  # pm5xxx: INT64 Wh and float32 kW; pac3200: float64 Wh and float32 W
+        assert got["energy_wh"] == image.energy_kwh * 1000
+        power = image.power_w / 1000 if layout == "pm5xxx" else image.power_w
+        assert got["power"] == pytest.approx(power, rel=1e-5, abs=1e-6)
+        assert got["volts"] == pytest.approx(image.voltages_v[0], rel=1e-5)
+        assert got["amps"] == pytest.approx(image.currents_a[0], rel=1e-5, abs=1e-6)
+        assert got["pf"] == pytest.approx(image.power_factor, rel=1e-5)
+        assert got["hz"] == pytest.approx(image.frequency_hz, rel=1e-5)

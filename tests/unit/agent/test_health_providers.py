@@ -129,7 +129,7 @@ def test_agent_readiness_and_info() -> None:
     assert snap.ready
     assert [(c.name, c.detail) for c in snap.checks] == [
         ("broker", "connected"), ("collectors", "2 running"),
-        ("sources", "1/2 connected; down: meters"),
+        ("sources", "1/2 connected; down: meters"), ("signals", "0 ok"),
     ]
     assert snap.to_json()["info"] == {"site": "site-a", "agent": "edge-1", "outbox_depth": 2}
     a.publisher = Publisher(False, PublisherStats(0, 0, 0, 0, None, None))
@@ -166,6 +166,7 @@ def test_agent_metric_families_and_types_stay_as_they_are() -> None:
         "edge_agent_source_connected": "gauge",
         "edge_agent_source_reconnects": "counter",
         "edge_agent_source_overflows": "counter",
+        "edge_agent_source_signals": "gauge",
         "edge_agent_device_connected": "gauge",
         "edge_agent_device_samples": "counter",
         "edge_agent_device_errors": "counter",

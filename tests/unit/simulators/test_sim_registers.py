@@ -1,4 +1,5 @@
-"""Register maps: SDM630 float32 high word first, scaled32 and EM24 low word first."""
+"""Register maps: SDM630 float32 high word first, scaled32 and EM24 low word first, and the
+DTSU666, ADL400, PM5xxx and PAC3200 maps high word first."""
 
 from __future__ import annotations
 
@@ -13,10 +14,16 @@ from simulators.meter import EnergyStep, MeterImage
 from simulators.registers import (
     EM24_SEGMENTS,
     LAYOUTS,
+    adl400_registers,
     decode_float32_hi_lo,
+    decode_float64_hi_lo,
     decode_i32_lo_hi,
+    decode_i64_hi_lo,
     decode_u32_lo_hi,
+    dtsu666_registers,
     em24_registers,
+    pac3200_registers,
+    pm5xxx_registers,
     scaled32_registers,
     sdm630_registers,
 )
@@ -90,10 +97,87 @@ def test_signed_low_word_first_decoding() -> None:
 
 
 def test_every_layout_names_its_block_and_segments() -> None:
-    assert set(LAYOUTS) == {"sdm630", "scaled32", "em24"}
+    assert set(LAYOUTS) == {"sdm630", "scaled32", "em24", "dtsu666", "adl400", "pm5xxx",
+                            "pac3200"}
     assert LAYOUTS["em24"].segments == EM24_SEGMENTS
     assert {name: layout.block.function_code for name, layout in LAYOUTS.items()} == {
-        "sdm630": 4, "scaled32": 3, "em24": 3}
+        "sdm630": 4, "scaled32": 3, "em24": 3, "dtsu666": 3, "adl400": 3, "pm5xxx": 3,
+        "pac3200": 4}
+    for name, layout in LAYOUTS.items():
+        assert all(0 <= lo < hi <= layout.block.count for lo, hi in layout.segments), name
+
+
+def _f32(regs: list[int], addr: int) -> float:
+    return float(struct.unpack(">f", struct.pack(">HH", *regs[addr:addr + 2]))[0])
+
+
+def test_dtsu666_floats_in_chint_units() -> None:
+    regs = dtsu666_registers(IMAGE)
+    assert len(regs) == 0x4052
+    assert regs[0x0006] == 1 and regs[0x0007] == 10  # IrAt 1, UrAt 1.0 in 0.1
+    assert round(_f32(regs, 0x2006)) == 2291 and round(_f32(regs, 0x200A)) == 2313  # 0.1 V
+    assert round(_f32(regs, 0x200C)) == 20_100  # 0.001 A
+    assert _f32(regs, 0x2012) == 123_455.0  # Pt in 0.1 W
+    assert round(_f32(regs, 0x202A)) == 880 and round(_f32(regs, 0x2044)) == 5001
+    assert round(decode_float32_hi_lo(regs[0x401E:0x4020]) * 100) == 123_456  # ImpEp kWh
+    assert regs[0x101E:0x1020] == regs[0x401E:0x4020]
+    assert regs[0x4028] == regs[0x4029] == 0
+    # high word first: the first register holds the sign and exponent
+    assert regs[0x2012] == struct.unpack(">HH", struct.pack(">f", 123_455.0))[0]
+
+
+def test_adl400_integers_high_word_first() -> None:
+    regs = adl400_registers(IMAGE)
+    assert len(regs) == 0x180
+    assert regs[0x000A] == 123_456 >> 16 and regs[0x000B] == 123_456 & 0xFFFF
+    assert regs[0x0000:0x0002] == regs[0x000A:0x000C]  # combined = forward (no reverse)
+    assert regs[0x0014] == regs[0x0015] == 0
+    assert regs[0x0061:0x0064] == [2291, 2302, 2313]  # 0.1 V
+    assert regs[0x0064:0x0067] == [2010, 1990, 2000]  # 0.01 A
+    assert regs[0x0077] == 5001 and regs[0x008D] == regs[0x008E] == 1
+    total = struct.unpack(">i", struct.pack(">HH", *regs[0x016A:0x016C]))[0]
+    assert total == 12_346  # W, rounded half to even
+    phases = [struct.unpack(">i", struct.pack(">HH", *regs[a:a + 2]))[0]
+              for a in (0x0164, 0x0166, 0x0168)]
+    assert sum(phases) == pytest.approx(total, abs=2)
+    assert regs[0x017F] == 880 and regs[0x017C] == 880
+
+
+def test_adl400_saturates_a_16_bit_current() -> None:
+    image = MeterImage(power_w=500_000.0, voltages_v=(230.0,) * 3,
+                       currents_a=(800.0, 800.0, 800.0), power_factor=0.9,
+                       frequency_hz=50.0, energy_counts=0, resolution_kwh=Decimal("0.01"))
+    assert adl400_registers(image)[0x0064] == 0xFFFF
+
+
+def test_pm5xxx_int64_wh_at_register_3204() -> None:
+    regs = pm5xxx_registers(IMAGE)
+    assert len(regs) == 3211
+    assert decode_i64_hi_lo(regs[3203:3207]) == 1_234_560  # 1234.56 kWh in Wh
+    assert regs[3203] == regs[3204] == 0 and regs[3206] == 1_234_560 & 0xFFFF
+    assert decode_i64_hi_lo(regs[3207:3211]) == 0
+    assert _f32(regs, 3059) == pytest.approx(12.3455)  # kW
+    assert _f32(regs, 2999) == pytest.approx(20.1) and _f32(regs, 3027) == pytest.approx(229.1)
+    assert _f32(regs, 3083) == pytest.approx(0.88) and _f32(regs, 3109) == pytest.approx(50.01)
+    assert _f32(regs, 2699) == pytest.approx(1234.56)  # the float32 kWh copy
+
+
+def test_pac3200_float64_wh_at_offset_801() -> None:
+    regs = pac3200_registers(IMAGE)
+    assert len(regs) == 0x340
+    assert regs[0] == 0  # the map starts at offset 1
+    assert decode_float64_hi_lo(regs[801:805]) == 1_234_560.0  # Wh, exact
+    assert regs[801] == struct.unpack(">4H", struct.pack(">d", 1_234_560.0))[0]
+    assert all(decode_float64_hi_lo(regs[a:a + 4]) == 0.0 for a in (805, 809, 813))
+    assert _f32(regs, 65) == 12_345.5  # W
+    assert _f32(regs, 1) == pytest.approx(229.1) and _f32(regs, 13) == pytest.approx(20.1)
+    assert _f32(regs, 69) == pytest.approx(0.88) and _f32(regs, 55) == pytest.approx(50.01)
+
+
+def test_64_bit_decoders() -> None:
+    assert decode_i64_hi_lo([0xFFFF] * 4) == -1
+    assert decode_i64_hi_lo([0, 0, 1, 0]) == 1 << 16
+    assert decode_float64_hi_lo(list(struct.unpack(">4H", struct.pack(">d", -2.5)))) == -2.5
 
 
 def test_ledger_lines() -> None:
@@ -111,22 +195,12 @@ def test_ledger_lines() -> None:
 
 
 def test_only_the_published_segments_carry_values() -> None:
-    from decimal import Decimal
-
-    from simulators.meter import MeterImage
-    from simulators.registers import (
-        SCALED32_SEGMENTS,
-        SDM630_SEGMENTS,
-        scaled32_registers,
-        sdm630_registers,
-    )
-
     image = MeterImage(power_w=12_345.6, voltages_v=(229.1, 230.2, 231.3),
                        currents_a=(18.1, 17.9, 18.0), power_factor=0.87, frequency_hz=50.01,
                        energy_counts=482_137, resolution_kwh=Decimal("0.01"))
-    for regs, segments in ((sdm630_registers(image), SDM630_SEGMENTS),
-                           (scaled32_registers(image), SCALED32_SEGMENTS),
-                           (em24_registers(image), EM24_SEGMENTS)):
-        inside = {i for lo, hi in segments for i in range(lo, hi)}
-        assert all(word == 0 for i, word in enumerate(regs) if i not in inside)
-        assert any(regs[i] for i in inside)
+    for name, layout in LAYOUTS.items():
+        regs = layout.registers(image)
+        assert len(regs) == layout.block.count, name
+        inside = {i for lo, hi in layout.segments for i in range(lo, hi)}
+        assert all(word == 0 for i, word in enumerate(regs) if i not in inside), name
+        assert all(any(regs[lo:hi]) for lo, hi in layout.segments), name

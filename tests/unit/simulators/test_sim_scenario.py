@@ -53,6 +53,19 @@ def test_em24_meter_defaults_to_tenths_and_an_eight_digit_register(tmp_path: Pat
     assert m2.resolution_kwh == Decimal("1")
 
 
+@pytest.mark.parametrize(("layout", "modulus"), [
+    ("dtsu666", Decimal("10000")), ("adl400", Decimal("1e7")), ("pm5xxx", Decimal("1e7")),
+    ("pac3200", Decimal("1e7"))])
+def test_new_meter_layouts_load_with_their_defaults(tmp_path: Path, layout: str,
+                                                    modulus: Decimal) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text(MINIMAL + f"[[meters]]\nid = 'm1'\nmachine = 'cnc-01'\nlayout = '{layout}'\n"
+                    "initial_kwh = 1234.56\n")
+    (meter,) = load_scenario(path).effective_meters
+    assert (meter.layout, meter.resolution_kwh) == (layout, Decimal("0.01"))
+    assert meter.effective_modulus_kwh == modulus
+
+
 @pytest.mark.parametrize("machines", [1, 2, 50])
 @pytest.mark.parametrize("fast", [True, False])
 def test_default_scenario_generator(machines: int, fast: bool) -> None:
@@ -88,6 +101,18 @@ def test_default_scenario_generator(machines: int, fast: bool) -> None:
          "modulus_kwh = 1000000000\n", 'meters[0] "m1": modulus_kwh', "signed 32-bit"),
         (MINIMAL + "[[meters]]\nid = 'm1'\nmachine = 'cnc-01'\nlayout = 'em42'\n",
          'meters[0] "m1": layout', "em24"),
+        (MINIMAL + "[[meters]]\nid = 'm1'\nmachine = 'cnc-01'\nlayout = 'dtsu666'\n"
+         "modulus_kwh = 1000000\n", 'meters[0] "m1": modulus_kwh', "float32"),
+        (MINIMAL + "[[meters]]\nid = 'm1'\nmachine = 'cnc-01'\nlayout = 'adl400'\n"
+         "resolution_kwh = 0.005\n", 'meters[0] "m1": resolution_kwh', "0.01 kWh"),
+        (MINIMAL + "[[meters]]\nid = 'm1'\nmachine = 'cnc-01'\nlayout = 'adl400'\n"
+         "modulus_kwh = 100000000\n", 'meters[0] "m1": modulus_kwh', "unsigned 32-bit"),
+        (MINIMAL + "[[meters]]\nid = 'm1'\nmachine = 'cnc-01'\nlayout = 'pm5xxx'\n"
+         "resolution_kwh = 0.0005\n", 'meters[0] "m1": resolution_kwh', "0.001 kWh"),
+        (MINIMAL + "[[meters]]\nid = 'm1'\nmachine = 'cnc-01'\nlayout = 'pac3200'\n"
+         "resolution_kwh = 0.0005\n", 'meters[0] "m1": resolution_kwh', "0.001 kWh"),
+        (MINIMAL + "[[meters]]\nid = 'm1'\nmachine = 'cnc-01'\nlayout = 'pac3200'\n"
+         "modulus_kwh = 10000000000000\n", 'meters[0] "m1": modulus_kwh', "float64"),
         (MINIMAL + "[[machines]]\nid = 'cnc-01'\n[[machines.programs]]\nname = 'x'\n"
          "cycle_time_s = 1\n", 'machines[1] "cnc-01": id', "duplicate"),
         (MINIMAL + "[[faults]]\nat_s = 1\nkind = 'meter_reset'\ntarget = 'cnc-01'\n",
