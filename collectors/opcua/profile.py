@@ -265,13 +265,13 @@ class ProfileSink:
 
     def take(self, sample: Sample) -> Sample | None:
         """What ``sample`` becomes: itself, a ``state`` sample, or nothing."""
-        signal = sample.signal
-        if not signal.startswith(mt.NAME + "."):
+        tag = sample.signal
+        if not tag.startswith(mt.NAME + "."):
             return sample
-        name = signal[len(mt.NAME) + 1:]
+        name = tag[len(mt.NAME) + 1:]
         if name in ("job", "job_state"):
             watch = self._watch.get(sample.device)
-            if (watch is not None and watch[0] == signal and sample.quality == "good"
+            if (watch is not None and watch[0] == tag and sample.quality == "good"
                     and sample.value != watch[1]
                     and (name == "job" or mt.job_left(sample.value))):
                 self._watch.pop(sample.device, None)

@@ -64,7 +64,7 @@ async def test_broker_stopped_for_30_s_loses_and_doubles_nothing(
 
 
 async def test_agent_killed_mid_run_restarts_without_gap_or_double(
-    chain: Any, monitor: Any
+    chain: Any, monitor: Any, helpers: Any
 ) -> None:
     """Test 2: kill -9 of the agent between checkpoints, restart: the checkpoint plus the
     sample journal give back exactly the engine it had, so no window is missing, none is
@@ -84,6 +84,9 @@ async def test_agent_killed_mid_run_restarts_without_gap_or_double(
         second = chain.run_agent(config, "agent-2")
         restarted_ms = _now_ms()
         await asyncio.sleep(18)
+        # On a loaded machine the restarted agent may have closed fewer windows by now.
+        await helpers.eventually(lambda: monitor.assert_replays_identical() >= 4 * 5,
+                                 timeout_s=90, what="20 KPI windows published")
         stopped_ms = _now_ms()
         second.stop()
         await chain.wait_settled(minimum=4 * 5)
