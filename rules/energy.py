@@ -3,8 +3,10 @@
 The register is handled in integer steps of its resolution (``round(value / resolution)``),
 so 99999950.3 and 12.4 at 0.1 kWh are the integers 999999503 and 124 and the rollover
 increase is exactly 621 steps = 62.1 kWh. Shares of an interval that straddles a window
-boundary are exact :class:`~fractions.Fraction` values, so window sums add up to the
-meter's total with no floating-point drift.
+boundary are exact: :class:`~fractions.Fraction` values (:func:`share`), or the same as an
+integer numerator and denominator (:func:`share_term`), which the engine sums per
+denominator (:class:`rules.totals.EnergyTotals`) so that a slice makes no fraction; so
+window sums add up to the meter's total with no floating-point drift.
 """
 
 from __future__ import annotations
@@ -48,6 +50,11 @@ class MeterModel:
 
     def to_steps(self, value: object) -> int | None:
         """The reading in integer steps, or None when it is not a usable register value."""
+        kind = type(value)
+        if kind is float or kind is int:  # the common case, checked the same
+            if 0 <= value < math.inf:  # type: ignore[operator]
+                return round(value / self.resolution_kwh)  # type: ignore[operator]
+            return None
         if isinstance(value, bool) or not isinstance(value, int | float):
             return None
         if not math.isfinite(value) or value < 0:
@@ -85,6 +92,18 @@ def share(delta: int, t1: int, t2: int, a: int, b: int) -> Fraction | int:
     if lo == t1 and hi == t2:
         return delta
     return Fraction(delta * (hi - lo), t2 - t1)
+
+
+def share_term(delta: int, t1: int, t2: int, a: int, b: int) -> tuple[int, int]:
+    """:func:`share` as a numerator and a denominator, unreduced and with no fraction
+    made: ``(0, 1)`` for nothing, a denominator of 1 for the whole ``delta``."""
+    lo = max(t1, a)
+    hi = min(t2, b)
+    if hi <= lo or delta == 0:
+        return 0, 1
+    if lo == t1 and hi == t2:
+        return delta, 1
+    return delta * (hi - lo), t2 - t1
 
 
 READING = "reading"

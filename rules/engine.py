@@ -118,7 +118,7 @@ from typing import Any, Literal
 from rules.alarms import AlarmBook
 from rules.counters import as_count, counter_increase
 from rules.derived_state import BAD, INVALID, RuleDeriver, StateRulesSpec
-from rules.energy import MeterModel, register_role, share
+from rules.energy import MeterModel, register_role, share_term
 from rules.errors import ConfigError
 from rules.kpi import (
     EnergyFactors,
@@ -149,6 +149,7 @@ from rules.types import MACHINE_STATES, AlarmEvent, KpiRecord, Sample
 from rules.windows import SliceInfo, WindowPlan
 
 _NEG = -(1 << 62)
+_INF = float("inf")
 _POS = 1 << 62
 _TS = attrgetter("ts_ms")
 SNAPSHOT_VERSION = 3
@@ -852,7 +853,9 @@ class KpiEngine:
                 target = totals.lines[meter.line_idx]
             else:
                 target = totals.site
-            steps: Fraction | int = 0
+            # whole steps, and the fractional shares as {denominator: numerator} in steps
+            whole = 0
+            terms: dict[int, int] = {}
             # time-of-use cost in steps x price, booked with every share of ``steps``
             cost: Fraction | int = 0
             tariff = self._tariff if meter.spec.carrier == ELECTRICITY else None
@@ -860,7 +863,11 @@ class KpiEngine:
             flags = target.flags
             if meter.pending is not None:
                 t1, t2, delta, flag = meter.pending
-                steps += share(delta, t1, t2, p, s)
+                num, den = share_term(delta, t1, t2, p, s)
+                if den == 1:
+                    whole += num
+                elif num:
+                    terms[den] = terms.get(den, 0) + num
                 if tariff is not None:
                     cost += tariff.cost(delta, t1, t2, p, s)
                 seen = True
@@ -870,6 +877,7 @@ class KpiEngine:
                     meter.pending = None
             items = _take(meter.buf, s, ordered) if meter.buf else []
             model = meter.model
+            resolution_kwh = model.resolution_kwh
             last_ts = meter.last_ts
             last_steps = meter.last_steps
             for smp in items:
@@ -881,7 +889,11 @@ class KpiEngine:
                     if ts < last_ts:
                         self._late += 1
                     continue
-                value = model.to_steps(smp.value)
+                reading = smp.value
+                # MeterModel.to_steps, its common case inline
+                value = (round(reading / resolution_kwh)
+                         if type(reading) is float and 0 <= reading < _INF
+                         else model.to_steps(reading))
                 if value is None:
                     flags.add(INVALID_VALUE)
                     self._stats["ignored_invalid"] += 1
@@ -894,7 +906,7 @@ class KpiEngine:
                         delta, flag = model.increase(last_steps, value, ts - last_ts)
                     if flag:
                         flags.add(flag)
-                    steps += delta
+                    whole += delta
                     if tariff is not None:
                         cost += tariff.cost(delta, last_ts, ts, last_ts, ts)
                     if last_ts < p and delta:
@@ -919,14 +931,21 @@ class KpiEngine:
                         flags.add(flag)
                     seen = True
                     if last_ts < p:
-                        carried = share(delta, last_ts, ts, last_ts, p)
-                        if carried:
-                            steps += carried
+                        num, den = share_term(delta, last_ts, ts, last_ts, p)
+                        if num:
+                            if den == 1:
+                                whole += num
+                            else:
+                                terms[den] = terms.get(den, 0) + num
                             if tariff is not None:
                                 cost += tariff.cost(delta, last_ts, ts, last_ts, p)
                             self._note_late(meter, last_ts, ts, delta, p, flag)
                     until = ts if ts <= reach else s
-                    steps += share(delta, last_ts, ts, p, until)
+                    num, den = share_term(delta, last_ts, ts, p, until)
+                    if den == 1:
+                        whole += num
+                    elif num:
+                        terms[den] = terms.get(den, 0) + num
                     if tariff is not None:
                         cost += tariff.cost(delta, last_ts, ts, p, until)
                     if ts > until:
@@ -940,7 +959,15 @@ class KpiEngine:
                     if smp.quality != "bad":
                         self._alarms.on_value(key, smp.ts_ms, smp.value)
             if seen:
-                target.book(meter.spec.carrier, steps * model.resolution, cost * model.resolution)
+                resolution = model.resolution
+                booked_cost = cost * resolution if cost else 0
+                if meter.spec.carrier == ELECTRICITY:
+                    target.book_steps(whole, terms, resolution.numerator,
+                                      resolution.denominator, booked_cost)
+                else:
+                    steps = whole + sum((Fraction(num, den) for den, num in terms.items()),
+                                        Fraction(0)) if terms else whole
+                    target.book(meter.spec.carrier, steps * resolution, booked_cost)
 
     def _fold(self, info: SliceInfo, totals: PlantTotals) -> None:
         for label_idx, start, end in self._plan.windows_of(info):

@@ -1,6 +1,6 @@
 """KPI records from window totals (docs/kpi.md, "KPIs" and "Aggregates").
 
-Every ratio is computed from exact sums (integer milliseconds and parts, Fraction energy)
+Every ratio is computed from exact sums (integer milliseconds and parts, exact energy)
 and converted to float once, so 45 s * 456 / 28 800 s is exactly 0.7125 and
 62.1 kWh / 414 is exactly 0.15. Undefined values are None, never 0 and never NaN.
 
@@ -44,7 +44,7 @@ Flags (sorted, unique) a record may carry:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
@@ -119,10 +119,66 @@ class WindowId:
         return self.end_ms - self.start_ms if self.observed_ms is None else self.observed_ms
 
 
-def _ratio(num: Fraction | int, den: Fraction | int) -> float | None:
-    if den == 0:
+Exact = tuple[int, int]
+"""An exact number as ``(numerator, denominator)``, the denominator positive, not
+necessarily reduced: a record's arithmetic on these is a few integer operations where a
+:class:`~fractions.Fraction` normalises every intermediate result."""
+
+
+def _exact(value: Fraction | int) -> Exact:
+    if type(value) is int:
+        return value, 1
+    return value.numerator, value.denominator
+
+
+def _quotient(num: int, den: int) -> float:
+    """``num / den`` as the nearest float, as ``float(Fraction(num, den))`` gives it.
+
+    Python's integer true division is correctly rounded, so reducing the fraction
+    first would change nothing; the denominator is made positive so that a zero comes
+    out as ``0.0``, not ``-0.0``, as from a fraction.
+    """
+    if den < 0:
+        return -num / -den
+    return num / den
+
+
+def _ratio_exact(num: Exact, den: Exact) -> float | None:
+    if den[0] == 0:
         return None
-    return float(Fraction(num) / Fraction(den))
+    return _quotient(num[0] * den[1], num[1] * den[0])
+
+
+def _ratio(num: Fraction | int, den: Fraction | int) -> float | None:
+    return _ratio_exact(_exact(num), _exact(den))
+
+
+def _sum(terms: list[Exact]) -> Exact:
+    num, den = 0, 1
+    for n, d in terms:
+        if d == den:
+            num += n
+        else:
+            num, den = num * d + n * den, den * d
+    return num, den
+
+
+def _times(a: Exact, b: Exact) -> Exact:
+    return a[0] * b[0], a[1] * b[1]
+
+
+_exact_factors: dict[float, Exact] = {}
+
+
+def _config_exact(value: float) -> Exact:
+    """:func:`rules.energy.exact` of a config number (an ideal cycle time), remembered:
+    a plant has few of them and every record needs one."""
+    found = _exact_factors.get(value)
+    if found is None:
+        if len(_exact_factors) > 4096:
+            _exact_factors.clear()
+        found = _exact_factors[value] = _exact(exact(value))
+    return found
 
 
 def counts(totals: MachineTotals, good_counter: bool) -> tuple[int, int, int, bool]:
@@ -144,32 +200,34 @@ def _energy_fields(
     """The energy fields of a record (a dict of floats or None, typed Any because the
     record's other fields are ints)."""
     out: dict[str, float | None] = dict.fromkeys(_QUANTITY_FIELDS)
-    quantities: dict[str, Fraction | int] = dict(energy.other)
+    quantities: dict[str, Exact] = {c: _exact(q) for c, q in energy.other.items()}
+    kwh = _exact(energy.total_kwh)
     if energy.seen:
-        quantities[ELECTRICITY] = energy.kwh
+        quantities[ELECTRICITY] = kwh
     for carrier, qty in quantities.items():
         fld = factors.fields.get(carrier)
         if fld is not None and fld != "energy_kwh":
-            out[fld] = float(qty)
+            out[fld] = _quotient(*qty)
     kgce_carriers = [c for c in quantities if c in factors.kgce]
     co2_carriers = [c for c in quantities if c in factors.co2]
     cost_carriers = [c for c in quantities if c in factors.price
                      or (c == ELECTRICITY and factors.priced)]
-    kgce = sum((factors.kgce[c] * quantities[c] for c in kgce_carriers), Fraction(0))
-    co2 = sum((factors.co2[c] * quantities[c] for c in co2_carriers), Fraction(0))
-    cost = sum((energy.cost if c == ELECTRICITY else factors.price[c] * quantities[c]
-                for c in cost_carriers), Fraction(0))
-    kwh = energy.kwh
+    kgce = _sum([_times(_exact(factors.kgce[c]), quantities[c]) for c in kgce_carriers])
+    co2 = _sum([_times(_exact(factors.co2[c]), quantities[c]) for c in co2_carriers])
+    cost = _sum([_exact(energy.cost) if c == ELECTRICITY
+                 else _times(_exact(factors.price[c]), quantities[c]) for c in cost_carriers])
+    seen = energy.seen
+    pq_x, gq_x = (pq, 1), (gq, 1)
     out.update({
-        "energy_kwh": float(kwh) if energy.seen else None,
-        "energy_per_unit_kwh": _ratio(kwh, pq) if energy.seen else None,
-        "energy_per_good_unit_kwh": _ratio(kwh, gq) if energy.seen else None,
-        "kgce": float(kgce) if kgce_carriers else None,
-        "kgce_per_good_unit": _ratio(kgce, gq) if kgce_carriers else None,
-        "co2_kg": float(co2) if co2_carriers else None,
-        "co2_per_good_unit_kg": _ratio(co2, gq) if co2_carriers else None,
-        "energy_cost": float(cost) if cost_carriers else None,
-        "energy_cost_per_good_unit": _ratio(cost, gq) if cost_carriers else None,
+        "energy_kwh": _quotient(*kwh) if seen else None,
+        "energy_per_unit_kwh": _ratio_exact(kwh, pq_x) if seen else None,
+        "energy_per_good_unit_kwh": _ratio_exact(kwh, gq_x) if seen else None,
+        "kgce": _quotient(*kgce) if kgce_carriers else None,
+        "kgce_per_good_unit": _ratio_exact(kgce, gq_x) if kgce_carriers else None,
+        "co2_kg": _quotient(*co2) if co2_carriers else None,
+        "co2_per_good_unit_kg": _ratio_exact(co2, gq_x) if co2_carriers else None,
+        "energy_cost": _quotient(*cost) if cost_carriers else None,
+        "energy_cost_per_good_unit": _ratio_exact(cost, gq_x) if cost_carriers else None,
     })
     return out
 
@@ -187,7 +245,9 @@ def _build(
     flags: set[str],
     factors: EnergyFactors,
     schedule_kpis: bool,
+    extra: dict[str, Any] | None = None,
 ) -> KpiRecord:
+    """The record; ``extra`` sets fields computed elsewhere (a line's, the site's)."""
     out_flags = set(flags)
     out_flags.discard(PERFORMANCE_OVER_1)
     observed = wid.observed
@@ -197,22 +257,27 @@ def _build(
     apt = times[PRODUCING]
     availability = performance = quality = oee = defect = cycle = None
     if schedule_kpis and pbt > 0 and ideal_cycle_time_s is not None:
-        ict = exact(ideal_cycle_time_s)
-        availability = _ratio(apt, pbt)
+        ict_num, ict_den = _config_exact(ideal_cycle_time_s)
+        availability = apt / pbt
         # ISO 22400 "effectiveness": may exceed 1, never clamped.
-        perf = None if apt == 0 else ict * pq * 1000 / apt
-        performance = None if perf is None else float(perf)
-        if (perf is not None and perf > 1) or (perf is None and pq > 0):
-            out_flags.add(PERFORMANCE_OVER_1)
-        quality = _ratio(gq, pq)
+        # performance = ict * PQ / APT, with APT in ms
+        if apt == 0:
+            if pq > 0:
+                out_flags.add(PERFORMANCE_OVER_1)
+        else:
+            perf_num, perf_den = ict_num * pq * 1000, ict_den * apt
+            performance = _quotient(perf_num, perf_den)
+            if perf_num > perf_den:
+                out_flags.add(PERFORMANCE_OVER_1)
+        quality = None if pq == 0 else _quotient(gq, pq)
         # oee = ict * GQ / PBT: 0 (not null) whenever something was planned.
-        oee = float(ict * gq * 1000 / pbt)
-        defect = _ratio(sq, pq)
-        cycle = _ratio(Fraction(apt, 1000), pq)
+        oee = _quotient(ict_num * gq * 1000, ict_den * pbt)
+        defect = None if pq == 0 else _quotient(sq, pq)
+        cycle = None if pq == 0 else _quotient(apt, 1000 * pq)
     if not energy.any_seen:
         out_flags.add(NO_ENERGY_DATA)
     out_flags |= energy.flags
-    return KpiRecord(
+    fields = dict(
         site=wid.site,
         line=line,
         machine=machine,
@@ -238,6 +303,9 @@ def _build(
         **_energy_fields(energy, pq, gq, factors),
         flags=tuple(sorted(out_flags)),
     )
+    if extra:
+        fields.update(extra)
+    return KpiRecord(**fields)
 
 
 def _factors(factors: EnergyFactors | Fraction) -> EnergyFactors:
@@ -280,13 +348,16 @@ def rolled_throughput_yield(
     RTY is None when no machine produced anything.
     """
     scrap = 0
-    rty: Fraction | None = None
+    num = den = 1
+    produced = False
     for spec, totals in members:
         pq, gq, sq, _ = counts(totals, spec.good_counter)
         scrap += sq
         if pq > 0:
-            rty = (Fraction(1) if rty is None else rty) * Fraction(min(gq, pq), pq)
-    return scrap, None if rty is None else float(rty)
+            num *= min(gq, pq)
+            den *= pq
+            produced = True
+    return scrap, _quotient(num, den) if produced else None
 
 
 def line_record(
@@ -306,14 +377,14 @@ def line_record(
     flags -= {"meter_rollover", "meter_reset", "energy_carried"}
     if not consistent:
         flags.add(COUNTS_INCONSISTENT)
-    record = _build(
+    extra = None
+    if members is not None:
+        scrap, rty = rolled_throughput_yield(members)
+        extra = {"scrap_all_machines": scrap, "rolled_throughput_yield": rty}
+    return _build(
         wid, line_id, None, output_totals.times, pq, gq, sq, output.ideal_cycle_time_s,
-        energy, flags, _factors(factors), schedule_kpis=True,
+        energy, flags, _factors(factors), schedule_kpis=True, extra=extra,
     )
-    if members is None:
-        return record
-    scrap, rty = rolled_throughput_yield(members)
-    return replace(record, scrap_all_machines=scrap, rolled_throughput_yield=rty)
 
 
 def site_record(
@@ -340,11 +411,10 @@ def site_record(
         flags |= totals.flags - {"meter_rollover", "meter_reset", "energy_carried"}
         if not consistent:
             flags.add(COUNTS_INCONSISTENT)
-    record = _build(
-        wid, None, None, times, pq, gq, sq, None, energy, flags, _factors(factors),
-        schedule_kpis=False,
-    )
     scrap = None if machines is None else sum(
         counts(totals, spec.good_counter)[2] for spec, totals in machines)
-    return replace(record, quality_ratio=_ratio(gq, pq), defect_rate=_ratio(sq, pq),
-                   scrap_all_machines=scrap)
+    return _build(
+        wid, None, None, times, pq, gq, sq, None, energy, flags, _factors(factors),
+        schedule_kpis=False, extra={"quality_ratio": _ratio(gq, pq),
+                                    "defect_rate": _ratio(sq, pq), "scrap_all_machines": scrap},
+    )

@@ -7,6 +7,7 @@ are computed from these sums only when the record is built (docs/kpi.md: never a
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -42,6 +43,10 @@ def fraction_from_json(text: str) -> Fraction:
     return Fraction(text)
 
 
+_PARTS_MAX = 16
+"""How many denominators :attr:`EnergyTotals.kwh_parts` holds before it is folded."""
+
+
 @dataclass(slots=True)
 class EnergyTotals:
     """Energy attributed to one machine, one line's own meters, or the site's own meters.
@@ -50,6 +55,14 @@ class EnergyTotals:
     carrier that contributed (in its unit; a key present means seen); ``cost`` is the
     time-of-use cost of the electricity (the other carriers have flat prices and are
     priced from their quantities when the record is built).
+
+    The electricity is exact, and :attr:`total_kwh` is it: ``kwh`` plus the terms
+    ``numerator / denominator`` of ``kwh_parts`` (keyed by denominator). A slice books
+    its meters' whole steps and shares there with integer arithmetic only, and folding
+    slices into windows adds integers per denominator; a window's terms share a few
+    denominators (the register resolution times the lengths of the reading intervals
+    that straddle its boundaries), and more than ``_PARTS_MAX`` of them are folded into
+    ``kwh``, so the exact sum is formed as a fraction only now and then.
     """
 
     kwh: Fraction | int = 0
@@ -57,11 +70,34 @@ class EnergyTotals:
     flags: set[str] = field(default_factory=set)
     other: dict[str, Fraction | int] = field(default_factory=dict)
     cost: Fraction | int = 0
+    kwh_parts: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def total_kwh(self) -> Fraction | int:
+        """The exact electricity: ``kwh`` plus the terms of ``kwh_parts``."""
+        parts = self.kwh_parts
+        if not parts:
+            return self.kwh
+        den = math.lcm(*parts)
+        num = sum(n * (den // d) for d, n in parts.items())
+        total = self.kwh + Fraction(num, den)
+        return total.numerator if total.denominator == 1 else total
+
+    def _fold_parts(self) -> None:
+        self.kwh = self.total_kwh
+        self.kwh_parts = {}
 
     def add(self, other: EnergyTotals) -> None:
         """Fold ``other`` into this total."""
         if other.seen:
-            self.kwh += other.kwh
+            if other.kwh:
+                self.kwh += other.kwh
+            if other.kwh_parts:
+                parts = self.kwh_parts
+                for den, num in other.kwh_parts.items():
+                    parts[den] = parts.get(den, 0) + num
+                if len(parts) > _PARTS_MAX:
+                    self._fold_parts()
             self.seen = True
         if other.flags:
             self.flags |= other.flags
@@ -84,6 +120,23 @@ class EnergyTotals:
         else:
             self.other[carrier] = self.other.get(carrier, 0) + quantity
 
+    def book_steps(self, whole: int, shares: dict[int, int], res_num: int, res_den: int,
+                   cost: Fraction | int = 0) -> None:
+        """Add electricity counted in register steps of ``res_num / res_den`` kWh: ``whole``
+        steps and the shares ``numerator / denominator`` of steps (keyed by denominator),
+        and its time-of-use ``cost``; :meth:`book` without making a fraction."""
+        self.seen = True
+        parts = self.kwh_parts
+        if whole:
+            parts[res_den] = parts.get(res_den, 0) + whole * res_num
+        for den, num in shares.items():
+            den *= res_den
+            parts[den] = parts.get(den, 0) + num * res_num
+        if len(parts) > _PARTS_MAX:
+            self._fold_parts()
+        if cost:
+            self.cost += cost
+
     @property
     def any_seen(self) -> bool:
         """Some meter of any carrier contributed."""
@@ -91,7 +144,7 @@ class EnergyTotals:
 
     def to_json(self) -> dict[str, Any]:
         """JSON-serialisable state."""
-        out: dict[str, Any] = {"kwh": fraction_to_json(self.kwh), "seen": self.seen,
+        out: dict[str, Any] = {"kwh": fraction_to_json(self.total_kwh), "seen": self.seen,
                                "flags": sorted(self.flags)}
         if self.other:
             out["other"] = {k: fraction_to_json(v) for k, v in sorted(self.other.items())}
@@ -125,13 +178,22 @@ class MachineTotals:
 
     def add(self, other: MachineTotals) -> None:
         """Fold ``other`` into this total."""
-        mine = self.times
-        for i, value in enumerate(other.times):
-            mine[i] += value
-        self.produced += other.produced
-        self.scrap += other.scrap
-        self.good += other.good
-        self.energy.add(other.energy)
+        mine, theirs = self.times, other.times
+        mine[0] += theirs[0]
+        mine[1] += theirs[1]
+        mine[2] += theirs[2]
+        mine[3] += theirs[3]
+        mine[4] += theirs[4]
+        mine[5] += theirs[5]
+        if other.produced:
+            self.produced += other.produced
+        if other.scrap:
+            self.scrap += other.scrap
+        if other.good:
+            self.good += other.good
+        energy = other.energy
+        if energy.seen or energy.flags or energy.other or energy.cost:
+            self.energy.add(energy)
         if other.flags:
             self.flags |= other.flags
 
@@ -185,9 +247,28 @@ class PlantTotals:
     def add(self, other: PlantTotals) -> None:
         """Fold ``other`` into this total."""
         for mine, theirs in zip(self.machines, other.machines, strict=True):
-            mine.add(theirs)
+            # MachineTotals.add, inline: a window takes every machine's slice totals
+            a, b = mine.times, theirs.times
+            a[0] += b[0]
+            a[1] += b[1]
+            a[2] += b[2]
+            a[3] += b[3]
+            a[4] += b[4]
+            a[5] += b[5]
+            if theirs.produced:
+                mine.produced += theirs.produced
+            if theirs.scrap:
+                mine.scrap += theirs.scrap
+            if theirs.good:
+                mine.good += theirs.good
+            energy = theirs.energy
+            if energy.seen or energy.flags or energy.other or energy.cost:
+                mine.energy.add(energy)
+            if theirs.flags:
+                mine.flags |= theirs.flags
         for e_mine, e_theirs in zip(self.lines, other.lines, strict=True):
-            e_mine.add(e_theirs)
+            if e_theirs.seen or e_theirs.flags or e_theirs.other or e_theirs.cost:
+                e_mine.add(e_theirs)
         self.site.add(other.site)
         self.observed += other.observed
 

@@ -15,7 +15,9 @@ progress is paused there and resumed when work resumes.
 
 from __future__ import annotations
 
+import math
 import random
+import zlib
 from dataclasses import dataclass
 from typing import Literal
 
@@ -70,6 +72,9 @@ PROGRAM_STATE_NAMES: dict[int, str] = {0: "Ended", 1: "Running", 2: "Interrupted
                                        3: "Initializing"}
 """``Production/ActiveProgram/State/CurrentState``: the state names of the OPC 40501-1
 ``ProductionStateMachineType`` for each ``PROGRAM_STATE_CODES`` value."""
+
+_WOBBLE_PERIOD_MS = 1_700
+"""Period of the live spindle readings' wobble (see :meth:`Machine.spindle_at`)."""
 
 _ACTIVITY_STATE: dict[Activity, State] = {
     "setup": "setup",
@@ -155,6 +160,7 @@ class Machine:
     ) -> None:
         self.spec = spec
         self.id = spec.id
+        self._wobble_phase = zlib.crc32(spec.id.encode()) % 6283 / 1000
         self._calendar = calendar
         self._rng = rng
         self.now_ms = start_ms
@@ -182,6 +188,21 @@ class Machine:
     def initial_event(self) -> StateChange:
         """The state at the start, for the ledger and the first server write."""
         return self._state_event()
+
+    def spindle_at(self, ts_ms: int) -> tuple[float, float]:
+        """Live spindle speed (rpm) and load (%) at ``ts_ms``: 0 unless cutting, else the
+        cycle's values with a slow wobble (load +-5 %, speed +-0.2 %).
+
+        A pure function of the instant and the machine id, drawing nothing from the
+        random generator: serving live readings, at any rate, leaves the history of
+        states and parts exactly as without them.
+        """
+        if self.state != "producing":
+            return 0.0, 0.0
+        phase = self._wobble_phase + 2 * math.pi * ts_ms / _WOBBLE_PERIOD_MS
+        wobble = math.sin(phase)
+        return (round(self._spindle_rpm * (1 + 0.002 * wobble), 1),
+                round(min(200.0, self._spindle_load * (1 + 0.05 * wobble)), 1))
 
     def next_event_ms(self) -> int | None:
         """The next instant at which this machine changes something, if any."""

@@ -55,6 +55,9 @@ __all__ = ["FAULTS", "NAMESPACE_URI", "FaultAction", "Plant", "ScheduledFault", 
 
 _log = logging.getLogger(__name__)
 
+_LAG_WARNING_MS = 1_000
+"""A model clock task this late logs a warning (at most once a minute)."""
+
 
 class SimClock:
     """The simulator's clock, in epoch milliseconds as the simulated devices see it.
@@ -191,6 +194,12 @@ class Plant:
         self._next_meter: dict[str, int] = {}
         self._fault_queue: list[tuple[int, int, Callable[[int], Awaitable[None]]]] = []
         self._fault_seq = 0
+        hz = scenario.telemetry_hz
+        self._telemetry_every_ms = max(1, round(1000 / hz)) if hz > 0 else 0
+        self._next_telemetry: int | None = None
+        self._lag_ms = 0
+        self._max_lag_ms = 0
+        self._lag_warned_at: float | None = None
 
     # ------------------------------------------------------------------ facts
     @property
@@ -217,6 +226,25 @@ class Plant:
     def start_ms(self) -> int:
         """The device-clock instant at which the models started."""
         return self._start_ms
+
+    @property
+    def lag_s(self) -> float:
+        """How far behind its schedule the model clock task ran when it last woke up:
+        the age of the oldest instant that was due then (0 when nothing was overdue).
+
+        Every event is still stamped with its scheduled instant; a lag means clients
+        see the changes that much later than their timestamps say.
+        """
+        return self._lag_ms / 1000
+
+    @property
+    def max_lag_s(self) -> float:
+        """The largest :attr:`lag_s` since the start (or since :meth:`reset_max_lag`)."""
+        return self._max_lag_ms / 1000
+
+    def reset_max_lag(self) -> None:
+        """Start a new maximum of :attr:`lag_s` (e.g. after a warm-up)."""
+        self._max_lag_ms = self._lag_ms
 
     @property
     def error(self) -> BaseException | None:
@@ -254,12 +282,42 @@ class Plant:
             raise RuntimeError("the simulated plant's clock task failed") from self._error
 
     async def start(self) -> None:
-        """Build the models at the current instant, start the servers and the clock task."""
+        """Start the servers, then build the models at the current instant and start the
+        clock task.
+
+        The servers come first: building a large address space takes seconds, and a
+        model started before would begin its life that far behind its schedule.
+        """
         if self._started:
             return
         self._started = True
         paths = self.ledger_paths()
         self._ledgers = {"opcua": Ledger(paths.get("opcua")), "modbus": Ledger(paths.get("modbus"))}
+        try:
+            if self._opcua.port == 0:
+                self._opcua.port = _free_port(self.host)
+            await self._opcua.start()
+            for server in self._modbus_servers:
+                await server.start()
+            start_ms = self._build_models()
+            await self._write_initial(start_ms)
+            for meter in self._meter_models.values():
+                await self._push_meter(meter)
+        except BaseException:
+            await self._stop_servers()
+            raise
+        self._refresh_all()
+        if self._telemetry_every_ms:
+            self._next_telemetry = (start_ms // self._telemetry_every_ms + 1) \
+                * self._telemetry_every_ms
+        base = self.clock.base_ms()
+        for fault in self.scenario.faults:
+            self._schedule_fault(base, fault)
+        if not self.clock.manual:
+            self._tasks.append(asyncio.create_task(self._run(), name="plant-clock"))
+
+    def _build_models(self) -> int:
+        """The machine and meter models, starting now; returns that instant."""
         self.clock.anchor()
         start_ms = self.clock.now_ms()
         self._model_ms = start_ms
@@ -275,24 +333,7 @@ class Plant:
             self._meter_models[meter_spec.id] = Meter(
                 meter_spec, specs_by_id[meter_spec.machine].power, rng, start_ms, machine.state
             )
-        try:
-            if self._opcua.port == 0:
-                self._opcua.port = _free_port(self.host)
-            await self._write_initial(start_ms)
-            await self._opcua.start()
-            for server in self._modbus_servers:
-                await server.start()
-            for meter in self._meter_models.values():
-                await self._push_meter(meter)
-        except BaseException:
-            await self._stop_servers()
-            raise
-        self._refresh_all()
-        base = self.clock.base_ms()
-        for fault in self.scenario.faults:
-            self._schedule_fault(base, fault)
-        if not self.clock.manual:
-            self._tasks.append(asyncio.create_task(self._run(), name="plant-clock"))
+        return start_ms
 
     async def stop(self) -> None:
         """Stop the clock task, the servers, and close the ledgers."""
@@ -484,7 +525,9 @@ class Plant:
                 if not self._frozen:
                     async with self._lock:
                         if not self._frozen:
-                            await self._advance(self.clock.now_ms())
+                            now = self.clock.now_ms()
+                            self._note_lag(now)
+                            await self._advance(now)
                             self._flush()
                 nxt = self._next_instant_ms()
                 delay = 0.25 if nxt is None else self.clock.wall_seconds_until(nxt)
@@ -496,6 +539,18 @@ class Plant:
             _log.exception("simulated plant stopped")
             raise
 
+    def _note_lag(self, now_ms: int) -> None:
+        due = self._next_instant_ms()
+        self._lag_ms = 0 if due is None else max(0, now_ms - due)
+        self._max_lag_ms = max(self._max_lag_ms, self._lag_ms)
+        if self._lag_ms >= _LAG_WARNING_MS:
+            mono = time.monotonic()
+            if self._lag_warned_at is None or mono - self._lag_warned_at >= 60:
+                self._lag_warned_at = mono
+                _log.warning("the simulated plant runs %.1f s behind its schedule (CPU "
+                             "too slow for %d machines?)", self._lag_ms / 1000,
+                             len(self._machines))
+
     def _refresh_all(self) -> None:
         self._next_machine = {mid: m.next_event_ms() for mid, m in self._machines.items()}
         self._next_meter = {mid: m.next_event_ms() for mid, m in self._meter_models.items()}
@@ -504,6 +559,8 @@ class Plant:
         """The next instant any model is due (cached per model, refreshed when it runs)."""
         times = [t for t in self._next_machine.values() if t is not None]
         times += self._next_meter.values()
+        if self._next_telemetry is not None:
+            times.append(self._next_telemetry)
         return min(times) if times else None
 
     def _next_fault_ms(self) -> int | None:
@@ -555,6 +612,22 @@ class Plant:
         await self._publish(machine_events, meter_events)
         for meter in to_push:
             await self._push_meter(meter)
+        if self._next_telemetry is not None and self._next_telemetry <= ts_ms:
+            every = self._telemetry_every_ms
+            self._next_telemetry = (ts_ms // every + 1) * every
+            await self._publish_telemetry(ts_ms)
+
+    async def _publish_telemetry(self, ts_ms: int) -> None:
+        """The live spindle readings of every cutting machine (state changes and parts
+        write them too, so a machine that stops cutting is served 0 already)."""
+        opcua = self._opcua
+        for machine in self._machines.values():
+            if machine.state != "producing":
+                continue
+            rpm, load = machine.spindle_at(ts_ms)
+            # IsRotating stays true while cutting: the state change wrote it.
+            await opcua.write_many(machine.id, (("spindle_speed", rpm),
+                                                ("spindle_load", load)), ts_ms, derived=False)
 
     async def _injection_instant(self) -> int:
         if not self._frozen and not self.clock.manual:
@@ -597,19 +670,21 @@ class Plant:
                 ledger.write(entry)
             dev, ts = event.device, event.ts_ms
             if isinstance(event, StateChange):
-                await opcua.write(dev, "state", STATE_CODES[event.state], ts)
-                await opcua.write(dev, "operation_mode", OPERATION_MODE_CODES[event.state], ts)
-                await opcua.write(dev, "program_state", event.program_state, ts)
-                await opcua.write(dev, "spindle_speed", event.spindle_rpm, ts)
-                await opcua.write(dev, "spindle_load", event.spindle_load_pct, ts)
-                await opcua.write(dev, "power_on_s", event.power_on_s, ts)
+                await opcua.write_many(dev, (
+                    ("state", STATE_CODES[event.state]),
+                    ("operation_mode", OPERATION_MODE_CODES[event.state]),
+                    ("program_state", event.program_state),
+                    ("spindle_speed", event.spindle_rpm),
+                    ("spindle_load", event.spindle_load_pct),
+                    ("power_on_s", event.power_on_s)), ts)
             elif isinstance(event, PartDone):
-                if not event.good:
-                    await opcua.write(dev, "parts_scrap", event.parts_scrap, ts)
-                await opcua.write(dev, "parts_total", event.parts_total, ts)
-                await opcua.write(dev, "spindle_speed", event.spindle_rpm, ts)
-                await opcua.write(dev, "spindle_load", event.spindle_load_pct, ts)
-                await opcua.write(dev, "power_on_s", event.power_on_s, ts)
+                values: list[tuple[str, Any]] = [] if event.good else [
+                    ("parts_scrap", event.parts_scrap)]
+                values += [("parts_total", event.parts_total),
+                           ("spindle_speed", event.spindle_rpm),
+                           ("spindle_load", event.spindle_load_pct),
+                           ("power_on_s", event.power_on_s)]
+                await opcua.write_many(dev, values, ts)
             elif isinstance(event, ProgramChange):
                 await opcua.write(dev, "program_name", event.program, ts)
             elif isinstance(event, CounterEvent) and event.kind == "counter_reset":

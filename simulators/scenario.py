@@ -363,6 +363,11 @@ class Scenario(_Model):
     machines: Annotated[list[MachineSpec], Field(min_length=1)]
     meters: list[MeterSpec] | None = None
     faults: list[FaultSpec] = []
+    telemetry_hz: Annotated[float, Field(ge=0.0, le=50.0)] = 0.0
+    """How often every cutting machine's spindle speed and load are served anew, as a
+    controller's live readings move all the time (0: they change only at state changes
+    and parts). The readings follow :meth:`simulators.machine.Machine.spindle_at`; they
+    are not in the ledger, which keeps states, parts and energy."""
 
     @property
     def effective_meters(self) -> list[MeterSpec]:
@@ -576,8 +581,12 @@ def load_scenario(path: Path | None = None) -> Scenario:
     return scenario_from_dict(raw, source=source)
 
 
-def default_scenario(machines: int = 2, seed: int = 1, fast: bool = True) -> Scenario:
+def default_scenario(machines: int = 2, seed: int = 1, fast: bool = True,
+                     meters: int | None = None) -> Scenario:
     """A generated plant of ``machines`` CNCs with one SDM630 meter each.
+
+    ``meters`` meters only (on the first machines) instead: a Modbus gateway serves at
+    most 247 units, and a large plant meters only some of its machines.
 
     ``fast`` uses 1-4 s cycles, seconds-long setups and breakdowns and a 60 s cycle
     with a 5 s planned break, so every KPI moves within seconds (demo and tests);
@@ -585,6 +594,9 @@ def default_scenario(machines: int = 2, seed: int = 1, fast: bool = True) -> Sce
     """
     if machines < 1:
         raise ValueError("machines must be at least 1")
+    metered = machines if meters is None else meters
+    if not 0 <= metered <= machines:
+        raise ValueError("meters must be between 0 and the number of machines")
     machine_specs: list[dict[str, Any]] = []
     meter_specs: list[dict[str, Any]] = []
     for i in range(machines):
@@ -626,6 +638,8 @@ def default_scenario(machines: int = 2, seed: int = 1, fast: bool = True) -> Sce
             "power_on_s": 3_600 * 1_000 * (i + 1),
             **timing,
         })
+        if i >= metered:
+            continue
         meter_specs.append({
             "id": f"meter-{i + 1:02d}",
             "machine": mid,

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 
 from agent.config.load import load_model
 from agent.config.model import AgentConfig
-from agent.config.preflight import check_ingest_runtime, check_runtime
 from agent.config.validate import check_agent, check_kpi
 from rules.errors import ConfigError
 
@@ -37,11 +36,16 @@ def load_run_config(path: Path, *, host: bool = True) -> AgentConfig:
     ``host=False`` skips what depends on the machine (environment variables, files): for
     checking a file elsewhere than where it runs.
     """
+    # Imported here: these checks build the collectors and read certificates (asyncua,
+    # pymodbus, cryptography), which the offline commands must not pay for.
+    from agent.config.preflight import check_runtime
+
     return load_model(path, AgentConfig, partial(check_runtime, host=host))
 
 
 def load_ingest_run_config(path: Path, *, host: bool = True) -> IngestConfig:
     """``ingest.toml`` with every check ``ingest`` makes before it starts."""
+    from agent.config.preflight import check_ingest_runtime
     from agent.ingest.config import load_ingest_config
 
     cfg = load_ingest_config(path)

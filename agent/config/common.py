@@ -16,9 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 
 class StrictModel(BaseModel):
-    """Base of every config model: unknown keys are errors (a typo must not pass silently)."""
+    """Base of every config model: unknown keys are errors (a typo must not pass silently).
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    A model's validator is built when it is first used, not when its module is imported,
+    so a command pays only for the models it validates. The field docstrings stay in the
+    source only (scripts/gen-config-reference reads them there): having pydantic copy
+    them into the fields parses the source of every model at every start.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 Id = Annotated[str, Field(min_length=1, max_length=64)]

@@ -32,7 +32,6 @@ from agent.config.model import AgentConfig
 from agent.config.validate import Problems, check_agent
 from agent.sources.opcua import OpcUaSourceSection, client_pki_dir
 from agent.sources.registry import source_type
-from collectors.opcua.security import CLIENT_CERT_FILE, CLIENT_KEY_FILE, ensure_client_certificate
 from rules.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -302,6 +301,9 @@ def opcua_pki_problems(cfg: AgentConfig, index: int, src: OpcUaSourceSection) ->
     """
     if src.security_mode == "None" or src.id not in {sig.source for _, _, sig in cfg.signals()}:
         return []
+    # asyncua loads the pair, so only a config with a secure source imports it
+    from collectors.opcua.security import CLIENT_CERT_FILE, CLIENT_KEY_FILE
+
     where = label("sources", index, src.id)
     pki = client_pki_dir(cfg, src) or Path(".")
     cert_file = src.certificate or pki / CLIENT_CERT_FILE
@@ -325,6 +327,8 @@ def opcua_pki_problems(cfg: AgentConfig, index: int, src: OpcUaSourceSection) ->
 
 def _client_pair_problems(src: OpcUaSourceSection, pki: Path, cert_file: Path,
                           key_file: Path, cert_key: str, key_key: str) -> Problems:
+    from collectors.opcua.security import ensure_client_certificate
+
     try:
         ensure_client_certificate(pki, src.application_uri, cert_path=src.certificate,
                                   key_path=src.private_key, create=False)

@@ -20,7 +20,6 @@ from agent.config.model import (
 from agent.config.units import unit_problem
 from agent.sources.opcua import profile_problems, profile_roles
 from agent.sources.registry import SOURCE_TYPES, SourceSection, addressed_as, source_type
-from collectors.presets import PRESETS
 from rules.types import MACHINE_STATES
 
 Problems = list[tuple[str, str]]
@@ -165,6 +164,8 @@ def _meter_roles(i: int, mt: MeterSection, sources: dict[str, SourceSection]) ->
     where = label("meters", i, mt.id)
     out: Problems = []
     if mt.preset is not None:
+        from collectors.presets import PRESETS  # the register maps import pymodbus
+
         if mt.preset.lower() not in PRESETS:
             out.append((f"{where}: preset",
                         f"unknown preset {mt.preset!r} (known: {', '.join(sorted(PRESETS))})"))

@@ -28,12 +28,10 @@ a skewed clock cannot make its own "online" look newer than the broker's "offlin
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
-
-from influxdb_client.client.write.point import Point as _Point
-from influxdb_client.domain.write_precision import WritePrecision
+from typing import Final
 
 from agent.ingest.schema import COUNT_FIELDS, StatusMessage
 from rules.types import KPI_FIELDS, AlarmEvent, KpiRecord, ms_to_rfc3339
@@ -70,8 +68,6 @@ FieldValue = float | int | str | bool
 PointKey = tuple[str, tuple[tuple[str, str], ...], int]
 """``(measurement, sorted tag items, time_ms)``: what InfluxDB identifies a point by."""
 
-_PointFactory: Any = _Point  # influxdb-client is only partly typed
-
 
 @dataclass(frozen=True, slots=True)
 class InfluxPoint:
@@ -88,15 +84,50 @@ class InfluxPoint:
         return (self.measurement, tuple(sorted(self.tags.items())), self.time_ms)
 
     def to_line_protocol(self) -> str:
-        """Line protocol with millisecond precision (escaping done by influxdb-client)."""
-        point = _PointFactory(self.measurement)
-        for key, tag in self.tags.items():
-            point.tag(key, tag)
-        for key, value in self.fields.items():
-            point.field(key, value)
-        point.time(self.time_ms, WritePrecision.MS)
-        text: str = point.to_line_protocol(precision=WritePrecision.MS)
-        return text
+        """Line protocol with millisecond precision.
+
+        Encoded here rather than through influxdb-client's ``Point``, which cost about a
+        third of the ingest's write path; the output is the same, character for
+        character (its escaping, sorted tags and fields, no non-finite floats, whole
+        floats without ``.0``, integers with ``i``).
+        """
+        tags = "".join(
+            f",{k.translate(_ESCAPE_KEY)}={_tag_value(v)}"
+            for k, v in sorted(self.tags.items()) if k != "" and v != "")
+        fields = ",".join(
+            f"{k.translate(_ESCAPE_KEY)}={text}"
+            for k, v in sorted(self.fields.items()) if (text := _field_value(v)) is not None)
+        if not fields:
+            return ""
+        return (f"{self.measurement.translate(_ESCAPE_MEASUREMENT)}{tags} {fields} "
+                f"{self.time_ms}")
+
+
+_ESCAPE_MEASUREMENT = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\n", "\t": r"\t",
+                                     "\r": r"\r"})
+_ESCAPE_KEY = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n", "\t": r"\t",
+                             "\r": r"\r"})
+_ESCAPE_STRING = str.maketrans({'"': r'\"', "\\": r"\\"})
+
+
+def _tag_value(value: str) -> str:
+    text = value.translate(_ESCAPE_KEY)
+    # A trailing backslash would escape the separator after it.
+    return text + " " if text.endswith("\\") else text
+
+
+def _field_value(value: FieldValue) -> str | None:
+    """A field value in line protocol; None for a value InfluxDB cannot store (NaN, inf)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        text = str(value)
+        return text[:-2] if text.endswith(".0") else text
+    if isinstance(value, int):
+        return f"{value}i"
+    return '"' + value.translate(_ESCAPE_STRING) + '"'
 
 
 def placeholder_tags(line: str | None, machine: str | None) -> tuple[str, str]:

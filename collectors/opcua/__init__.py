@@ -25,13 +25,46 @@ A notification older than one already delivered for the same signal is dropped a
 counted, since delivering it would move a cumulative counter backwards.
 """
 
-from collectors.opcua.logs import quiet_asyncua_logs
-from collectors.opcua.session import OpcUaCollector
-from collectors.opcua.session import _ConnectionLost as _ConnectionLost
-from collectors.opcua.session import _Heard as _Heard
-from collectors.opcua.session import _SampleQueue as _SampleQueue
-from collectors.opcua.session import _Session as _Session
-from collectors.opcua.spec import Deadband, OpcUaSourceSpec, OpcUaTag, parse_browse_path
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collectors.opcua.logs import quiet_asyncua_logs
+    from collectors.opcua.session import OpcUaCollector
+    from collectors.opcua.session import _ConnectionLost as _ConnectionLost
+    from collectors.opcua.session import _Heard as _Heard
+    from collectors.opcua.session import _SampleQueue as _SampleQueue
+    from collectors.opcua.session import _Session as _Session
+    from collectors.opcua.spec import Deadband, OpcUaSourceSpec, OpcUaTag, parse_browse_path
+
+# Resolved on first use (PEP 562): the config models import the pure submodules of this
+# package, and importing asyncua (seconds on a small industrial PC) only for them would
+# make every command that reads a config as slow as one that connects.
+_LAZY = {
+    "quiet_asyncua_logs": "collectors.opcua.logs",
+    "OpcUaCollector": "collectors.opcua.session",
+    "_ConnectionLost": "collectors.opcua.session",
+    "_Heard": "collectors.opcua.session",
+    "_SampleQueue": "collectors.opcua.session",
+    "_Session": "collectors.opcua.session",
+    "Deadband": "collectors.opcua.spec",
+    "OpcUaSourceSpec": "collectors.opcua.spec",
+    "OpcUaTag": "collectors.opcua.spec",
+    "parse_browse_path": "collectors.opcua.spec",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The public names of the submodules, imported when first asked for."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = ["Deadband", "OpcUaCollector", "OpcUaSourceSpec", "OpcUaTag", "parse_browse_path",
            "quiet_asyncua_logs"]

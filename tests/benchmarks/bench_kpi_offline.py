@@ -1,11 +1,14 @@
 """End-to-end throughput and memory of the offline command ``edge-agent kpi``.
 
-Run as ``python tests/benchmarks/bench_kpi_offline.py [--hours 1 24] [--machines 100]``.
-For each input length it writes a sample log (JSON Lines, the format of docs/architecture.md) to a
-temporary file: ``--machines`` machines each reporting ``state``, ``parts_total`` and
-``parts_bad`` and one energy meter per machine reporting ``energy_kwh``, all at 1 Hz,
-generated lazily so the generator's memory is flat too. Then it runs the whole offline
-path on that file, JSON parsing and record output included, twice:
+Run as ``python tests/benchmarks/bench_kpi_offline.py [--hours 1 24] [--machines 100]
+[--log dense|phased|realistic] [--realistic]``. For each input length it writes a sample
+log of :mod:`samplelogs` to a temporary file (by default ``dense``: ``--machines``
+machines each reporting ``state``, ``parts_total`` and ``parts_bad`` and one energy
+meter per machine reporting ``energy_kwh``, all at 1 Hz on whole seconds;
+``--realistic``: meters polled on their own phase, machines reporting changes only, a
+record per ~20 samples, by default 50 machines for 24 h), generated lazily so the
+generator's memory is flat too. Then it runs the whole offline path on that file, JSON
+parsing and record output included, twice:
 
 * in-process: :func:`agent.offline.recompute` in a fresh child interpreter (so the peak
   RSS is that run's alone), output to ``/dev/null``;
@@ -21,65 +24,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import resource
 import subprocess
 import sys
 import tempfile
 import time
 import tracemalloc
-from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-START_S = 1_795_651_200  # 2026-11-26T00:00:00Z
-STATES = ("producing", "producing", "producing", "setup", "idle", "unplanned_down")
-
-
-def config_text(machines: int) -> str:
-    """An ``agent.toml`` (KPI keys only) for ``machines`` machines in lines of ten."""
-    parts = ['[site]\nid = "bench"\ntimezone = "Asia/Shanghai"\n',
-             '[kpi]\nwindows = ["1m", "15m", "1h"]\nlateness_s = 5\n']
-    for i in range((machines + 9) // 10):
-        last = min(i * 10 + 9, machines - 1)
-        parts.append(f'[[lines]]\nid = "line-{i:02d}"\noutput_machine = "cnc-{last:03d}"\n')
-    for i in range(machines):
-        parts.append(f'[[machines]]\nid = "cnc-{i:03d}"\nline = "line-{i // 10:02d}"\n'
-                     "ideal_cycle_time_s = 45.0\n")
-        parts.append(f'[[meters]]\nid = "meter-{i:03d}"\nmachine = "cnc-{i:03d}"\n'
-                     "resolution_kwh = 0.01\nmodulus_kwh = 100000000.0\nmax_power_kw = 500.0\n")
-    return "\n".join(parts)
-
-
-def lines(machines: int, hours: float, seed: int = 1) -> Iterator[str]:
-    """The sample log, one second of lines at a time, in time order."""
-    rng = random.Random(seed)
-    counts = [0] * machines
-    bad = [0] * machines
-    energy = [rng.uniform(1e3, 1e5) for _ in range(machines)]
-    state = ["producing"] * machines
-    for sec in range(int(hours * 3600)):
-        t = time.gmtime(START_S + sec)
-        ts = (f'{{"ts":"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T'
-              f'{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.000Z","device":"')
-        chunk: list[str] = []
-        for i in range(machines):
-            if rng.random() < 0.002:
-                state[i] = rng.choice(STATES)
-            if state[i] == "producing" and rng.random() < 0.03:
-                counts[i] += 1
-                if rng.random() < 0.05:
-                    bad[i] += 1
-            energy[i] += rng.uniform(0.0, 0.02)
-            chunk.append(
-                f'{ts}cnc-{i:03d}","signal":"state","value":"{state[i]}"}}\n'
-                f'{ts}cnc-{i:03d}","signal":"parts_total","value":{counts[i]}}}\n'
-                f'{ts}cnc-{i:03d}","signal":"parts_bad","value":{bad[i]}}}\n'
-                f'{ts}meter-{i:03d}","signal":"energy_kwh","value":{energy[i]:.2f}}}\n'
-            )
-        yield "".join(chunk)
+from samplelogs import LOGS, config_text, log_lines  # noqa: E402
 
 
 def inner(samples: Path, cfg_path: Path, trace: bool) -> None:
@@ -91,12 +48,13 @@ def inner(samples: Path, cfg_path: Path, trace: bool) -> None:
     if trace:
         tracemalloc.start()
     summary = open(os.devnull, "w")  # noqa: SIM115
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with samples.open(encoding="utf-8") as fh, open(os.devnull, "w") as out:
         records = recompute(cfg, fh, out, str(samples), summary=summary)
     seconds = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     peak = tracemalloc.get_traced_memory()[1] if trace else None
-    print(json.dumps({"records": records, "seconds": seconds, "traced_peak": peak,
+    print(json.dumps({"records": records, "seconds": seconds, "cpu": cpu, "traced_peak": peak,
                       "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 
 
@@ -120,7 +78,9 @@ def main() -> None:
     """Generate each input, run both offline paths on it, print the figures."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--hours", type=float, nargs="+", default=[1.0, 24.0])
-    parser.add_argument("--machines", type=int, default=100)
+    parser.add_argument("--machines", type=int, help="default 100, 50 for the realistic log")
+    parser.add_argument("--log", choices=LOGS, default="dense")
+    parser.add_argument("--realistic", action="store_true", help="same as --log realistic")
     parser.add_argument("--tracemalloc", action="store_true",
                         help="also trace Python allocations in-process (slow)")
     parser.add_argument("--skip-cli", action="store_true", help="in-process run only")
@@ -130,32 +90,36 @@ def main() -> None:
         inner(args.inner[0], args.inner[1], args.tracemalloc)
         return
 
+    log = "realistic" if args.realistic else args.log
+    machines = args.machines or (50 if log == "realistic" else 100)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-kpi-") as tmp:
         cfg = Path(tmp) / "agent.toml"
-        cfg.write_text(config_text(args.machines))
+        cfg.write_text(config_text(machines))
         for hours in args.hours:
             path = Path(tmp) / f"samples-{hours:g}h.jsonl"
             t0 = time.perf_counter()
+            n = 0
             with path.open("w", encoding="utf-8") as fh:
-                for chunk in lines(args.machines, hours):
+                for chunk in log_lines(log, machines, hours):
+                    n += chunk.count("\n")
                     fh.write(chunk)
-            n = int(hours * 3600) * args.machines * 4
             size = path.stat().st_size
-            print(f"{hours:g} h: wrote {n:,} samples ({size / 2**20:,.0f} MiB) in "
-                  f"{time.perf_counter() - t0:.1f} s", flush=True)
+            print(f"{log} log, {machines} machines, {hours:g} h: wrote {n:,} samples "
+                  f"({size / 2**20:,.0f} MiB) in {time.perf_counter() - t0:.1f} s", flush=True)
 
             argv = [sys.executable, __file__, "--inner", str(path), str(cfg)]
             if args.tracemalloc:
                 argv.append("--tracemalloc")
             _, rss, text, _ = run_child(argv)
             res = json.loads(text)
-            rate = n / res["seconds"]
+            rate = n / res["cpu"]
             traced = ("" if res["traced_peak"] is None
                       else f", tracemalloc peak {res['traced_peak'] / 2**20:.1f} MiB")
-            print(f"  in-process recompute(): {res['seconds']:.1f} s, {rate:,.0f} samples/s, "
-                  f"{res['records']:,} records, peak RSS {rss / 1024:.1f} MiB{traced}",
-                  flush=True)
+            print(f"  in-process recompute(): {res['cpu']:.1f} s CPU, {rate:,.0f} samples/s "
+                  f"(wall {res['seconds']:.1f} s), {res['records']:,} records "
+                  f"({n / max(res['records'], 1):.1f} samples/record), "
+                  f"peak RSS {rss / 1024:.1f} MiB{traced}", flush=True)
             row = [hours, n, rate, rss]
             if not args.skip_cli:
                 seconds, rss_cli, _, errors = run_child(
@@ -168,7 +132,8 @@ def main() -> None:
                 row += [n / seconds, rss_cli]
             rows.append(row)
             path.unlink()
-    print("\nhours  samples        in-process/s  RSS MiB   cli/s      RSS MiB")
+    print("\nhours  samples        in-process/s  RSS MiB   cli/s      RSS MiB"
+          "  (in-process: CPU time; cli: wall time)")
     for row in rows:
         cli = "" if len(row) < 6 else f"   {row[4]:>9,.0f}  {row[5] / 1024:7.1f}"
         print(f"{row[0]:>5g}  {row[1]:>13,}  {row[2]:>12,.0f}  {row[3] / 1024:7.1f}{cli}")

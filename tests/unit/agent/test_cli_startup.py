@@ -1,5 +1,7 @@
 """The command line starts without the device libraries: ``--help`` and ``kpi`` must not
-import asyncua, pymodbus, paho, influxdb_client or numpy just to build the parser."""
+import asyncua, pymodbus, paho, influxdb_client or numpy just to build the parser, and
+``kpi``, which only reads files, must not import them to load a config and recompute
+its records either (seconds of start-up per call of an audit script)."""
 
 from __future__ import annotations
 
@@ -42,6 +44,34 @@ def _imported(argv: list[str]) -> list[str]:
 ])
 def test_building_and_parsing_imports_no_device_library(argv: list[str]) -> None:
     assert _imported(argv) == []
+
+
+_RUN = """
+import contextlib, io, json, sys
+from agent import cli
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    code = cli.main(json.loads(sys.argv[1]))
+heavy = sorted({m.split(".")[0] for m in sys.modules} & set(json.loads(sys.argv[2])))
+print(json.dumps({"code": code, "records": len(out.getvalue().splitlines()), "heavy": heavy}))
+"""
+
+CASE = ROOT / "tests" / "cases" / "kpi" / "counter_reset"
+
+
+@pytest.mark.parametrize("config", [
+    CASE / "agent.toml",
+    ROOT / "agent" / "examples" / "opcua-secure.toml",  # secure OPC UA sources
+    ROOT / "agent" / "examples" / "modbus-rtu.toml",  # Modbus sources, meter presets
+], ids=lambda path: path.parent.name if path.name == "agent.toml" else path.stem)
+def test_running_kpi_imports_no_device_library(config: Path) -> None:
+    argv = ["kpi", "--input", str(CASE / "samples.jsonl"), "-c", str(config)]
+    done = subprocess.run([sys.executable, "-c", _RUN, json.dumps(argv), json.dumps(HEAVY)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["code"] == 0, done.stderr
+    assert result["records"] > 0
+    assert result["heavy"] == []
 
 
 def test_a_deferred_command_gets_its_options_when_chosen() -> None:

@@ -177,3 +177,14 @@ def test_node_fault_with_a_real_path_loads(tmp_path: Path) -> None:
                     "value = 0.5\n")
     scenario = load_scenario(path)
     assert [f.kind for f in scenario.faults] == ["opcua_node_missing", "modbus_slow"]
+
+
+def test_generated_plant_can_meter_only_its_first_machines() -> None:
+    scenario = default_scenario(machines=250, meters=25)
+    meters = scenario.effective_meters
+    assert len(scenario.machines) == 250
+    assert [m.machine for m in meters] == [m.id for m in scenario.machines[:25]]
+    assert scenario.unit_ids() == list(range(1, 26))
+    assert default_scenario(machines=3, meters=0).effective_meters == []
+    with pytest.raises(ValueError, match="meters"):
+        default_scenario(machines=3, meters=4)
