@@ -29,6 +29,33 @@ settings.register_profile(
 )
 settings.load_profile("ci" if IN_CI else os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
+# The files that take a minute or more, started first: the workers (one file each at a
+# time) then finish together instead of one running a long file alone at the end.
+SLOW_FILES = (
+    "integration/test_power_state_end_to_end.py",
+    "integration/reliability/test_platform_faults.py",
+    "integration/reliability/test_edge_faults.py",
+    "integration/test_slow_meter_end_to_end.py",
+    "integration/test_demo.py",
+    "integration/test_opc40501_end_to_end.py",
+    "integration/test_end_to_end.py",
+    "integration/test_demo_terminal.py",
+    "integration/reliability/test_security.py",
+    "unit/agent/test_live_vs_offline.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put the tests of :data:`SLOW_FILES` first, in that order, each file kept whole."""
+    def rank(item: pytest.Item) -> int:
+        path = item.path.as_posix()
+        for i, name in enumerate(SLOW_FILES):
+            if path.endswith("tests/" + name):
+                return i
+        return len(SLOW_FILES)
+
+    items.sort(key=rank)  # stable: every file's tests stay in their order
+
 # Below Linux's ephemeral range (32768-60999): ports there are never handed to outgoing
 # connections, and each worker owns a slice of its own.
 _PORTS_FIRST, _PORTS_PER_WORKER, _PORT_SLICES = 20000, 1500, 8
