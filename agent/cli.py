@@ -4,6 +4,7 @@ config/input, 1 runtime failure."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -60,44 +61,17 @@ def _add_sim(cmd: argparse.ArgumentParser) -> None:
     add_sim_arguments(cmd)
 
 
-def _add_browse(cmd: argparse.ArgumentParser) -> None:
-    from agent.commission import browse
+def _command_module(module: str) -> Callable[[argparse.ArgumentParser], None]:
+    """A deferred populate for a command whose module gives ``DESCRIPTION``,
+    ``add_arguments(parser)`` and ``run(args)``: imported only when the command is chosen."""
 
-    cmd.description = browse.DESCRIPTION
-    browse.add_arguments(cmd)
-    cmd.set_defaults(handler=browse.run)
+    def populate(cmd: argparse.ArgumentParser) -> None:
+        impl = importlib.import_module(module)
+        cmd.description = impl.DESCRIPTION
+        impl.add_arguments(cmd)
+        cmd.set_defaults(handler=impl.run)
 
-
-def _add_modbus_read(cmd: argparse.ArgumentParser) -> None:
-    from agent.commission import modbus_read
-
-    cmd.description = modbus_read.DESCRIPTION
-    modbus_read.add_arguments(cmd)
-    cmd.set_defaults(handler=modbus_read.run)
-
-
-def _add_test(cmd: argparse.ArgumentParser) -> None:
-    from agent.commission import probe
-
-    cmd.description = probe.DESCRIPTION
-    probe.add_arguments(cmd)
-    cmd.set_defaults(handler=probe.run)
-
-
-def _add_init(cmd: argparse.ArgumentParser) -> None:
-    from agent.commission import starter
-
-    cmd.description = starter.DESCRIPTION
-    starter.add_arguments(cmd)
-    cmd.set_defaults(handler=starter.run)
-
-
-def _add_propose(cmd: argparse.ArgumentParser) -> None:
-    from agent import propose
-
-    cmd.description = propose.DESCRIPTION
-    propose.add_arguments(cmd)
-    cmd.set_defaults(handler=propose.run)
+    return populate
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -182,13 +156,15 @@ def _parser() -> argparse.ArgumentParser:
          _add_certs),
         ("sim", "run a simulator standalone", _add_sim),
         ("browse", "an OPC UA server's nodes: ids, types, values; signal snippets",
-         _add_browse),
+         _command_module("agent.commission.browse")),
         ("modbus-read", "read Modbus registers, decoded as every type and order",
-         _add_modbus_read),
-        ("init", "write a commented starter config", _add_init),
-        ("test", "read every configured signal once and show what it gives", _add_test),
+         _command_module("agent.commission.modbus_read")),
+        ("init", "write a commented starter config",
+         _command_module("agent.commission.starter")),
+        ("test", "read every configured signal once and show what it gives",
+         _command_module("agent.commission.probe")),
         ("propose-thresholds", "power thresholds for a machine without a controller, from "
-         "a sample log", _add_propose),
+         "a sample log", _command_module("agent.propose")),
     ):
         raw = name in ("browse", "modbus-read", "init", "test")
         sub.add_parser(name, help=summary, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -21,18 +21,36 @@ register), so the presets are right as they are for directly connected meters (r
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal, Protocol
 
-from collectors.modbus import RegisterPoint
+from collectors.modbus import RegisterPoint, Table
 from rules.errors import ConfigError
 
 __all__ = ["PRESETS", "preset_points"]
+
+Order = Literal["big", "little"]
+
+
+class _Maker(Protocol):
+    def __call__(self, signal: str, number: int, scale: float = 1.0) -> RegisterPoint: ...
+
+
+def _points(device: str, table: Table, dtype: str, word_order: Order = "big",
+            base: int = 0) -> _Maker:
+    """A maker of one register map's points: the table, type and word order a vendor uses
+    for all of them, and ``base`` added to each documented number (-1 for 1-based maps)."""
+
+    def point(signal: str, number: int, scale: float = 1.0) -> RegisterPoint:
+        return RegisterPoint(device, signal, table, number + base, dtype, word_order, "big",
+                             scale)
+
+    return point
 
 
 def _sdm630(device: str) -> tuple[RegisterPoint, ...]:
     """Eastron SDM630 (v2/MCT): input registers, IEEE float32, high word first."""
 
-    def f32(signal: str, address: int, scale: float = 1.0) -> RegisterPoint:
-        return RegisterPoint(device, signal, "input", address, "f32", "big", "big", scale)
+    f32 = _points(device, "input", "f32")
 
     return (
         f32("voltage_l1", 0x0000),
@@ -55,8 +73,7 @@ def _em24(device: str) -> tuple[RegisterPoint, ...]:
     Weights per the vendor's protocol: V x10, A x1000, W x10, PF x1000, Hz x10, kWh x10.
     """
 
-    def i32(signal: str, address: int, scale: float) -> RegisterPoint:
-        return RegisterPoint(device, signal, "holding", address, "i32", "little", "big", scale)
+    i32 = _points(device, "holding", "i32", "little")
 
     return (
         i32("voltage_l1", 0x0000, 0.1),
@@ -82,11 +99,8 @@ def _scaled32(device: str, resolution_kwh: float = 0.01) -> tuple[RegisterPoint,
     signed 0.1 W, voltages 0.1 V, currents mA, power factor 0.001, frequency 0.01 Hz.
     """
 
-    def u32(signal: str, address: int, scale: float) -> RegisterPoint:
-        return RegisterPoint(device, signal, "holding", address, "u32", "little", "big", scale)
-
-    def i32(signal: str, address: int, scale: float) -> RegisterPoint:
-        return RegisterPoint(device, signal, "holding", address, "i32", "little", "big", scale)
+    u32 = _points(device, "holding", "u32", "little")
+    i32 = _points(device, "holding", "i32", "little")
 
     return (
         u32("energy_kwh", 0x0000, resolution_kwh),
@@ -121,8 +135,7 @@ def _dtsu666(device: str) -> tuple[RegisterPoint, ...]:
     on which firmware. With ratios 1 (direct connection) both hold the same value.
     """
 
-    def f32(signal: str, address: int, scale: float = 1.0) -> RegisterPoint:
-        return RegisterPoint(device, signal, "holding", address, "f32", "big", "big", scale)
+    f32 = _points(device, "holding", "f32")
 
     return (
         f32("voltage_l1", 0x2006, 0.1),
@@ -160,11 +173,8 @@ def _adl400(device: str) -> tuple[RegisterPoint, ...]:
     preset does not use.
     """
 
-    def u16(signal: str, address: int, scale: float = 1.0) -> RegisterPoint:
-        return RegisterPoint(device, signal, "holding", address, "u16", scale=scale)
-
-    def u32(signal: str, address: int, scale: float) -> RegisterPoint:
-        return RegisterPoint(device, signal, "holding", address, "u32", "big", "big", scale)
+    u16 = _points(device, "holding", "u16")
+    u32 = _points(device, "holding", "u32")
 
     return (
         u32("energy_kwh", 0x000A, 0.01),  # forward active total energy, 0.01 kWh
@@ -206,13 +216,8 @@ def _pm5xxx(device: str) -> tuple[RegisterPoint, ...]:
     every PM5100 firmware has the INT64 energy registers.
     """
 
-    def f32(signal: str, register: int, scale: float = 1.0) -> RegisterPoint:
-        return RegisterPoint(device, signal, "holding", register - 1, "f32", "big", "big",
-                             scale)
-
-    def i64_wh(signal: str, register: int) -> RegisterPoint:
-        return RegisterPoint(device, signal, "holding", register - 1, "i64", "big", "big",
-                             0.001)
+    f32 = _points(device, "holding", "f32", base=-1)
+    i64 = _points(device, "holding", "i64", base=-1)
 
     return (
         f32("current_l1", 3000),
@@ -224,8 +229,8 @@ def _pm5xxx(device: str) -> tuple[RegisterPoint, ...]:
         f32("power_kw", 3060),  # Active Power Total, kW
         f32("power_factor", 3084),  # Power Factor Total, 4Q FP PF
         f32("frequency_hz", 3110),
-        i64_wh("energy_kwh", 3204),  # Active Energy Delivered (Into Load), Wh -> kWh
-        i64_wh("export_energy_kwh", 3208),  # Active Energy Received (Out of Load)
+        i64("energy_kwh", 3204, 0.001),  # Active Energy Delivered (Into Load), Wh -> kWh
+        i64("export_energy_kwh", 3208, 0.001),  # Active Energy Received (Out of Load)
     )
 
 
@@ -247,11 +252,8 @@ def _pac3200(device: str) -> tuple[RegisterPoint, ...]:
     as a counter reset.
     """
 
-    def f32(signal: str, offset: int, scale: float = 1.0) -> RegisterPoint:
-        return RegisterPoint(device, signal, "input", offset, "f32", "big", "big", scale)
-
-    def f64_wh(signal: str, offset: int) -> RegisterPoint:
-        return RegisterPoint(device, signal, "input", offset, "f64", "big", "big", 0.001)
+    f32 = _points(device, "input", "f32")
+    f64 = _points(device, "input", "f64")
 
     return (
         f32("voltage_l1", 1),
@@ -263,8 +265,8 @@ def _pac3200(device: str) -> tuple[RegisterPoint, ...]:
         f32("frequency_hz", 55),
         f32("power_kw", 65, 0.001),  # total active power, W -> kW
         f32("power_factor", 69),  # total power factor
-        f64_wh("energy_kwh", 801),  # active energy import tariff 1, Wh -> kWh
-        f64_wh("export_energy_kwh", 809),  # active energy export tariff 1
+        f64("energy_kwh", 801, 0.001),  # active energy import tariff 1, Wh -> kWh
+        f64("export_energy_kwh", 809, 0.001),  # active energy export tariff 1
     )
 
 

@@ -44,7 +44,6 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from asyncua import ua
 from asyncua.client.client import Client
@@ -80,7 +79,7 @@ from collectors.opcua.convert import SampleConverter
 from collectors.opcua.dedup import Dedup, Seen
 from collectors.opcua.endpoint import secure_client, server_trust
 from collectors.opcua.logs import quiet_asyncua_logs
-from collectors.opcua.profile import Expansion, ProfileSink, expand
+from collectors.opcua.profile import Expansion, ProfileSink, expand, relative_path
 from collectors.opcua.spec import (
     Deadband,
     OpcUaSourceSpec,
@@ -571,22 +570,7 @@ class OpcUaCollector(StatsView):
         return resolved, pending
 
     def _relative_path(self, path: str, ns_array: list[str]) -> ua.RelativePath:
-        rel = ua.RelativePath()
-        for uri, name in parse_browse_path(path, self.spec.namespaces):
-            if uri is None:
-                index = 0
-            else:
-                try:
-                    index = ns_array.index(uri)
-                except ValueError:
-                    raise LookupError(f"namespace {uri!r} is not on the server") from None
-            element: Any = ua.RelativePathElement()  # its Boolean fields are not bool-typed
-            element.ReferenceTypeId = ua.NodeId(ua.Int32(ObjectIds.HierarchicalReferences))
-            element.IsInverse = False
-            element.IncludeSubtypes = True
-            element.TargetName = ua.QualifiedName(name, index)
-            rel.Elements.append(element)
-        return rel
+        return relative_path(parse_browse_path(path, self.spec.namespaces), ns_array)
 
     async def _attach(
         self,
